@@ -1,0 +1,3 @@
+from roomlink.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""What a connector plugin is, and how the core finds one.
+
+A connector knows its platform and nothing of pipes, parties or stores. The core gives
+it a :class:`ConnectorContext` (its name, party, rooms, a way to hand in events and to
+keep a cursor) and asks it to start, stop, send, edit and delete.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from roomlink.model import Inbound, Outbound
+
+ENTRY_POINT_GROUP = "roomlink.connectors"
+
+
+class ConnectorError(Exception):
+    """A send failed in a way worth retrying; counts against the retry budget."""
+
+
+class RoomDown(ConnectorError):  # noqa: N818 - a state, not a failure of ours
+    """The room cannot take messages now (disconnected, no listener).
+
+    The core waits for :meth:`Connector.wait_ready` and does not spend the retry budget.
+    """
+
+
+class PermanentError(ConnectorError):
+    """The platform refused this message for good (too large, forbidden); no retry."""
+
+
+class NotSupported(PermanentError):
+    """The platform has no such operation (edit, delete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the core must respect when it delivers to this connector."""
+
+    max_text_length: int | None = None  # in characters of canonical text; longer is split
+    rate: float | None = None  # sustained sends per second across the connector; None: no pacing
+    burst: int = 1  # sends allowed at once before pacing starts
+    can_impersonate: bool = False  # can post under another name (no nick prefix needed)
+    default_nick_format: str = "{nick}"
+    edits: bool = False
+    deletes: bool = False
+
+
+class ConnectorOptions(BaseModel):
+    """Base of every connector's own options model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+AcceptFn = Callable[[Inbound], Awaitable[list[str]]]
+
+
+@dataclass(slots=True)
+class ConnectorContext:
+    name: str  # the connector's name in the config, e.g. "agency-irc"
+    party: str
+    rooms: list[str]  # every room of this connector named in a pipe
+    accept: AcceptFn  # returns the message ids once durably stored in every store
+    get_cursor: Callable[[str], Awaitable[str | None]]
+    set_cursor: Callable[[str, str], Awaitable[None]]  # call only after accept() returned
+    inbound_rooms: set[str] = field(default_factory=set)  # rooms whose input is relayed
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("roomlink.connector"))
+
+
+class Connector(ABC):
+    """A connector type. Subclasses set ``platform`` and ``Options``."""
+
+    platform: ClassVar[str]
+    Options: ClassVar[type[ConnectorOptions]]
+
+    def __init__(self, options: ConnectorOptions, ctx: ConnectorContext) -> None:
+        self.options = options
+        self.ctx = ctx
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and begin handing inbound events to ``ctx.accept``; return once running."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop taking input and disconnect."""
+
+    @abstractmethod
+    def is_ready(self, room: str) -> bool:
+        """Whether ``room`` can take a message now."""
+
+    @abstractmethod
+    async def wait_ready(self, room: str) -> None:
+        """Return when ``room`` can take a message."""
+
+    @abstractmethod
+    async def send(self, out: Outbound) -> str:
+        """Post one message part; return the platform's id for it.
+
+        Raise :class:`RoomDown` when the room went away, :class:`PermanentError` when the
+        platform refuses it for good, :class:`ConnectorError` for anything worth a retry.
+        """
+
+    async def edit(self, out: Outbound) -> None:
+        raise NotSupported(f"{self.platform} cannot edit messages")
+
+    async def delete(self, out: Outbound) -> None:
+        raise NotSupported(f"{self.platform} cannot delete messages")
+
+
+def connector_type_names() -> list[str]:
+    """The names of every connector type installed (loading none of them)."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def load_connector_type(name: str) -> type[Connector]:
+    """Import one connector type by its entry-point name; KeyError if none is installed."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Connector)):
+            raise TypeError(f"entry point {name!r} is not a roomlink Connector: {cls!r}")
+        return cls
+    raise KeyError(name)

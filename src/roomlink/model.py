@@ -1,0 +1,129 @@
+"""The canonical message model: one shape for every platform and every store."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Deterministic ids for messages that carry a platform id: re-ingesting the same platform
+# message (a retried POST, a Telegram update seen again after a crash) yields the same id,
+# so every store can de-duplicate it even if the crash hit between two stores' commits.
+_ID_NAMESPACE = uuid.UUID("5d7f3a3e-6f0e-4c52-9f7b-2f1f3c0e8a11")
+
+
+class Kind(StrEnum):
+    MESSAGE = "message"
+    ACTION = "action"  # IRC /me, Slack /me, ...
+    EDIT = "edit"
+    DELETE = "delete"
+    JOIN = "join"
+    PART = "part"
+    TOPIC = "topic"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RoomRef:
+    """One room on one connector."""
+
+    connector: str
+    room: str
+
+    def __str__(self) -> str:
+        return f"{self.connector}:{self.room}"
+
+
+class Author(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    id: str | None = None  # the platform's user id, when it has one
+    party: str
+    platform: str
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    name: str | None = None
+    mime: str | None = None
+    size: int | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """A message as every party's store records it; ``id`` is the same in all of them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    pipe: str
+    kind: Kind = Kind.MESSAGE
+    origin_connector: str
+    origin_room: str
+    origin_native_id: str | None = None
+    author: Author
+    text: str = ""  # canonical rich text: a CommonMark subset (see roomlink.markup)
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None  # id of the message this one answers
+    target: str | None = None  # for edit/delete: id of the message changed
+    ts: datetime = Field(default_factory=utcnow)  # time at the origin
+
+    @property
+    def origin(self) -> RoomRef:
+        return RoomRef(self.origin_connector, self.origin_room)
+
+
+def new_message_id(pipe: str, origin: RoomRef, native_id: str | None) -> str:
+    """A globally unique id; deterministic when the platform gave the message an id."""
+    if native_id is None:
+        return uuid.uuid4().hex
+    key = "\x00".join((pipe, origin.connector, origin.room, native_id))
+    return uuid.uuid5(_ID_NAMESPACE, key).hex
+
+
+@dataclass(slots=True)
+class InboundAuthor:
+    name: str
+    id: str | None = None
+
+
+@dataclass(slots=True)
+class Inbound:
+    """What a connector hands the core for one event said in one of its rooms.
+
+    References to other messages (reply, edit, delete) are the platform's own ids in
+    this same room; the core maps them to message ids through the stores.
+    """
+
+    room: str
+    author: InboundAuthor
+    text: str = ""
+    kind: Kind = Kind.MESSAGE
+    native_id: str | None = None
+    reply_to_native: str | None = None
+    target_native: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    ts: datetime | None = None
+
+
+@dataclass(slots=True)
+class Outbound:
+    """One message for a connector to post (or edit, or delete) in one of its rooms."""
+
+    room: str
+    message: Message
+    text: str  # the canonical text of this part (long messages are split by the core)
+    display_name: str  # the author as the pipe's nick_format renders it
+    delivery_key: str  # stable across retries: lets a platform de-duplicate a re-send
+    reply_to_native: str | None = None  # native id in this room of the message replied to
+    target_native: str | None = None  # native id in this room of the message edited/deleted
+    part: int = 0
+    parts: int = 1
