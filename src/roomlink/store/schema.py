@@ -1,0 +1,107 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` must match."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored as UTC (naive UTC on SQLite, timestamptz on PG).
+
+    Naive datetimes given to it are taken to be UTC already.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, nullable=False),
+    sa.Column("pipe", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("origin_connector", sa.Text, nullable=False),
+    sa.Column("origin_room", sa.Text, nullable=False),
+    sa.Column("origin_native_id", sa.Text, nullable=True),
+    sa.Column("author_name", sa.Text, nullable=False),
+    sa.Column("author_id", sa.Text, nullable=True),
+    sa.Column("author_party", sa.Text, nullable=False),
+    sa.Column("author_platform", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("attachments", sa.Text, nullable=False),  # JSON list of Attachment dicts
+    sa.Column("reply_to", sa.Text, nullable=True),
+    sa.Column("target", sa.Text, nullable=True),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("id", name="uq_messages_id"),
+    sa.Index("ix_messages_origin", "origin_connector", "origin_room", "origin_native_id"),
+    sa.Index("ix_messages_pipe_seq", "pipe", "seq"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Text, sa.ForeignKey("messages.id"), nullable=False),
+    sa.Column("pipe", sa.Text, nullable=False),
+    sa.Column("connector", sa.Text, nullable=False),
+    sa.Column("room", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("native_id", sa.Text, nullable=True),  # the first part's platform id
+    sa.Column("native_ids", sa.Text, nullable=True),  # JSON list of every part's platform id
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("done_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("message_id", "connector", "room", name="uq_outbox_message_room"),
+    sa.Index("ix_outbox_room_state", "connector", "room", "state", "id"),
+)
+
+# Every platform id a delivered copy got (all parts), for the reverse lookup
+# native id -> message id (echo suppression, replies, edits). Newest row wins.
+natives = sa.Table(
+    "natives",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connector", sa.Text, nullable=False),
+    sa.Column("room", sa.Text, nullable=False),
+    sa.Column("native_id", sa.Text, nullable=False),
+    sa.Column("message_id", sa.Text, sa.ForeignKey("messages.id"), nullable=False),
+    sa.Column("outbox_id", sa.Integer, sa.ForeignKey("outbox.id"), nullable=False),
+    sa.Index("ix_natives_lookup", "connector", "room", "native_id"),
+)
+
+cursors = sa.Table(
+    "cursors",
+    metadata,
+    sa.Column("connector", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,239 @@
+"""The Store: a party's database behind one group-committing writer task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from roomlink.model import Message
+from roomlink.store import ops
+from roomlink.store.backends import Backend, open_backend, redact
+from roomlink.store.base import OutboxRow, RecordEntry, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAX_BATCH = 4096  # operations per group-committed transaction
+
+
+@dataclass(slots=True)
+class _Op:
+    """One queued write: ``fn`` alone, or (when ``entries`` is set) a mergeable record()."""
+
+    fn: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+    entries: Sequence[RecordEntry] | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    ops: list[_Op] = field(default_factory=list)
+
+    def run(self, conn: Connection) -> list[Any]:
+        """All ops in one transaction; consecutive record() calls become one executemany."""
+        results: list[Any] = []
+        i, n = 0, len(self.ops)
+        while i < n:
+            op = self.ops[i]
+            if op.entries is None:
+                results.append(op.fn(conn))
+                i += 1
+                continue
+            j = i
+            merged: list[RecordEntry] = []
+            while j < n and (entries := self.ops[j].entries) is not None:
+                merged.extend(entries)
+                j += 1
+            rows = ops.record(conn, merged)
+            pos = 0
+            for k in range(i, j):
+                size = len(self.ops[k].entries or ())
+                results.append(rows[pos : pos + size])
+                pos += size
+            i = j
+        return results
+
+
+def _wrap(e: BaseException) -> BaseException:
+    if isinstance(e, sa.exc.SQLAlchemyError):
+        err = StoreError(f"{type(e).__name__}: {e}")
+        err.__cause__ = e
+        return err
+    return e
+
+
+class Store:
+    """One party's store. Build it with :func:`open_store`; all methods are coroutine-safe."""
+
+    def __init__(self, party: str, url: str, backend: Backend) -> None:
+        self.party = party
+        self.url_for_display = redact(url)
+        self._backend = backend
+        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._closed = False
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"roomlink-store-writer[{party}]"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Store {self.party} {self.url_for_display}>"
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _submit(
+        self, fn: Callable[[Connection], T], entries: Sequence[RecordEntry] | None = None
+    ) -> asyncio.Future[T]:
+        if self._closed:
+            raise StoreError(f"store {self.party} is closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Op(fn, fut, entries))
+        return fut
+
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = _Batch([first])
+            while len(batch.ops) < _MAX_BATCH and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.ops.append(nxt)
+            await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
+        try:
+            results = await self._backend.write(batch.run)
+        except Exception as e:
+            if len(batch.ops) == 1:
+                _settle(batch.ops[0].future, exc=_wrap(e))
+                return
+            log.warning(
+                "store %s: batch of %d failed (%s); retrying one by one",
+                self.party,
+                len(batch.ops),
+                e,
+            )
+            for op in batch.ops:
+                await self._commit(_Batch([op]))
+            return
+        for op, result in zip(batch.ops, results, strict=True):
+            _settle(op.future, result=result)
+
+    async def close(self) -> None:
+        """Finish every queued write, then release connections and the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await self._writer
+        await self._backend.close()
+
+    async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
+        """Record messages and their outbox rows in one group-committed transaction.
+
+        An entry whose message id is already stored (or earlier in the same call) inserts
+        nothing and gets ``[]``; every other entry gets its new outbox rows, in order.
+        """
+        entries = tuple(entries)
+        if not entries:
+            return []
+        return await self._submit(functools.partial(ops.record, entries=entries), entries)
+
+    async def mark_delivered(self, outbox_id: int, native_ids: Sequence[str]) -> None:
+        await self._submit(
+            functools.partial(ops.mark_delivered, outbox_id=outbox_id, native_ids=tuple(native_ids))
+        )
+
+    async def mark_failed(self, outbox_id: int, error: str, attempts: int) -> None:
+        await self._submit(
+            functools.partial(ops.mark_failed, outbox_id=outbox_id, error=error, attempts=attempts)
+        )
+
+    async def note_attempt(self, outbox_id: int, error: str, attempts: int) -> None:
+        await self._submit(
+            functools.partial(ops.note_attempt, outbox_id=outbox_id, error=error, attempts=attempts)
+        )
+
+    async def set_cursor(self, connector: str, key: str, value: str) -> None:
+        await self._submit(
+            functools.partial(ops.set_cursor, connector=connector, key=key, value=value)
+        )
+
+    # -- reading (bypasses the queue) ---------------------------------------------------
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        if self._closed:
+            raise StoreError(f"store {self.party} is closed")
+        try:
+            return await self._backend.read(fn)
+        except sa.exc.SQLAlchemyError as e:
+            raise _wrap(e) from e
+
+    async def pending(
+        self, connector: str, room: str, after_id: int = 0, limit: int = 256
+    ) -> list[OutboxRow]:
+        return await self._read(
+            functools.partial(
+                ops.pending, connector=connector, room=room, after_id=after_id, limit=limit
+            )
+        )
+
+    async def native_id(self, message_id: str, connector: str, room: str) -> str | None:
+        return await self._read(
+            functools.partial(ops.native_id, message_id=message_id, connector=connector, room=room)
+        )
+
+    async def message_id_for_native(self, connector: str, room: str, native_id: str) -> str | None:
+        return await self._read(
+            functools.partial(
+                ops.message_id_for_native, connector=connector, room=room, native=native_id
+            )
+        )
+
+    async def get_cursor(self, connector: str, key: str) -> str | None:
+        return await self._read(functools.partial(ops.get_cursor, connector=connector, key=key))
+
+    async def messages(
+        self, pipe: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Message]]:
+        return await self._read(
+            functools.partial(ops.list_messages, pipe=pipe, after_seq=after_seq, limit=limit)
+        )
+
+    async def counts(self) -> dict[str, int]:
+        return await self._read(ops.counts)
+
+
+def _settle(
+    fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None
+) -> None:
+    if fut.done():  # the caller was cancelled; the write happened (or failed) anyway
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+async def open_store(party: str, url: str) -> Store:
+    """Open (creating and migrating as needed) the store at ``url`` for ``party``.
+
+    ``sqlite:///PATH`` or ``postgresql://user:pass@host:port/db`` (also ``postgres://``).
+    Raises StoreError, whose text never contains the password, if it cannot be opened.
+    """
+    backend = await open_backend(url)
+    return Store(party, url, backend)
