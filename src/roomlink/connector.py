@@ -25,7 +25,7 @@ class ConnectorError(Exception):
     """A send failed in a way worth retrying; counts against the retry budget."""
 
 
-class RoomDown(ConnectorError):  # noqa: N818 - a state, not a failure of ours
+class RoomDown(ConnectorError):
     """The room cannot take messages now (disconnected, no listener).
 
     The core waits for :meth:`Connector.wait_ready` and does not spend the retry budget.

@@ -1,0 +1,251 @@
+"""Delivery: one worker per destination room, in order, paced, retried, never doubled.
+
+A worker sends the head of its room's queue, waits for the store to commit that it was
+delivered, and only then sends the next one: a crash can leave at most the one message
+that was in flight to be sent again (and then with the same id and delivery key).
+The queue lives in the store; memory holds at most ``MEMORY_CAP`` rows of it, and a
+worker that fell behind pages the rest from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from roomlink import metrics
+from roomlink.connector import Connector, ConnectorError, NotSupported, PermanentError, RoomDown
+from roomlink.markup import escape
+from roomlink.model import Kind, Outbound, RoomRef
+from roomlink.router import Router
+from roomlink.store import OutboxRow, Store
+from roomlink.textsplit import split_text
+from roomlink.topology import Pipe
+
+log = logging.getLogger("roomlink.delivery")
+
+MEMORY_CAP = 10_000
+PAGE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [base/2, base]."""
+        base = min(self.backoff_max, self.backoff_initial * 2 ** max(attempt - 1, 0))
+        return random.uniform(base / 2, base)
+
+
+class Pacer:
+    """A token bucket shared by all rooms of one connector."""
+
+    def __init__(self, rate: float | None, burst: int) -> None:
+        self.rate = rate
+        self.capacity = max(burst, 1)
+        self.tokens = float(self.capacity)
+        self.stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.rate is None:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class RoomWorker:
+    def __init__(
+        self,
+        ref: RoomRef,
+        connector: Connector,
+        store: Store,
+        router: Router,
+        pipes: dict[str, Pipe],
+        pacer: Pacer,
+        policy: RetryPolicy,
+    ) -> None:
+        self.ref = ref
+        self.connector = connector
+        self.store = store
+        self.router = router
+        self.pipes = pipes
+        self.pacer = pacer
+        self.policy = policy
+        self._queue: deque[OutboxRow] = deque()
+        self._in_store_only = True  # start by paging what a previous run left pending
+        self._last_id = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.busy = False
+        self._task: asyncio.Task[None] | None = None
+
+    def push(self, row: OutboxRow) -> None:
+        """A new row was committed for this room."""
+        if not self._in_store_only:
+            if len(self._queue) < MEMORY_CAP:
+                self._queue.append(row)
+            else:
+                self._in_store_only = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"deliver {self.ref}")
+
+    async def stop(self, grace: float) -> None:
+        """Finish the message in flight (for up to ``grace`` seconds), then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _next(self) -> OutboxRow | None:
+        while not self._stopping:
+            while self._queue:
+                row = self._queue.popleft()
+                if row.id > self._last_id:
+                    return row
+            if self._in_store_only:
+                page = await self.store.pending(
+                    self.ref.connector, self.ref.room, self._last_id, PAGE
+                )
+                if page:
+                    self._queue.extend(page)
+                    continue
+                # caught up: from now on rows come through push(); one more look catches
+                # rows committed between the page query and this switch
+                self._in_store_only = False
+                fetched = await self.store.pending(self.ref.connector, self.ref.room, self._last_id)
+                merged = {r.id: r for r in (*self._queue, *fetched)}
+                self._queue = deque(sorted(merged.values(), key=lambda r: r.id))
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            row = await self._next()
+            if row is None:
+                return
+            self.busy = True
+            try:
+                await self._deliver(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop the room: log, keep the row pending
+                log.exception("%s: delivering %s failed unexpectedly", self.ref, row.message.id)
+                await asyncio.sleep(1)
+                self._queue.clear()  # the row is still pending: page again from the store
+                self._in_store_only = True
+                continue
+            finally:
+                self.busy = False
+            self._last_id = row.id
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        message = row.message
+        pipe = self.pipes.get(message.pipe)
+        limits = self.connector.limits
+        nick_format = (pipe.nick_format if pipe else None) or limits.default_nick_format
+        display = nick_format.format(
+            nick=message.author.name,
+            party=message.author.party,
+            platform=message.author.platform,
+            connector=message.origin_connector,
+        )
+        reply_native = await self._native(message.reply_to)
+        target_native = await self._native(message.target)
+        kind = message.kind
+        text = message.text
+        if kind in (Kind.EDIT, Kind.DELETE) and target_native is None:
+            await self._finish(row, [], None)  # the original never reached this room
+            return
+        if kind is Kind.EDIT and not limits.edits:
+            kind, text = Kind.MESSAGE, text + escape(" (edited)")
+        if kind is Kind.DELETE and not limits.deletes:
+            await self._finish(row, [], None)
+            return
+        parts = split_text(text, limits.max_text_length) if kind is not Kind.DELETE else [""]
+        native_ids: list[str] = []
+        attempts = row.attempts
+        for index, part in enumerate(parts):
+            out = Outbound(
+                room=self.ref.room,
+                message=message,
+                text=part,
+                display_name=display,
+                delivery_key=f"{message.id}:{self.ref.connector}:{self.ref.room}:{index}",
+                reply_to_native=reply_native,
+                target_native=target_native,
+                part=index,
+                parts=len(parts),
+            )
+            while True:
+                await self.connector.wait_ready(self.ref.room)
+                await self.pacer.acquire()
+                try:
+                    native: str | None = None
+                    if kind is Kind.EDIT:
+                        await self.connector.edit(out)
+                    elif kind is Kind.DELETE:
+                        await self.connector.delete(out)
+                    else:
+                        native = await self.connector.send(out)
+                    break
+                except RoomDown:
+                    await asyncio.sleep(0.05)  # wait_ready decides when to go again
+                except (PermanentError, NotSupported) as exc:
+                    await self._finish(row, [], f"refused: {exc}", attempts + 1)
+                    return
+                except (ConnectorError, OSError, TimeoutError) as exc:
+                    attempts += 1
+                    if attempts >= self.policy.max_attempts:
+                        await self._finish(row, [], f"gave up after {attempts} attempts: {exc}",
+                                           attempts)
+                        return
+                    metrics.RETRIES.labels(self.ref.connector).inc()
+                    delay = self.policy.delay(attempts)
+                    log.warning("%s: send failed (%s); retry %d in %.1fs",
+                                self.ref, exc, attempts, delay)
+                    await self.store.note_attempt(row.id, str(exc)[:500], attempts)
+                    await asyncio.sleep(delay)
+            if native is not None:  # an edit or delete keeps the original's native id
+                native_ids.append(native)
+                self.router.note_posted(self.ref, native)
+        await self._finish(row, native_ids, None)
+
+    async def _native(self, message_id: str | None) -> str | None:
+        if message_id is None:
+            return None
+        return await self.store.native_id(message_id, self.ref.connector, self.ref.room)
+
+    async def _finish(
+        self, row: OutboxRow, native_ids: list[str], error: str | None, attempts: int = 0
+    ) -> None:
+        if error is None:
+            await self.store.mark_delivered(row.id, native_ids)
+            metrics.DELIVERED.labels(self.ref.connector).inc()
+        else:
+            log.error("%s: message %s from %s marked failed: %s", self.ref, row.message.id,
+                      row.message.origin, error)
+            await self.store.mark_failed(row.id, error[:500], attempts)
+            metrics.FAILED.labels(self.ref.connector).inc()

@@ -1,0 +1,12 @@
+"""Prometheus counters: what a dashboard needs to see that nothing is lost."""
+
+from prometheus_client import Counter, Gauge
+
+INGESTED = Counter("roomlink_messages_ingested", "Messages recorded in every store of their pipe")
+DELIVERED = Counter("roomlink_deliveries", "Message copies posted to a room", ["connector"])
+FAILED = Counter(
+    "roomlink_delivery_failures", "Copies given up after the retry budget", ["connector"]
+)
+RETRIES = Counter("roomlink_delivery_retries", "Failed send attempts that will be retried",
+                  ["connector"])
+BACKLOG = Gauge("roomlink_outbox_backlog", "Copies waiting in memory for a room", ["connector"])

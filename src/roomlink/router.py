@@ -1,0 +1,176 @@
+"""From one inbound event to a message in every party's store, with its outbox rows.
+
+Inbound events are written in batches (group commit): while one batch is being
+committed to the stores, the next one gathers. Every store receives the batches in the
+same order, so every party's record has the same order. A caller's ``accept`` returns
+only once every store of every pipe concerned has committed, which is what lets a
+connector advance its cursor (or answer 202) safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+from roomlink import metrics
+from roomlink.model import Author, Inbound, Kind, Message, RoomRef, new_message_id, utcnow
+from roomlink.store import OutboxRow, RecordEntry, Store
+from roomlink.topology import Topology
+
+log = logging.getLogger("roomlink.router")
+
+MAX_BATCH = 512
+ECHO_MEMORY = 100_000
+
+
+class ShuttingDown(Exception):
+    """The daemon no longer takes input."""
+
+
+OnRecorded = Callable[[Store, Sequence[OutboxRow]], None]
+
+
+class Router:
+    def __init__(
+        self,
+        topology: Topology,
+        stores: Mapping[str, Store],
+        platforms: Mapping[str, str],
+        on_recorded: OnRecorded,
+    ) -> None:
+        self.topology = topology
+        self.stores = stores  # party -> store
+        self.platforms = platforms  # connector -> platform type
+        self.on_recorded = on_recorded
+        self._queue: list[tuple[list[Message], asyncio.Future[list[str]]]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._posted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._ingest_loop(), name="router-ingest")
+
+    async def close(self) -> None:
+        """Refuse new input, finish writing what was accepted."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    # -- echo safety ---------------------------------------------------------------
+    def note_posted(self, ref: RoomRef, native_id: str) -> None:
+        """Remember a native id the bridge itself posted, so its echo is not relayed."""
+        self._posted[(ref.connector, ref.room, native_id)] = None
+        if len(self._posted) > ECHO_MEMORY:
+            self._posted.popitem(last=False)
+
+    def is_echo(self, ref: RoomRef, native_id: str | None) -> bool:
+        return native_id is not None and (ref.connector, ref.room, native_id) in self._posted
+
+    # -- input ---------------------------------------------------------------------
+    async def accept(self, connector: str, inbound: Inbound) -> list[str]:
+        """Record ``inbound`` in every store of every pipe its room is in; return the ids."""
+        if self._closed:
+            raise ShuttingDown("roomlink is shutting down")
+        ref = RoomRef(connector, inbound.room)
+        pipes = self.topology.inbound.get(ref, [])
+        if not pipes or self.is_echo(ref, inbound.native_id):
+            return []
+        origin_store = self.stores[self.topology.party_of[ref]]
+        reply_to = await self._resolve(origin_store, ref, inbound.reply_to_native)
+        target = await self._resolve(origin_store, ref, inbound.target_native)
+        if inbound.kind in (Kind.EDIT, Kind.DELETE) and target is None:
+            log.info("%s: %s of a message roomlink never saw; ignored", ref, inbound.kind)
+            return []
+        author = Author(
+            name=inbound.author.name,
+            id=inbound.author.id,
+            party=self.topology.party_of[ref],
+            platform=self.platforms[connector],
+        )
+        ts = inbound.ts or utcnow()
+        messages = [
+            Message(
+                id=new_message_id(pipe.name, ref, _dedup_key(inbound)),
+                pipe=pipe.name,
+                kind=inbound.kind,
+                origin_connector=connector,
+                origin_room=inbound.room,
+                origin_native_id=inbound.native_id,
+                author=author,
+                text=inbound.text,
+                attachments=tuple(inbound.attachments),
+                reply_to=reply_to,
+                target=target,
+                ts=ts,
+            )
+            for pipe in pipes
+            if pipe.relays(inbound.kind)
+        ]
+        if not messages:
+            return []
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._queue.append((messages, future))
+        self._wake.set()
+        return await future
+
+    async def _resolve(self, store: Store, ref: RoomRef, native_id: str | None) -> str | None:
+        if native_id is None:
+            return None
+        return await store.message_id_for_native(ref.connector, ref.room, native_id)
+
+    async def _ingest_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, count = [], 0
+                while self._queue and count < MAX_BATCH:
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    count += len(item[0])
+                await self._write(batch)
+            if self._closed:
+                return
+
+    async def _write(self, batch: list[tuple[list[Message], asyncio.Future[list[str]]]]) -> None:
+        per_store: dict[str, list[RecordEntry]] = {}
+        for messages, _ in batch:
+            for message in messages:
+                pipe = self.topology.pipes[message.pipe]
+                for party in pipe.parties:
+                    outbox = pipe.destinations(message.origin, party)
+                    per_store.setdefault(party, []).append(RecordEntry(message, outbox))
+        parties = list(per_store)
+        results = await asyncio.gather(
+            *(self.stores[p].record(per_store[p]) for p in parties), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        for party, result in zip(parties, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("store of party %s failed to record a batch: %s", party, result)
+                continue
+            rows = [row for rows in result for row in rows]
+            if rows:
+                self.on_recorded(self.stores[party], rows)
+        for messages, future in batch:
+            if future.done():
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result([m.id for m in messages])
+        if failure is None:
+            metrics.INGESTED.inc(sum(len(m) for m, _ in batch))
+
+
+def _dedup_key(inbound: Inbound) -> str | None:
+    """The platform id that makes a message unique; edits and deletes are new events."""
+    if inbound.native_id is None:
+        return None
+    if inbound.kind in (Kind.EDIT, Kind.DELETE):
+        return None
+    return inbound.native_id

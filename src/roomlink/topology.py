@@ -1,0 +1,70 @@
+"""Who is where: the pipes, rooms and parties of a config, indexed for the router."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from roomlink.model import Kind, RoomRef
+
+
+@dataclass(frozen=True, slots=True)
+class PipeRoom:
+    ref: RoomRef
+    party: str
+    direction: str  # in | out | inout
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("out", "inout")
+
+    @property
+    def speaks(self) -> bool:
+        return self.direction in ("in", "inout")
+
+
+@dataclass(frozen=True, slots=True)
+class Pipe:
+    name: str
+    rooms: tuple[PipeRoom, ...]
+    nick_format: str | None = None
+    join_part: bool = False
+    topic: bool = False
+
+    @property
+    def parties(self) -> list[str]:
+        return sorted({r.party for r in self.rooms})
+
+    def relays(self, kind: Kind) -> bool:
+        if kind in (Kind.JOIN, Kind.PART):
+            return self.join_part
+        if kind is Kind.TOPIC:
+            return self.topic
+        return True
+
+    def destinations(self, origin: RoomRef, party: str) -> tuple[RoomRef, ...]:
+        """The rooms of ``party`` that a message said in ``origin`` goes to."""
+        return tuple(
+            r.ref for r in self.rooms if r.party == party and r.receives and r.ref != origin
+        )
+
+
+class Topology:
+    def __init__(self, pipes: Mapping[str, Pipe]) -> None:
+        self.pipes = dict(pipes)
+        self.inbound: dict[RoomRef, list[Pipe]] = {}  # rooms whose messages enter pipes
+        self.outbound: set[RoomRef] = set()  # rooms that receive from some pipe
+        self.party_of: dict[RoomRef, str] = {}
+        for pipe in self.pipes.values():
+            for room in pipe.rooms:
+                self.party_of[room.ref] = room.party
+                if room.speaks:
+                    self.inbound.setdefault(room.ref, []).append(pipe)
+                if room.receives:
+                    self.outbound.add(room.ref)
+
+    def rooms_of(self, connector: str) -> list[str]:
+        return sorted({ref.room for ref in self.party_of if ref.connector == connector})
+
+    def inbound_rooms_of(self, connector: str) -> set[str]:
+        return {ref.room for ref in self.inbound if ref.connector == connector}
