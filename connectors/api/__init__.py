@@ -1,5 +1,5 @@
 """HTTP API connector: post with JSON, read a room's stream over a WebSocket."""
 
-from roomlink_connectors.api.connector import ApiConnector
+from .connector import ApiConnector
 
 __all__ = ["ApiConnector"]

@@ -1,0 +1,210 @@
+"""``type: api``: post JSON into a room over HTTP; read a room's stream over a WebSocket.
+
+``POST /v1/rooms/{room}/messages`` with ``{"text": ..., "author": ...}`` answers 202
+``{"id": ...}`` once the message is in every store. An ``Idempotency-Key`` header makes
+a retried POST safe: the same key in the same room gives the same message, stored once.
+``GET /v1/rooms/{room}/stream`` is a WebSocket with one JSON text frame per message
+delivered into the room. A room with no stream client is down: its messages wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import Field, SecretStr, field_validator
+
+from roomlink.connector import Connector, ConnectorOptions, Limits, RoomDown
+from roomlink.model import Inbound, InboundAuthor, Kind, Outbound
+from roomlink.router import ShuttingDown
+
+log = logging.getLogger("roomlink.connector.api")
+
+MAX_AUTHOR = 256
+MAX_KEY = 256
+
+
+class ApiOptions(ConnectorOptions):
+    listen: str = Field(description="host:port to listen on")
+    token: SecretStr | None = None
+    max_text_length: int = Field(default=65536, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+        return v
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class ApiConnector(Connector):
+    platform = "api"
+    Options = ApiOptions
+
+    def __init__(self, options: ConnectorOptions, ctx: Any) -> None:
+        super().__init__(options, ctx)
+        assert isinstance(options, ApiOptions)
+        self.opts = options
+        self._clients: dict[str, set[web.WebSocketResponse]] = {r: set() for r in ctx.rooms}
+        self._ready: dict[str, asyncio.Event] = {r: asyncio.Event() for r in ctx.rooms}
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(can_impersonate=True, edits=True, deletes=True)
+
+    async def start(self) -> None:
+        # JSON escapes can double a text's size; leave room for the rest of the body
+        app = web.Application(client_max_size=self.opts.max_text_length * 6 + 65536)
+        app.router.add_post("/v1/rooms/{room}/messages", self._post)
+        app.router.add_get("/v1/rooms/{room}/stream", self._stream)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, _, port = self.opts.listen.rpartition(":")
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True)
+        await site.start()
+        base = f"http://{self.opts.listen}/v1/rooms"
+        for room in self.ctx.rooms:
+            log.info("%s room %r: post with  curl -d '{\"author\": \"me\", \"text\": \"hi\"}' "
+                     "%s/%s/messages   watch with  python -m roomlink_connectors.api.watch "
+                     "%s/%s/stream", self.ctx.name, room, base, room, base, room)
+
+    async def stop(self) -> None:
+        for clients in self._clients.values():
+            for ws in list(clients):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def is_ready(self, room: str) -> bool:
+        return bool(self._clients.get(room))
+
+    async def wait_ready(self, room: str) -> None:
+        await self._ready[room].wait()
+
+    # -- HTTP --------------------------------------------------------------------
+    def _authorized(self, request: web.Request) -> bool:
+        if self.opts.token is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        expected = "Bearer " + self.opts.token.get_secret_value()
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    def _room(self, request: web.Request) -> str | web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        room = request.match_info["room"]
+        if room not in self._clients:
+            return _error(404, f"unknown room {room!r}")
+        return room
+
+    async def _post(self, request: web.Request) -> web.Response:
+        room = self._room(request)
+        if isinstance(room, web.Response):
+            return room
+        if room not in self.ctx.inbound_rooms:
+            return _error(403, f"room {room!r} only receives (direction: out)")
+        try:
+            body = await request.json(loads=json.loads)
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        text, author = body.get("text"), body.get("author")
+        if not isinstance(text, str) or not text.strip():
+            return _error(400, "'text' must be a non-empty string")
+        if not isinstance(author, str) or not author.strip():
+            return _error(400, "'author' must be a non-empty string")
+        if len(text) > self.opts.max_text_length:
+            return _error(413, f"'text' is longer than {self.opts.max_text_length} characters")
+        if len(author) > MAX_AUTHOR:
+            return _error(400, f"'author' is longer than {MAX_AUTHOR} characters")
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_KEY:
+            return _error(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
+        try:
+            ids = await self.ctx.accept(
+                Inbound(room=room, author=InboundAuthor(name=author), text=text, native_id=key)
+            )
+        except ShuttingDown:
+            return _error(503, "roomlink is shutting down; retry")
+        except Exception as exc:
+            log.error("%s: could not store a message: %s", self.ctx.name, exc)
+            return _error(503, "the message could not be stored; retry")
+        return web.json_response({"id": ids[0] if ids else None, "ids": ids}, status=202)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        room = self._room(request)
+        if isinstance(room, web.Response):
+            return room
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        self._clients[room].add(ws)
+        self._ready[room].set()
+        try:
+            async for msg in ws:  # the stream is one-way; reading keeps pings answered
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._drop(room, ws)
+        return ws
+
+    def _drop(self, room: str, ws: web.WebSocketResponse) -> None:
+        self._clients[room].discard(ws)
+        if not self._clients[room]:
+            self._ready[room].clear()
+
+    # -- delivery ------------------------------------------------------------------
+    async def _broadcast(self, room: str, frame: dict[str, Any]) -> None:
+        data = json.dumps(frame, ensure_ascii=False)
+        sent = 0
+        for ws in list(self._clients.get(room, ())):
+            if ws.closed:
+                self._drop(room, ws)
+                continue
+            try:
+                await ws.send_str(data)
+                sent += 1
+            except (ConnectionError, RuntimeError):
+                self._drop(room, ws)
+        if not sent:
+            raise RoomDown(f"no stream client on room {room!r}")
+
+    def _frame(self, out: Outbound, kind: Kind) -> dict[str, Any]:
+        m = out.message
+        frame: dict[str, Any] = {
+            "id": m.id,
+            "pipe": m.pipe,
+            "author": {"name": m.author.name, "party": m.author.party,
+                       "platform": m.author.platform},
+            "display_name": out.display_name,
+            "text": out.text,
+            "kind": kind.value,
+            "ts": m.ts.isoformat(),
+        }
+        if m.reply_to:
+            frame["reply_to"] = m.reply_to
+        if m.target:
+            frame["target"] = m.target
+        if out.parts > 1:
+            frame["part"], frame["parts"] = out.part, out.parts
+        return frame
+
+    async def send(self, out: Outbound) -> str:
+        await self._broadcast(out.room, self._frame(out, out.message.kind))
+        return out.message.id if out.parts == 1 else f"{out.message.id}.{out.part}"
+
+    async def edit(self, out: Outbound) -> None:
+        await self._broadcast(out.room, self._frame(out, Kind.EDIT))
+
+    async def delete(self, out: Outbound) -> None:
+        await self._broadcast(out.room, self._frame(out, Kind.DELETE))

@@ -1,0 +1,208 @@
+"""Test kit: run the real ``roomlink`` process and talk to its API rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def roomlink_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "roomlink", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        roomlink_cmd(*args), capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def export(config: Path, party: str, pipe: str | None = None) -> list[dict[str, Any]]:
+    args = ["history", "export", "-c", str(config), "--party", party]
+    if pipe:
+        args += ["--pipe", pipe]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+async def wait_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until something listens on ``port``; OSError if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise OSError(f"the process exited with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+class Daemon:
+    """``roomlink run`` as a child process, its log in ``log_path``."""
+
+    def __init__(self, config: Path, ports: list[int], env: dict[str, str] | None = None):
+        self.config = config
+        self.ports = ports
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = config.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            roomlink_cmd("run", "-c", str(self.config)), stdout=log, stderr=log, env=self.env
+        )
+        log.close()
+        try:
+            for port in self.ports:
+                await wait_port(port, proc=self.proc)
+        except OSError:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("roomlink did not start:\n" + self.log()) from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def running(config: Path, ports: list[int], env: dict[str, str] | None = None
+                  ) -> AsyncIterator[Daemon]:
+    daemon = Daemon(config, ports, env)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+class Room:
+    """One API room as a client sees it."""
+
+    def __init__(self, session: aiohttp.ClientSession, port: int, room: str,
+                 token: str | None = None):
+        self.session = session
+        self.base = f"http://127.0.0.1:{port}/v1/rooms/{room}"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def post(self, text: str, author: str, key: str | None = None) -> dict[str, Any]:
+        headers = dict(self.headers)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        async with self.session.post(f"{self.base}/messages", json={"text": text, "author": author},
+                                     headers=headers) as resp:
+            body: dict[str, Any] = await resp.json()
+            assert resp.status == 202, (resp.status, body)
+            return body
+
+    async def post_until_accepted(self, text: str, author: str, key: str,
+                                  timeout: float = 60) -> str:
+        """Retry through daemon restarts, as a careful client would."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                body = await self.post(text, author, key)
+                return str(body["id"])
+            except (TimeoutError, aiohttp.ClientError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def stream(self) -> Stream:
+        return Stream(self)
+
+
+class Stream:
+    """Reads a room's WebSocket into ``frames``, reconnecting when the daemon restarts."""
+
+    def __init__(self, room: Room):
+        self.room = room
+        self.frames: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> Stream:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.connected.wait(), 20)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        url = self.room.base + "/stream"
+        while True:
+            try:
+                async with self.room.session.ws_connect(url, headers=self.room.headers) as ws:
+                    self.connected.set()
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            self.frames.append(json.loads(msg.data))
+                            self._changed.set()
+            except (aiohttp.ClientError, OSError):
+                pass
+            self.connected.clear()
+            await asyncio.sleep(0.05)
+
+    async def wait_for(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.frames) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.room.base}: {len(self.frames)} of {count} frames")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return self.frames
