@@ -43,11 +43,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def export(config: Path, party: str, pipe: str | None = None) -> list[dict[str, Any]]:
+def export(
+    config: Path, party: str, pipe: str | None = None, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     args = ["history", "export", "-c", str(config), "--party", party]
     if pipe:
         args += ["--pipe", pipe]
-    done = run_cli(*args)
+    done = run_cli(*args, env=env)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 

@@ -41,6 +41,12 @@ class ApiOptions(ConnectorOptions):
             raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
         return v
 
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        # `token: "${API_TOKEN:-}"` with the variable unset means: no auth
+        return v if v is not None and v.get_secret_value() else None
+
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)

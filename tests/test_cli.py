@@ -1,0 +1,101 @@
+"""The ``roomlink`` command line, run as a real process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rlkit import ROOT, free_port, run_cli, running, write_config
+
+import roomlink
+
+
+def _config(tmp_path: Path, port: int | None = None, store: str = "sqlite:///a.db") -> Path:
+    return write_config(
+        tmp_path / "roomlink.yaml",
+        {
+            "parties": {"agency": {"store": store}, "acme": {"store": "sqlite:///b.db"}},
+            "connectors": {
+                "agency-api": {
+                    "party": "agency",
+                    "type": "api",
+                    "listen": f"127.0.0.1:{port or free_port()}",
+                },
+                "acme-api": {"party": "acme", "type": "api", "listen": f"127.0.0.1:{free_port()}"},
+            },
+            "pipes": {
+                "project": {
+                    "rooms": [
+                        {"connector": "agency-api", "room": "lobby"},
+                        {"connector": "acme-api", "room": "lobby"},
+                    ]
+                }
+            },
+        },
+    )
+
+
+def test_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"roomlink {roomlink.__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["history"], ["history", "export"]])
+def test_help_on_every_command(command: list[str]) -> None:
+    done = run_cli(*command, "--help")
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: roomlink")
+
+
+def test_check_accepts_the_shipped_configs() -> None:
+    for name in ("examples/demo.yaml", "config.example.yaml"):
+        done = run_cli("check", "-c", str(ROOT / name))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith(")")
+
+
+def test_check_and_run_name_the_line_of_an_error(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    text = path.read_text().replace("room: lobby", "rom: lobby", 1)
+    path.write_text(text)
+    line = text.splitlines().index("    - connector: agency-api") + 1
+    for command in ("check", "run"):
+        done = run_cli(command, "-c", str(path))
+        assert done.returncode == 2
+        assert f"{path}:" in done.stderr
+        assert re.search(rf"roomlink\.yaml:{line + 1}: .*rom.*did you mean 'room'", done.stderr)
+
+
+def test_broken_yaml_and_missing_file_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parties:\n  agency: {store: [\n")
+    done = run_cli("check", "-c", str(bad))
+    assert done.returncode == 2 and "bad.yaml:" in done.stderr and "invalid YAML" in done.stderr
+    done = run_cli("check", "-c", str(tmp_path / "missing.yaml"))
+    assert done.returncode == 2 and "missing.yaml" in done.stderr
+
+
+def test_export_unknown_party_suggests_a_name(tmp_path: Path) -> None:
+    done = run_cli("history", "export", "-c", str(_config(tmp_path)), "--party", "agncy")
+    assert done.returncode == 2
+    assert "did you mean 'agency'" in done.stderr
+
+
+def test_unreachable_store_fails_run_without_showing_the_password(tmp_path: Path) -> None:
+    path = _config(tmp_path, store="postgresql://bridge:pa55word-xyz@127.0.0.1:1/none")
+    done = run_cli("run", "-c", str(path))
+    assert done.returncode == 1
+    assert "cannot open store" in done.stderr
+    assert "pa55word-xyz" not in done.stderr + done.stdout
+
+
+async def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    path = _config(tmp_path, port)
+    async with running(path, [port]) as daemon:
+        assert daemon.terminate() == 0
+    log = daemon.log()
+    assert "running" in log and log.rstrip().endswith("stopped")
