@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rlkit import ROOT, free_port, run_cli, running, write_config
-
 import roomlink
+from rlkit import ROOT, free_port, run_cli, running, write_config
 
 
 def _config(tmp_path: Path, port: int | None = None, store: str = "sqlite:///a.db") -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 
 from roomlink import metrics
@@ -44,7 +44,7 @@ class Router:
         self.stores = stores  # party -> store
         self.platforms = platforms  # connector -> platform type
         self.on_recorded = on_recorded
-        self._queue: list[tuple[list[Message], asyncio.Future[list[str]]]] = []
+        self._queue: deque[tuple[list[Message], asyncio.Future[list[str]]]] = deque()
         self._wake = asyncio.Event()
         self._closed = False
         self._posted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
@@ -112,6 +112,8 @@ class Router:
         ]
         if not messages:
             return []
+        if self._closed:  # closed while the reply/target lookup ran
+            raise ShuttingDown("roomlink is shutting down")
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._queue.append((messages, future))
         self._wake.set()
@@ -129,10 +131,16 @@ class Router:
             while self._queue:
                 batch, count = [], 0
                 while self._queue and count < MAX_BATCH:
-                    item = self._queue.pop(0)
+                    item = self._queue.popleft()
                     batch.append(item)
                     count += len(item[0])
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # never leave a caller waiting forever
+                    log.exception("recording a batch failed")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
             if self._closed:
                 return
 

@@ -89,9 +89,8 @@ async def test_bad_requests_get_a_json_4xx_and_store_nothing(tmp_path: Path) -> 
         assert daemon.terminate() == 0
     assert TOKEN not in daemon.log()
     for party in ("agency", "acme"):
-        assert [(m["author"]["name"], m["text"]) for m in export(path, party, env={"API_TOKEN": TOKEN})] == [
-            ("bob", "y" * 100)
-        ]
+        record = export(path, party, env={"API_TOKEN": TOKEN})
+        assert [(m["author"]["name"], m["text"]) for m in record] == [("bob", "y" * 100)]
 
 
 async def test_idempotency_key_makes_a_retried_post_safe(tmp_path: Path) -> None:
