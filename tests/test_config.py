@@ -425,6 +425,12 @@ def test_bad_delivery(tmp_path: Path) -> None:
     assert (issue.line, issue.message) == (16, "backoff_max must not be less than backoff_initial")
 
 
+def test_admin_section(tmp_path: Path) -> None:
+    err = fail(tmp_path, VALID + "admin:\n  listen: nowhere\n  lisen: x\n")
+    assert "host:port" in only(err, "admin.listen").message
+    assert "did you mean 'listen'" in only(err, "admin.lisen").message
+
+
 def test_bad_store_url(tmp_path: Path) -> None:
     err = fail(tmp_path, VALID.replace("sqlite:///data/agency.db", "sqlite://"))
     issue = only(err, "parties.agency.store")

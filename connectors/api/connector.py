@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import Field, SecretStr, field_validator
 
-from roomlink.connector import Connector, ConnectorOptions, Limits, RoomDown
+from roomlink.connector import Connector, ConnectorOptions, Limits, RoomDown, check_host_port
 from roomlink.model import Inbound, InboundAuthor, Kind, Outbound
 from roomlink.router import ShuttingDown
 
@@ -36,10 +36,7 @@ class ApiOptions(ConnectorOptions):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
-        return v
+        return check_host_port(v)
 
     @field_validator("token")
     @classmethod

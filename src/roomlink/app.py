@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from functools import partial
 
+from roomlink.admin import AdminServer
 from roomlink.config import Config
 from roomlink.connector import Connector, ConnectorContext, load_connector_type
 from roomlink.delivery import Pacer, RetryPolicy, RoomWorker
@@ -45,6 +46,7 @@ class Daemon:
         self.connectors: dict[str, Connector] = {}
         self.workers: dict[RoomRef, RoomWorker] = {}
         self.router: Router | None = None
+        self.admin: AdminServer | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -99,6 +101,9 @@ class Daemon:
                 raise RuntimeError(f"connector {name} could not start: {exc}") from exc
             log.info("connector %s (%s) started with rooms %s", name, connector.platform,
                      ", ".join(connector.ctx.rooms) or "(none)")
+        if cfg.admin is not None:
+            self.admin = AdminServer(self, cfg.admin.listen)
+            await self.admin.start()
 
     def _on_recorded(self, store: Store, rows: Sequence[OutboxRow]) -> None:
         for row in rows:
@@ -109,6 +114,8 @@ class Daemon:
     async def stop(self) -> None:
         """Stop taking input, give in-flight deliveries a grace period, close the stores."""
         grace = self.config.delivery.shutdown_grace
+        if self.admin is not None:
+            await self.admin.stop()
         if self.router is not None:
             await self.router.close()
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))

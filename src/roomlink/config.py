@@ -38,6 +38,7 @@ from pydantic import (
 from roomlink.connector import (
     Connector,
     ConnectorOptions,
+    check_host_port,
     connector_type_names,
     load_connector_type,
 )
@@ -47,7 +48,7 @@ Loc = tuple[str | int, ...]
 _M = TypeVar("_M", bound=BaseModel)
 
 NICK_PLACEHOLDERS = ("nick", "party", "platform", "connector")
-_TOP_KEYS = ("parties", "connectors", "pipes", "delivery")
+_TOP_KEYS = ("parties", "connectors", "pipes", "delivery", "admin")
 _REQUIRED_TOP_KEYS = ("parties", "connectors", "pipes")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_NODES = 200_000  # guards against alias bombs
@@ -172,6 +173,19 @@ class DeliveryConfig(BaseModel):
         return value
 
 
+class AdminConfig(BaseModel):
+    """The admin HTTP server (``/metrics``, ``/healthz``); off unless configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str  # host:port; keep it on a private address
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return check_host_port(value)
+
+
 class ConnectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -186,6 +200,7 @@ class Config(BaseModel):
     connectors: dict[str, ConnectorConfig]
     pipes: dict[str, PipeConfig]
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    admin: AdminConfig | None = None
 
     def secrets(self) -> set[str]:
         """Every secret the config holds, for scrubbing logs: SecretStr option values and
@@ -706,6 +721,10 @@ def load_config(
         checked = loader.validate(DeliveryConfig, data["delivery"], ("delivery",))
         delivery = checked if checked is not None else delivery
 
+    admin = None
+    if data.get("admin") is not None:
+        admin = loader.validate(AdminConfig, data["admin"], ("admin",))
+
     if loader.issues:
         unique = list(dict.fromkeys(loader.issues))
         unique.sort(key=lambda issue: issue.line or 0)
@@ -716,4 +735,5 @@ def load_config(
         connectors=connectors,
         pipes=pipes,
         delivery=delivery,
+        admin=admin,
     )

@@ -59,6 +59,14 @@ class ConnectorOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def check_host_port(value: str) -> str:
+    """Validate a ``host:port`` listen address (for options models)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+    return value
+
+
 AcceptFn = Callable[[Inbound], Awaitable[list[str]]]
 
 

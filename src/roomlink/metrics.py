@@ -1,6 +1,6 @@
 """Prometheus counters: what a dashboard needs to see that nothing is lost."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 INGESTED = Counter("roomlink_messages_ingested", "Messages recorded in every store of their pipe")
 DELIVERED = Counter("roomlink_deliveries", "Message copies posted to a room", ["connector"])
@@ -9,4 +9,3 @@ FAILED = Counter(
 )
 RETRIES = Counter("roomlink_delivery_retries", "Failed send attempts that will be retried",
                   ["connector"])
-BACKLOG = Gauge("roomlink_outbox_backlog", "Copies waiting in memory for a room", ["connector"])

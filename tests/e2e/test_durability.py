@@ -140,7 +140,7 @@ async def test_a_message_that_keeps_failing_is_marked_failed_and_blocks_nothing(
     (site / "flaky_plugin-1.0.dist-info" / "entry_points.txt").write_text(
         "[roomlink.connectors]\nflaky = flaky_plugin:Flaky\n")
     sent_log = tmp_path / "flaky.log"
-    port = free_port()
+    port, admin = free_port(), free_port()
     config = {
         "parties": {"a": {"store": "sqlite:///a.db"}},
         "connectors": {
@@ -150,6 +150,7 @@ async def test_a_message_that_keeps_failing_is_marked_failed_and_blocks_nothing(
         "pipes": {"p": {"rooms": [{"connector": "api", "room": "r"},
                                   {"connector": "flaky", "room": "x"}]}},
         "delivery": {"max_attempts": 3, "backoff_initial": 0.05, "backoff_max": 0.1},
+        "admin": {"listen": f"127.0.0.1:{admin}"},
     }
     path = write_config(tmp_path / "roomlink.yaml", config)
     env = {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -163,6 +164,17 @@ async def test_a_message_that_keeps_failing_is_marked_failed_and_blocks_nothing(
                 break
             await asyncio.sleep(0.05)
         assert sent_log.read_text().splitlines() == ["first", "third"]
+        # ops can see it: counted in the metrics and in the health report
+        async with http.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+            metrics = await resp.text()
+        assert 'roomlink_delivery_failures_total{connector="flaky"} 1.0' in metrics
+        assert 'roomlink_delivery_retries_total{connector="flaky"} 2.0' in metrics
+        assert 'roomlink_deliveries_total{connector="flaky"} 2.0' in metrics
+        async with http.get(f"http://127.0.0.1:{admin}/healthz") as resp:
+            health = await resp.json()
+        assert health["stores"]["a"]["failed"] == 1
+        assert health["stores"]["a"]["delivered"] == 2
+        assert health["rooms"]["flaky"] == {"x": True}
         assert daemon.terminate() == 0
     log = daemon.log()
     assert "marked failed" in log and "gave up after 3 attempts" in log
