@@ -1,5 +1,5 @@
 """IRC connector (jaraco ``irc`` asyncio client)."""
 
-from roomlink_connectors.irc.connector import IrcConnector
+from .connector import IrcConnector
 
 __all__ = ["IrcConnector"]
