@@ -29,6 +29,7 @@ log = logging.getLogger("roomlink.delivery")
 
 MEMORY_CAP = 10_000
 PAGE = 256
+YIELD_EVERY = 32  # a send and its commit may not suspend: let other tasks run now and then
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class RoomWorker:
         self._stopping = False
         self.busy = False
         self._task: asyncio.Task[None] | None = None
+        self._delivered = metrics.DELIVERED.labels(ref.connector)
 
     def push(self, row: OutboxRow) -> None:
         """A new row was committed for this room."""
@@ -142,10 +144,14 @@ class RoomWorker:
         return None
 
     async def _run(self) -> None:
+        done = 0
         while True:
             row = await self._next()
             if row is None:
                 return
+            done += 1
+            if done % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             self.busy = True
             try:
                 await self._deliver(row)
@@ -243,7 +249,7 @@ class RoomWorker:
     ) -> None:
         if error is None:
             await self.store.mark_delivered(row.id, native_ids)
-            metrics.DELIVERED.labels(self.ref.connector).inc()
+            self._delivered.inc()
         else:
             log.error("%s: message %s from %s marked failed: %s", self.ref, row.message.id,
                       row.message.origin, error)

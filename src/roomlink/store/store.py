@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
 
 from roomlink.model import Message
-from roomlink.store import ops
 from roomlink.store.backends import Backend, open_backend, redact
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
 
@@ -29,16 +27,17 @@ _MAX_BATCH = 4096  # operations per group-committed transaction
 class _Op:
     """One queued write: ``fn`` alone, or (when ``entries`` is set) a mergeable record()."""
 
-    fn: Callable[[Connection], Any]
+    fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
     entries: Sequence[RecordEntry] | None = None
 
 
 @dataclass(slots=True)
 class _Batch:
-    ops: list[_Op] = field(default_factory=list)
+    ops: list[_Op]
+    record: Callable[[Any, Sequence[RecordEntry]], list[list[OutboxRow]]]
 
-    def run(self, conn: Connection) -> list[Any]:
+    def run(self, conn: Any) -> list[Any]:
         """All ops in one transaction; consecutive record() calls become one executemany."""
         results: list[Any] = []
         i, n = 0, len(self.ops)
@@ -53,7 +52,7 @@ class _Batch:
             while j < n and (entries := self.ops[j].entries) is not None:
                 merged.extend(entries)
                 j += 1
-            rows = ops.record(conn, merged)
+            rows = self.record(conn, merged)
             pos = 0
             for k in range(i, j):
                 size = len(self.ops[k].entries or ())
@@ -64,7 +63,7 @@ class _Batch:
 
 
 def _wrap(e: BaseException) -> BaseException:
-    if isinstance(e, sa.exc.SQLAlchemyError):
+    if isinstance(e, sa.exc.SQLAlchemyError | sqlite3.Error):
         err = StoreError(f"{type(e).__name__}: {e}")
         err.__cause__ = e
         return err
@@ -78,6 +77,7 @@ class Store:
         self.party = party
         self.url_for_display = redact(url)
         self._backend = backend
+        self._ops = backend.ops
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._closed = False
         self._writer = asyncio.get_running_loop().create_task(
@@ -90,11 +90,20 @@ class Store:
     # -- writing ------------------------------------------------------------------------
 
     def _submit(
-        self, fn: Callable[[Connection], T], entries: Sequence[RecordEntry] | None = None
+        self, fn: Callable[[Any], T], entries: Sequence[RecordEntry] | None = None
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreError(f"store {self.party} is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        write_now = self._backend.write_now
+        if entries is None and write_now is not None:
+            # a delivery mark or a cursor: committing it now saves the delivery worker a
+            # round trip through the loop per message (bench/README.md)
+            try:
+                fut.set_result(write_now(fn))
+            except Exception as e:
+                fut.set_exception(_wrap(e))
+            return fut
         self._queue.put_nowait(_Op(fn, fut, entries))
         return fut
 
@@ -104,7 +113,7 @@ class Store:
             first = await self._queue.get()
             if first is None:
                 break
-            batch = _Batch([first])
+            batch = _Batch([first], self._ops.record)
             while len(batch.ops) < _MAX_BATCH and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
@@ -127,7 +136,7 @@ class Store:
                 e,
             )
             for op in batch.ops:
-                await self._commit(_Batch([op]))
+                await self._commit(_Batch([op], batch.record))
             return
         for op, result in zip(batch.ops, results, strict=True):
             _settle(op.future, result=result)
@@ -151,71 +160,67 @@ class Store:
         entries = tuple(entries)
         if not entries:
             return []
-        return await self._submit(functools.partial(ops.record, entries=entries), entries)
+        return await self._submit(lambda c: self._ops.record(c, entries), entries)
 
     async def mark_delivered(self, outbox_id: int, native_ids: Sequence[str]) -> None:
-        await self._submit(
-            functools.partial(ops.mark_delivered, outbox_id=outbox_id, native_ids=tuple(native_ids))
-        )
+        ids = tuple(native_ids)
+        await self._submit(lambda c: self._ops.mark_delivered(c, outbox_id, ids))
 
     async def mark_failed(self, outbox_id: int, error: str, attempts: int) -> None:
-        await self._submit(
-            functools.partial(ops.mark_failed, outbox_id=outbox_id, error=error, attempts=attempts)
-        )
+        await self._submit(lambda c: self._ops.mark_failed(c, outbox_id, error, attempts))
 
     async def note_attempt(self, outbox_id: int, error: str, attempts: int) -> None:
-        await self._submit(
-            functools.partial(ops.note_attempt, outbox_id=outbox_id, error=error, attempts=attempts)
-        )
+        await self._submit(lambda c: self._ops.note_attempt(c, outbox_id, error, attempts))
 
     async def set_cursor(self, connector: str, key: str, value: str) -> None:
-        await self._submit(
-            functools.partial(ops.set_cursor, connector=connector, key=key, value=value)
-        )
+        await self._submit(lambda c: self._ops.set_cursor(c, connector, key, value))
 
     # -- reading (bypasses the queue) ---------------------------------------------------
 
-    async def _read(self, fn: Callable[[Connection], T]) -> T:
+    async def _read(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
             raise StoreError(f"store {self.party} is closed")
         try:
             return await self._backend.read(fn)
-        except sa.exc.SQLAlchemyError as e:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error) as e:
             raise _wrap(e) from e
 
     async def pending(
         self, connector: str, room: str, after_id: int = 0, limit: int = 256
     ) -> list[OutboxRow]:
-        return await self._read(
-            functools.partial(
-                ops.pending, connector=connector, room=room, after_id=after_id, limit=limit
-            )
+        rows: list[OutboxRow] = await self._read(
+            lambda c: self._ops.pending(c, connector, room, after_id, limit)
         )
+        return rows
 
     async def native_id(self, message_id: str, connector: str, room: str) -> str | None:
-        return await self._read(
-            functools.partial(ops.native_id, message_id=message_id, connector=connector, room=room)
+        """The platform id the copy of ``message_id`` got in that room (or had there)."""
+        found: str | None = await self._read(
+            lambda c: self._ops.native_id(c, message_id, connector, room)
         )
+        return found
 
     async def message_id_for_native(self, connector: str, room: str, native_id: str) -> str | None:
-        return await self._read(
-            functools.partial(
-                ops.message_id_for_native, connector=connector, room=room, native=native_id
-            )
+        found: str | None = await self._read(
+            lambda c: self._ops.message_id_for_native(c, connector, room, native_id)
         )
+        return found
 
     async def get_cursor(self, connector: str, key: str) -> str | None:
-        return await self._read(functools.partial(ops.get_cursor, connector=connector, key=key))
+        found: str | None = await self._read(lambda c: self._ops.get_cursor(c, connector, key))
+        return found
 
     async def messages(
         self, pipe: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, Message]]:
-        return await self._read(
-            functools.partial(ops.list_messages, pipe=pipe, after_seq=after_seq, limit=limit)
+        found: list[tuple[int, Message]] = await self._read(
+            lambda c: self._ops.list_messages(c, pipe, after_seq, limit)
         )
+        return found
 
     async def counts(self) -> dict[str, int]:
-        return await self._read(ops.counts)
+        found: dict[str, int] = await self._read(self._ops.counts)
+        return found
 
 
 def _settle(
