@@ -3,6 +3,8 @@
 ``POST /v1/rooms/{room}/messages`` with ``{"text": ..., "author": ...}`` answers 202
 ``{"id": ...}`` once the message is in every store. An ``Idempotency-Key`` header makes
 a retried POST safe: the same key in the same room gives the same message, stored once.
+``reply_to`` (a message id) makes it a reply. ``PATCH`` / ``DELETE
+/v1/rooms/{room}/messages/{id}`` edit or delete a message said in that room.
 ``GET /v1/rooms/{room}/stream`` is a WebSocket with one JSON text frame per message
 delivered into the room. A room with no stream client is down: its messages wait.
 """
@@ -13,6 +15,7 @@ import asyncio
 import hmac
 import json
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -69,6 +72,8 @@ class ApiConnector(Connector):
         # JSON escapes can double a text's size; leave room for the rest of the body
         app = web.Application(client_max_size=self.opts.max_text_length * 6 + 65536)
         app.router.add_post("/v1/rooms/{room}/messages", self._post)
+        app.router.add_patch("/v1/rooms/{room}/messages/{message_id}", self._change)
+        app.router.add_delete("/v1/rooms/{room}/messages/{message_id}", self._change)
         app.router.add_get("/v1/rooms/{room}/stream", self._stream)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -110,12 +115,8 @@ class ApiConnector(Connector):
             return _error(404, f"unknown room {room!r}")
         return room
 
-    async def _post(self, request: web.Request) -> web.Response:
-        room = self._room(request)
-        if isinstance(room, web.Response):
-            return room
-        if room not in self.ctx.inbound_rooms:
-            return _error(403, f"room {room!r} only receives (direction: out)")
+    async def _body(self, request: web.Request, need_text: bool) -> dict[str, Any] | web.Response:
+        """The checked JSON body: ``author``, and ``text`` when the request carries one."""
         try:
             body = await request.json(loads=json.loads)
         except (ValueError, UnicodeDecodeError):
@@ -123,27 +124,71 @@ class ApiConnector(Connector):
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object")
         text, author = body.get("text"), body.get("author")
-        if not isinstance(text, str) or not text.strip():
+        if need_text and (not isinstance(text, str) or not text.strip()):
             return _error(400, "'text' must be a non-empty string")
         if not isinstance(author, str) or not author.strip():
             return _error(400, "'author' must be a non-empty string")
-        if len(text) > self.opts.max_text_length:
+        if isinstance(text, str) and len(text) > self.opts.max_text_length:
             return _error(413, f"'text' is longer than {self.opts.max_text_length} characters")
         if len(author) > MAX_AUTHOR:
             return _error(400, f"'author' is longer than {MAX_AUTHOR} characters")
+        reply_to = body.get("reply_to")
+        if reply_to is not None and (not isinstance(reply_to, str) or not reply_to):
+            return _error(400, "'reply_to' must be a message id")
+        return body
+
+    async def _post(self, request: web.Request) -> web.Response:
+        room = self._room(request)
+        if isinstance(room, web.Response):
+            return room
+        if room not in self.ctx.inbound_rooms:
+            return _error(403, f"room {room!r} only receives (direction: out)")
+        body = await self._body(request, need_text=True)
+        if isinstance(body, web.Response):
+            return body
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key) <= MAX_KEY:
             return _error(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
+        # every message said here gets a platform id, so that it can be edited later
+        native = f"key:{key}" if key is not None else uuid.uuid4().hex
+        inbound = Inbound(room=room, author=InboundAuthor(name=body["author"]),
+                          text=body["text"], native_id=native,
+                          reply_to_native=body.get("reply_to"))
+        ids = await self._accept(inbound)
+        if isinstance(ids, web.Response):
+            return ids
+        return web.json_response({"id": ids[0] if ids else None, "ids": ids}, status=202)
+
+    async def _change(self, request: web.Request) -> web.Response:
+        """PATCH (edit) or DELETE a message said earlier in this room."""
+        room = self._room(request)
+        if isinstance(room, web.Response):
+            return room
+        if room not in self.ctx.inbound_rooms:
+            return _error(403, f"room {room!r} only receives (direction: out)")
+        editing = request.method == "PATCH"
+        body = await self._body(request, need_text=editing)
+        if isinstance(body, web.Response):
+            return body
+        target = request.match_info["message_id"]
+        inbound = Inbound(room=room, author=InboundAuthor(name=body["author"]),
+                          text=body.get("text") or "", target_native=target,
+                          kind=Kind.EDIT if editing else Kind.DELETE)
+        ids = await self._accept(inbound)
+        if isinstance(ids, web.Response):
+            return ids
+        if not ids:
+            return _error(404, f"no message {target!r} was said in room {room!r}")
+        return web.json_response({"id": ids[0], "ids": ids}, status=202)
+
+    async def _accept(self, inbound: Inbound) -> list[str] | web.Response:
         try:
-            ids = await self.ctx.accept(
-                Inbound(room=room, author=InboundAuthor(name=author), text=text, native_id=key)
-            )
+            return await self.ctx.accept(inbound)
         except ShuttingDown:
             return _error(503, "roomlink is shutting down; retry")
         except Exception as exc:
             log.error("%s: could not store a message: %s", self.ctx.name, exc)
             return _error(503, "the message could not be stored; retry")
-        return web.json_response({"id": ids[0] if ids else None, "ids": ids}, status=202)
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         room = self._room(request)

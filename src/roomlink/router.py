@@ -82,9 +82,13 @@ class Router:
         origin_store = self.stores[self.topology.party_of[ref]]
         reply_to = await self._resolve(origin_store, ref, inbound.reply_to_native)
         target = await self._resolve(origin_store, ref, inbound.target_native)
-        if inbound.kind in (Kind.EDIT, Kind.DELETE) and target is None:
-            log.info("%s: %s of a message roomlink never saw; ignored", ref, inbound.kind)
-            return []
+        if inbound.kind in (Kind.EDIT, Kind.DELETE):
+            original = None if target is None else await origin_store.get_message(target)
+            if original is None or original.origin != ref:
+                # platforms let people change only their own messages, which were said
+                # in this room; anything else is a confused or hostile client
+                log.info("%s: %s of a message not said in this room; ignored", ref, inbound.kind)
+                return []
         author = Author(
             name=inbound.author.name,
             id=inbound.author.id,
@@ -120,9 +124,14 @@ class Router:
         return await future
 
     async def _resolve(self, store: Store, ref: RoomRef, native_id: str | None) -> str | None:
+        """The message id behind a platform id in this room, or the id itself when it names
+        a message this party has on record (how API clients name messages)."""
         if native_id is None:
             return None
-        return await store.message_id_for_native(ref.connector, ref.room, native_id)
+        found = await store.message_id_for_native(ref.connector, ref.room, native_id)
+        if found is None and await store.get_message(native_id) is not None:
+            found = native_id
+        return found
 
     async def _ingest_loop(self) -> None:
         while True:

@@ -69,6 +69,7 @@ async def test_bad_requests_get_a_json_4xx_and_store_nothing(tmp_path: Path) -> 
         ("lobby", {"text": "hi"}, TOKEN, 400),
         ("lobby", {"text": 5, "author": "alice"}, TOKEN, 400),
         ("lobby", {"text": "hi", "author": ""}, TOKEN, 400),
+        ("lobby", {"text": "hi", "author": "alice", "reply_to": 7}, TOKEN, 400),
         ("lobby", {"text": "x" * 101, "author": "alice"}, TOKEN, 413),
         ("nowhere", ok, TOKEN, 404),
         ("announce", ok, TOKEN, 403),

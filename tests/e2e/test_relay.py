@@ -104,3 +104,60 @@ async def test_direction_and_nick_format(tmp_path: Path) -> None:
             assert [f["text"] for f in s2.frames] == ["from the in-only room"]
             assert s0.frames == []  # direction: in receives nothing
             assert s1.frames[0]["display_name"] == "[a/api] ann"
+
+
+async def _send(
+    session: aiohttp.ClientSession, method: str, url: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    async with session.request(method, url, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_replies_edits_and_deletes_keep_their_mapping_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    path, ports = three_party_config(tmp_path)
+    agency = f"http://127.0.0.1:{ports['agency']}/v1/rooms/lobby/messages"
+    acme = f"http://127.0.0.1:{ports['acme']}/v1/rooms/lobby/messages"
+    all_ports = list(ports.values())
+    async with aiohttp.ClientSession() as session:
+        async with running(path, all_ports) as daemon:
+            original = (await Room(session, ports["agency"], "lobby").post("v1", "alice"))["id"]
+            status, answer = await _send(
+                session, "POST", acme, {"text": "re", "author": "bob", "reply_to": original}
+            )
+            assert status == 202
+            reply = answer["id"]
+            assert daemon.terminate() == 0
+        async with running(path, all_ports):  # a new process: only the stores remember
+            # only the room a message was said in may change it
+            status, _ = await _send(
+                session, "PATCH", f"{acme}/{original}", {"text": "hijack", "author": "bob"}
+            )
+            assert status == 404
+            status, _ = await _send(
+                session, "PATCH", f"{agency}/{original}", {"text": "v2", "author": "alice"}
+            )
+            assert status == 202
+            status, _ = await _send(session, "DELETE", f"{agency}/{original}", {"author": "alice"})
+            assert status == 202
+            async with Room(session, ports["contractor"], "lobby").stream() as contractor:
+                frames = await contractor.wait_for(4)
+            async with Room(session, ports["agency"], "lobby").stream() as own:
+                [reply_frame] = await own.wait_for(1)
+    got = [(f["kind"], f["text"], f.get("reply_to"), f.get("target")) for f in frames]
+    assert got == [
+        ("message", "v1", None, None),
+        ("message", "re", original, None),
+        ("edit", "v2", None, original),
+        ("delete", "", None, original),
+    ]
+    assert reply_frame["id"] == reply and reply_frame["reply_to"] == original
+    for party in PARTIES:  # the whole story stays on record, for any later dispute
+        record = [(m["kind"], m["text"], m["target"]) for m in export(path, party)]
+        assert record == [
+            ("message", "v1", None),
+            ("message", "re", None),
+            ("edit", "v2", original),
+            ("delete", "", original),
+        ]

@@ -45,6 +45,12 @@ async def test_messages_round_trip_unchanged(store: Store) -> None:
     assert listed[1].ts == datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 
 
+async def test_get_message_by_id(store: Store) -> None:
+    await store.record([RecordEntry(msg(1)), RecordEntry(msg(2, text="two"))])
+    assert await store.get_message("m00002") == msg(2, text="two")
+    assert await store.get_message("nope") is None
+
+
 async def test_order_paging_and_pipe_filter(store: Store) -> None:
     await store.record([RecordEntry(msg(i, pipe="a" if i % 2 else "b")) for i in range(10)])
     seqs = [seq for seq, _ in await store.messages()]

@@ -260,6 +260,11 @@ def message_id_for_native(conn: Connection, connector: str, room: str, native: s
     return None if best is None else str(best[1])
 
 
+def get_message(conn: Connection, message_id: str) -> Message | None:
+    row = conn.execute(sa.select(*_MESSAGE_COLUMNS).where(messages.c.id == message_id)).first()
+    return None if row is None else row_to_message(row._mapping)
+
+
 def list_messages(
     conn: Connection, pipe: str | None, after_seq: int, limit: int
 ) -> list[tuple[int, Message]]:

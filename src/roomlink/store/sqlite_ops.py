@@ -183,6 +183,11 @@ def message_id_for_native(
     return None if row is None else str(row[0])
 
 
+def get_message(conn: sqlite3.Connection, message_id: str) -> Message | None:
+    row = conn.execute(f"SELECT {_COLS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else _message(row)
+
+
 def list_messages(
     conn: sqlite3.Connection, pipe: str | None, after_seq: int, limit: int
 ) -> list[tuple[int, Message]]:

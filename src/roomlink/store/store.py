@@ -210,6 +210,10 @@ class Store:
         found: str | None = await self._read(lambda c: self._ops.get_cursor(c, connector, key))
         return found
 
+    async def get_message(self, message_id: str) -> Message | None:
+        found: Message | None = await self._read(lambda c: self._ops.get_message(c, message_id))
+        return found
+
     async def messages(
         self, pipe: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, Message]]:
