@@ -145,7 +145,7 @@ def mark_delivered(conn: Connection, outbox_id: int, native_ids: Sequence[str]) 
         native_ids=json.dumps(native_ids),
         done_at=utcnow(),
     )
-    if native_ids:
+    if len(native_ids) > 1:  # the first part's id is outbox.native_id
         row = conn.execute(
             sa.select(outbox.c.connector, outbox.c.room, outbox.c.message_id).where(
                 outbox.c.id == outbox_id
@@ -161,7 +161,7 @@ def mark_delivered(conn: Connection, outbox_id: int, native_ids: Sequence[str]) 
                     "message_id": row.message_id,
                     "outbox_id": outbox_id,
                 }
-                for n in native_ids
+                for n in native_ids[1:]
             ],
         )
 
@@ -247,7 +247,14 @@ def message_id_for_native(conn: Connection, connector: str, room: str, native: s
         .order_by(messages.c.seq.desc())
         .limit(1)
     ).first()
-    copy = conn.execute(
+    delivered = conn.execute(
+        sa.select(messages.c.seq, messages.c.id)
+        .select_from(outbox.join(messages, messages.c.id == outbox.c.message_id))
+        .where(outbox.c.connector == connector, outbox.c.room == room, outbox.c.native_id == native)
+        .order_by(messages.c.seq.desc())
+        .limit(1)
+    ).first()
+    part = conn.execute(
         sa.select(messages.c.seq, messages.c.id)
         .select_from(natives.join(messages, messages.c.id == natives.c.message_id))
         .where(
@@ -256,7 +263,8 @@ def message_id_for_native(conn: Connection, connector: str, room: str, native: s
         .order_by(messages.c.seq.desc())
         .limit(1)
     ).first()
-    best = max((r for r in (origin, copy) if r is not None), key=lambda r: r[0], default=None)
+    found = (r for r in (origin, delivered, part) if r is not None)
+    best = max(found, key=lambda r: r[0], default=None)
     return None if best is None else str(best[1])
 
 

@@ -80,11 +80,20 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("done_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("message_id", "connector", "room", name="uq_outbox_message_room"),
-    sa.Index("ix_outbox_room_state", "connector", "room", "state", "id"),
+    # only pending rows: a delivery leaves this index, and it stays small
+    sa.Index(
+        "ix_outbox_pending",
+        "connector",
+        "room",
+        "id",
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
+    ),
+    sa.Index("ix_outbox_native", "connector", "room", "native_id"),
 )
 
-# Every platform id a delivered copy got (all parts), for the reverse lookup
-# native id -> message id (echo suppression, replies, edits). Newest row wins.
+# The platform ids of the second and later parts of a copy split into several posts
+# (the first part's is outbox.native_id), for the reverse lookup native id -> message id.
 natives = sa.Table(
     "natives",
     metadata,

@@ -105,11 +105,11 @@ def mark_delivered(conn: sqlite3.Connection, outbox_id: int, native_ids: Sequenc
         conn, outbox_id, "state = ?, native_id = ?, native_ids = ?, done_at = ?",
         DELIVERED, native_ids[0] if native_ids else None, json.dumps(native_ids), _ts(utcnow()),
     )  # fmt: skip
-    if native_ids:
+    if len(native_ids) > 1:
         conn.executemany(
             "INSERT INTO natives (connector, room, native_id, message_id, outbox_id) "
             "SELECT connector, room, ?, message_id, id FROM outbox WHERE id = ?",
-            [(n, outbox_id) for n in native_ids],
+            [(n, outbox_id) for n in native_ids[1:]],
         )
 
 
@@ -176,9 +176,11 @@ def message_id_for_native(
     row = conn.execute(
         "SELECT id FROM (SELECT seq, id FROM messages WHERE origin_connector = ? "
         "AND origin_room = ? AND origin_native_id = ? "
+        "UNION ALL SELECT m.seq, m.id FROM outbox o JOIN messages m ON m.id = o.message_id "
+        "WHERE o.connector = ? AND o.room = ? AND o.native_id = ? "
         "UNION ALL SELECT m.seq, m.id FROM natives n JOIN messages m ON m.id = n.message_id "
         "WHERE n.connector = ? AND n.room = ? AND n.native_id = ?) ORDER BY seq DESC LIMIT 1",
-        (connector, room, native, connector, room, native),
+        (connector, room, native) * 3,
     ).fetchone()
     return None if row is None else str(row[0])
 

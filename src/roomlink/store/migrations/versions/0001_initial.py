@@ -65,7 +65,14 @@ def upgrade() -> None:
         _ts("done_at", nullable=True),
         sa.UniqueConstraint("message_id", "connector", "room", name="uq_outbox_message_room"),
     )
-    op.create_index("ix_outbox_room_state", "outbox", ["connector", "room", "state", "id"])
+    op.create_index(
+        "ix_outbox_pending",
+        "outbox",
+        ["connector", "room", "id"],
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
+    )
+    op.create_index("ix_outbox_native", "outbox", ["connector", "room", "native_id"])
 
     op.create_table(
         "natives",
