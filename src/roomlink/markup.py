@@ -2,9 +2,9 @@
 
 Canonical text is a small CommonMark subset: **bold**, *italic*, ~~strike~~, `code`,
 fenced code blocks, [links](url), <autolinks>, > quotes and - lists. Everything else
-(headings, raw HTML, tables, images) is literal text. Each connector renders the one
-token stream into its own markup with a :class:`Style`, and turns its platform's markup
-into canonical text (plain text goes through :func:`escape`).
+(headings, raw HTML, tables) is literal text; an image is written as its link. Each
+connector renders the one token stream into its own markup with a :class:`Style`, and
+turns its platform's markup into canonical text (plain text goes through :func:`escape`).
 """
 
 from __future__ import annotations
