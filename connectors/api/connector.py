@@ -119,6 +119,8 @@ class ApiConnector(Connector):
         """The checked JSON body: ``author``, and ``text`` when the request carries one."""
         try:
             body = await request.json(loads=json.loads)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "the body is too large")
         except (ValueError, UnicodeDecodeError):
             return _error(400, "body is not valid JSON")
         if not isinstance(body, dict):

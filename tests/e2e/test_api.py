@@ -71,6 +71,7 @@ async def test_bad_requests_get_a_json_4xx_and_store_nothing(tmp_path: Path) -> 
         ("lobby", {"text": "hi", "author": ""}, TOKEN, 400),
         ("lobby", {"text": "hi", "author": "alice", "reply_to": 7}, TOKEN, 400),
         ("lobby", {"text": "x" * 101, "author": "alice"}, TOKEN, 413),
+        ("lobby", b'{"text": "' + b"y" * 2_000_000 + b'"}', TOKEN, 413),
         ("nowhere", ok, TOKEN, 404),
         ("announce", ok, TOKEN, 403),
     ]
