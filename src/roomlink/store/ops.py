@@ -237,35 +237,20 @@ def native_id(conn: Connection, message_id: str, connector: str, room: str) -> s
 
 
 def message_id_for_native(conn: Connection, connector: str, room: str, native: str) -> str | None:
-    origin = conn.execute(
+    """The newest message that has ``native`` as its id in that room (original or copy)."""
+    said_here = sa.select(messages.c.seq, messages.c.id).where(
+        messages.c.origin_connector == connector,
+        messages.c.origin_room == room,
+        messages.c.origin_native_id == native,
+    )
+    copies = [
         sa.select(messages.c.seq, messages.c.id)
-        .where(
-            messages.c.origin_connector == connector,
-            messages.c.origin_room == room,
-            messages.c.origin_native_id == native,
-        )
-        .order_by(messages.c.seq.desc())
-        .limit(1)
-    ).first()
-    delivered = conn.execute(
-        sa.select(messages.c.seq, messages.c.id)
-        .select_from(outbox.join(messages, messages.c.id == outbox.c.message_id))
-        .where(outbox.c.connector == connector, outbox.c.room == room, outbox.c.native_id == native)
-        .order_by(messages.c.seq.desc())
-        .limit(1)
-    ).first()
-    part = conn.execute(
-        sa.select(messages.c.seq, messages.c.id)
-        .select_from(natives.join(messages, messages.c.id == natives.c.message_id))
-        .where(
-            natives.c.connector == connector, natives.c.room == room, natives.c.native_id == native
-        )
-        .order_by(messages.c.seq.desc())
-        .limit(1)
-    ).first()
-    found = (r for r in (origin, delivered, part) if r is not None)
-    best = max(found, key=lambda r: r[0], default=None)
-    return None if best is None else str(best[1])
+        .select_from(table.join(messages, messages.c.id == table.c.message_id))
+        .where(table.c.connector == connector, table.c.room == room, table.c.native_id == native)
+        for table in (outbox, natives)  # a copy's first part, and its later parts
+    ]
+    found = sa.union_all(said_here, *copies).subquery()
+    return conn.scalar(sa.select(found.c.id).order_by(found.c.seq.desc()).limit(1))
 
 
 def get_message(conn: Connection, message_id: str) -> Message | None:
