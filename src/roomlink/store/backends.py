@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,9 @@ class SqliteBackend:
     def __init__(self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection) -> None:
         self._conn = conn
         self._checkpointer = checkpointer
+        # a cancelled to_thread() call leaves its thread running: close() takes this lock
+        # so that it never closes the connection under a checkpoint in progress
+        self._checkpoint_lock = threading.Lock()
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop())
 
     async def _checkpoint_loop(self) -> None:
@@ -124,7 +128,8 @@ class SqliteBackend:
 
     def _checkpoint(self) -> None:
         # PASSIVE: copies what it can without waiting for, or blocking, the writer
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        with self._checkpoint_lock:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @classmethod
     async def open(cls, url: URL) -> SqliteBackend:
@@ -170,7 +175,12 @@ class SqliteBackend:
     async def close(self) -> None:
         self._checkpoints.cancel()
         await asyncio.gather(self._checkpoints, return_exceptions=True)
-        self._checkpointer.close()
+
+        def close_checkpointer() -> None:
+            with self._checkpoint_lock:
+                self._checkpointer.close()
+
+        await asyncio.to_thread(close_checkpointer)
         self._conn.close()  # the last connection to close checkpoints the whole WAL
 
 
