@@ -184,11 +184,15 @@ async def test_joins_parts_and_topics_only_where_the_pipe_asks(
             await op.wait_line(bot_joined("#events"))
             await op.wait_line(bot_joined("#quiet"))
             zoe = await irc_user("zoe", "#events", "#quiet")
+            # the server orders what different clients say only as it reads it: wait for
+            # each client's lines to come back before another client speaks
             op.send("TOPIC #events :new *topic*")
             op.send("TOPIC #quiet :quiet topic")
+            await op.wait_line(lambda ln: ln.command == "TOPIC" and ln.params[0] == "#quiet")
             zoe.send("NICK zoe2")
             zoe.send("PART #events :bye now")
             await zoe.close()  # QUIT: she is still in #quiet, so nothing for #events
+            await op.wait_line(lambda ln: ln.command == "QUIT" and ln.nick == "zoe2")
             op.say("#quiet", "done")
             op.say("#events", "done")
             got = await events.wait_for(5)
