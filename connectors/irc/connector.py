@@ -19,11 +19,12 @@ from irc.strings import lower
 from roomlink.connector import Connector, ConnectorOptions, Limits
 from roomlink.markup import escape
 from roomlink.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
+from roomlink.pacing import backoff
 from roomlink.router import ShuttingDown
 
 from .lines import LINE_LIMIT, no_ping, prefix_length, render_irc, split_lines, to_canonical
 from .options import IrcOptions
-from .session import Session, backoff
+from .session import Session
 
 NAME_PREFIXES = "~&@%+"  # channel status marks in a NAMES reply
 

@@ -24,6 +24,7 @@ from irc.client_aio import AioReactor
 from irc.strings import lower
 
 from roomlink.connector import ConnectorError, RoomDown
+from roomlink.pacing import TokenBucket, backoff
 
 from .options import IrcOptions
 from .wire import RelayConnection, ssl_context
@@ -39,36 +40,6 @@ JOIN_ERRORS = {"channelisfull", "inviteonlychan", "bannedfromchan", "badchannelk
 NICK_ERRORS = {"nicknameinuse", "erroneusnickname", "unavailresource", "nickcollision"}
 SASL_DONE = {"saslsuccess", "saslfail", "sasltoolong", "saslaborted", "saslalready",
              "nicklocked", "902"}
-
-
-def backoff(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with jitter: uniform in [base/2, base]."""
-    base = min(maximum, initial * 2 ** max(attempt - 1, 0))
-    return random.uniform(base / 2, base)
-
-
-class TokenBucket:
-    """Lines per second with a burst: what keeps a server's flood control calm."""
-
-    def __init__(self, burst: int, interval: float) -> None:
-        self.capacity = float(max(burst, 1))
-        self.interval = interval
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def take(self) -> None:
-        if self.interval <= 0:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) / self.interval)
-                self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) * self.interval)
 
 
 class _Reactor(AioReactor):  # type: ignore[misc]
@@ -89,7 +60,8 @@ class Session:
         self.nick = opts.nick
         self.user: str | None = None  # as the server shows us (ngIRCd adds "~")
         self.host: str | None = None
-        self.bucket = TokenBucket(opts.burst_lines, opts.line_interval)
+        rate = 1 / opts.line_interval if opts.line_interval > 0 else None
+        self.bucket = TokenBucket(rate, opts.burst_lines)
         self._joined: dict[str, float] = {}  # folded channel -> when joined
         self._ready = {f: asyncio.Event() for f in self.rooms}
         self._changed = {f: asyncio.Event() for f in self.rooms}
@@ -289,17 +261,17 @@ class Session:
         try:
             source = getattr(event.source, "nick", None) if event.source else None
             from_me = source is not None and lower(source) == lower(self.nick)
-            self._handle(self.conn, event)
+            self._handle(self.conn, event, source, from_me)
             if event.type != "all_raw_messages":
                 self.sink(event, from_me)
         except Exception:  # a bug here must not cost the connection
             self.log.exception("IRC: handling %s failed", event.type)
 
-    def _handle(self, conn: RelayConnection, event: Event) -> None:
+    def _handle(
+        self, conn: RelayConnection, event: Event, source: str | None, from_me: bool
+    ) -> None:
         kind = event.type
         me = lower(self.nick)
-        source = getattr(event.source, "nick", None) if event.source else None
-        from_me = source is not None and lower(source) == me
         if kind == "all_raw_messages":
             self._last_input = time.monotonic()
         elif kind == "disconnect":

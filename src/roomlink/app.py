@@ -10,8 +10,9 @@ from functools import partial
 from roomlink.admin import AdminServer
 from roomlink.config import Config
 from roomlink.connector import Connector, ConnectorContext, load_connector_type
-from roomlink.delivery import Pacer, RetryPolicy, RoomWorker
+from roomlink.delivery import RetryPolicy, RoomWorker
 from roomlink.model import RoomRef
+from roomlink.pacing import TokenBucket
 from roomlink.router import Router
 from roomlink.store import OutboxRow, Store, open_store
 from roomlink.topology import Pipe, PipeRoom, Topology
@@ -79,7 +80,7 @@ class Daemon:
             cfg.delivery.max_attempts, cfg.delivery.backoff_initial, cfg.delivery.backoff_max
         )
         pacers = {
-            name: Pacer(c.limits.rate, c.limits.burst) for name, c in self.connectors.items()
+            name: TokenBucket(c.limits.rate, c.limits.burst) for name, c in self.connectors.items()
         }
         for ref in sorted(self.topology.outbound):
             self.workers[ref] = RoomWorker(

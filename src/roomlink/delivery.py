@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ from roomlink import metrics
 from roomlink.connector import Connector, ConnectorError, NotSupported, PermanentError, RoomDown
 from roomlink.markup import escape
 from roomlink.model import Kind, Outbound, RoomRef
+from roomlink.pacing import TokenBucket, backoff
 from roomlink.router import Router
 from roomlink.store import OutboxRow, Store
 from roomlink.textsplit import split_text
@@ -39,33 +38,7 @@ class RetryPolicy:
     backoff_max: float = 300.0
 
     def delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter: uniform in [base/2, base]."""
-        base = min(self.backoff_max, self.backoff_initial * 2 ** max(attempt - 1, 0))
-        return random.uniform(base / 2, base)
-
-
-class Pacer:
-    """A token bucket shared by all rooms of one connector."""
-
-    def __init__(self, rate: float | None, burst: int) -> None:
-        self.rate = rate
-        self.capacity = max(burst, 1)
-        self.tokens = float(self.capacity)
-        self.stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if self.rate is None:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+        return backoff(attempt, self.backoff_initial, self.backoff_max)
 
 
 class RoomWorker:
@@ -76,7 +49,7 @@ class RoomWorker:
         store: Store,
         router: Router,
         pipes: dict[str, Pipe],
-        pacer: Pacer,
+        pacer: TokenBucket,
         policy: RetryPolicy,
     ) -> None:
         self.ref = ref
@@ -91,7 +64,6 @@ class RoomWorker:
         self._last_id = 0
         self._wake = asyncio.Event()
         self._stopping = False
-        self.busy = False
         self._task: asyncio.Task[None] | None = None
         self._delivered = metrics.DELIVERED.labels(ref.connector)
 
@@ -152,7 +124,6 @@ class RoomWorker:
             done += 1
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            self.busy = True
             try:
                 await self._deliver(row)
             except asyncio.CancelledError:
@@ -163,8 +134,6 @@ class RoomWorker:
                 self._queue.clear()  # the row is still pending: page again from the store
                 self._in_store_only = True
                 continue
-            finally:
-                self.busy = False
             self._last_id = row.id
 
     async def _deliver(self, row: OutboxRow) -> None:
@@ -207,7 +176,7 @@ class RoomWorker:
             )
             while True:
                 await self.connector.wait_ready(self.ref.room)
-                await self.pacer.acquire()
+                await self.pacer.take()
                 try:
                     native: str | None = None
                     if kind is Kind.EDIT:
