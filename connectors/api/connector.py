@@ -107,12 +107,15 @@ class ApiConnector(Connector):
         expected = "Bearer " + self.opts.token.get_secret_value()
         return hmac.compare_digest(given.encode(), expected.encode())
 
-    def _room(self, request: web.Request) -> str | web.Response:
+    def _room(self, request: web.Request, speaking: bool = False) -> str | web.Response:
+        """The room the request names, or the error answer (``speaking``: to post in it)."""
         if not self._authorized(request):
             return _error(401, "missing or wrong bearer token")
         room = request.match_info["room"]
         if room not in self._clients:
             return _error(404, f"unknown room {room!r}")
+        if speaking and room not in self.ctx.inbound_rooms:
+            return _error(403, f"room {room!r} only receives (direction: out)")
         return room
 
     async def _body(self, request: web.Request, need_text: bool) -> dict[str, Any] | web.Response:
@@ -140,11 +143,9 @@ class ApiConnector(Connector):
         return body
 
     async def _post(self, request: web.Request) -> web.Response:
-        room = self._room(request)
+        room = self._room(request, speaking=True)
         if isinstance(room, web.Response):
             return room
-        if room not in self.ctx.inbound_rooms:
-            return _error(403, f"room {room!r} only receives (direction: out)")
         body = await self._body(request, need_text=True)
         if isinstance(body, web.Response):
             return body
@@ -163,11 +164,9 @@ class ApiConnector(Connector):
 
     async def _change(self, request: web.Request) -> web.Response:
         """PATCH (edit) or DELETE a message said earlier in this room."""
-        room = self._room(request)
+        room = self._room(request, speaking=True)
         if isinstance(room, web.Response):
             return room
-        if room not in self.ctx.inbound_rooms:
-            return _error(403, f"room {room!r} only receives (direction: out)")
         editing = request.method == "PATCH"
         body = await self._body(request, need_text=editing)
         if isinstance(body, web.Response):

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from roomlink.model import Message, RoomRef
 
+# the states of an outbox row
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
 
 class StoreError(Exception):
     """A store could not be opened, or an operation on it failed."""

@@ -15,12 +15,15 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from roomlink.model import Attachment, Author, Kind, Message, utcnow
-from roomlink.store.base import OutboxRow, RecordEntry, UnknownOutboxRow
+from roomlink.store.base import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    OutboxRow,
+    RecordEntry,
+    UnknownOutboxRow,
+)
 from roomlink.store.schema import cursors, messages, natives, outbox
-
-PENDING = "pending"
-DELIVERED = "delivered"
-FAILED = "failed"
 
 _IN_CHUNK = 500  # ids per IN (...) query; stays far below every driver's parameter limit
 

@@ -16,9 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from roomlink.model import Attachment, Author, Kind, Message, utcnow
-from roomlink.store.base import OutboxRow, RecordEntry, UnknownOutboxRow
-
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+from roomlink.store.base import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    OutboxRow,
+    RecordEntry,
+    UnknownOutboxRow,
+)
 
 _IN_CHUNK = 500  # ids per IN (...): far below SQLite's parameter limit
 
