@@ -32,6 +32,20 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def plugin_env(tmp_path: Path, module: str, source: str, entry: str) -> dict[str, str]:
+    """Ship ``source`` as a third-party connector plugin, the way any plugin is shipped (an
+    entry point named ``entry``); returns the environment under which roomlink finds it."""
+    site = tmp_path / "site"
+    dist = site / f"{module}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[roomlink.connectors]\n{entry} = {module}:{entry.capitalize()}\n")
+    return {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
 def roomlink_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "roomlink", *args]
 

@@ -32,6 +32,18 @@ class RoomDown(ConnectorError):
     """
 
 
+class RateLimited(ConnectorError):
+    """The platform asked to slow down (HTTP 429 and the like).
+
+    The core waits ``retry_after`` seconds and sends the same message again; this spends
+    no attempt of the retry budget, so a rate limit never makes a message fail.
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(0.0, float(retry_after))
+
+
 class PermanentError(ConnectorError):
     """The platform refused this message for good (too large, forbidden); no retry."""
 
@@ -47,6 +59,9 @@ class Limits:
     max_text_length: int | None = None  # in characters of canonical text; longer is split
     rate: float | None = None  # sustained sends per second across the connector; None: no pacing
     burst: int = 1  # sends allowed at once before pacing starts
+    # per destination room, every bucket applies: ((sends per second, burst), ...), e.g.
+    # Telegram's "1 per second per chat" and "20 per minute in a group" as two buckets
+    room_rates: tuple[tuple[float, int], ...] = ()
     can_impersonate: bool = False  # can post under another name (no nick prefix needed)
     default_nick_format: str = "{nick}"
     edits: bool = False

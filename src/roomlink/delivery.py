@@ -15,7 +15,14 @@ from collections import deque
 from dataclasses import dataclass
 
 from roomlink import metrics
-from roomlink.connector import Connector, ConnectorError, NotSupported, PermanentError, RoomDown
+from roomlink.connector import (
+    Connector,
+    ConnectorError,
+    NotSupported,
+    PermanentError,
+    RateLimited,
+    RoomDown,
+)
 from roomlink.markup import escape
 from roomlink.model import Kind, Outbound, RoomRef
 from roomlink.pacing import TokenBucket, backoff
@@ -58,6 +65,9 @@ class RoomWorker:
         self.router = router
         self.pipes = pipes
         self.pacer = pacer
+        # the platform's per-room limits, on top of the connector-wide pacer
+        self.room_pacers = [TokenBucket(rate, burst)
+                            for rate, burst in connector.limits.room_rates]
         self.policy = policy
         self._queue: deque[OutboxRow] = deque()
         self._in_store_only = True  # start by paging what a previous run left pending
@@ -177,6 +187,8 @@ class RoomWorker:
             while True:
                 await self.connector.wait_ready(self.ref.room)
                 await self.pacer.take()
+                for room_pacer in self.room_pacers:
+                    await room_pacer.take()
                 try:
                     native: str | None = None
                     if kind is Kind.EDIT:
@@ -188,6 +200,11 @@ class RoomWorker:
                     break
                 except RoomDown:
                     await asyncio.sleep(0.05)  # wait_ready decides when to go again
+                except RateLimited as exc:
+                    log.warning("%s: rate limited (%s); sending again in %.1fs",
+                                self.ref, exc, exc.retry_after)
+                    metrics.RETRIES.labels(self.ref.connector).inc()
+                    await asyncio.sleep(exc.retry_after)
                 except (PermanentError, NotSupported) as exc:
                     await self._finish(row, [], f"refused: {exc}", attempts + 1)
                     return

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 from pathlib import Path
 
 import aiohttp
 
-from rlkit import Daemon, Room, export, free_port, running, write_config
+from rlkit import Daemon, Room, export, free_port, plugin_env, running, write_config
 
 PARTIES = ("agency", "acme", "contractor")
 
@@ -132,13 +131,7 @@ class Flaky(Connector):
 async def test_a_message_that_keeps_failing_is_marked_failed_and_blocks_nothing(
     tmp_path: Path,
 ) -> None:
-    site = tmp_path / "site"
-    (site / "flaky_plugin-1.0.dist-info").mkdir(parents=True)
-    (site / "flaky_plugin.py").write_text(textwrap.dedent(FLAKY_PLUGIN))
-    (site / "flaky_plugin-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: flaky-plugin\nVersion: 1.0\n")
-    (site / "flaky_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[roomlink.connectors]\nflaky = flaky_plugin:Flaky\n")
+    env = plugin_env(tmp_path, "flaky_plugin", textwrap.dedent(FLAKY_PLUGIN), "flaky")
     sent_log = tmp_path / "flaky.log"
     port, admin = free_port(), free_port()
     config = {
@@ -153,7 +146,6 @@ async def test_a_message_that_keeps_failing_is_marked_failed_and_blocks_nothing(
         "admin": {"listen": f"127.0.0.1:{admin}"},
     }
     path = write_config(tmp_path / "roomlink.yaml", config)
-    env = {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     async with running(path, [port], env) as daemon, aiohttp.ClientSession() as http:
         room = Room(http, port, "r")
         await room.post("first", "alice")
