@@ -149,15 +149,30 @@ class Room:
         self.base = f"http://127.0.0.1:{port}/v1/rooms/{room}"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def post(self, text: str, author: str, key: str | None = None) -> dict[str, Any]:
+    async def post(self, text: str, author: str, key: str | None = None,
+                   reply_to: str | None = None) -> dict[str, Any]:
         headers = dict(self.headers)
         if key is not None:
             headers["Idempotency-Key"] = key
-        async with self.session.post(f"{self.base}/messages", json={"text": text, "author": author},
-                                     headers=headers) as resp:
-            body: dict[str, Any] = await resp.json()
-            assert resp.status == 202, (resp.status, body)
-            return body
+        body = {"text": text, "author": author}
+        if reply_to is not None:
+            body["reply_to"] = reply_to
+        return await self._call("POST", f"{self.base}/messages", body, headers)
+
+    async def edit(self, message_id: str, text: str, author: str) -> dict[str, Any]:
+        return await self._call("PATCH", f"{self.base}/messages/{message_id}",
+                                {"text": text, "author": author}, self.headers)
+
+    async def delete(self, message_id: str, author: str) -> dict[str, Any]:
+        return await self._call("DELETE", f"{self.base}/messages/{message_id}",
+                                {"author": author}, self.headers)
+
+    async def _call(self, method: str, url: str, body: dict[str, str],
+                    headers: dict[str, str]) -> dict[str, Any]:
+        async with self.session.request(method, url, json=body, headers=headers) as resp:
+            answer: dict[str, Any] = await resp.json()
+            assert resp.status == 202, (resp.status, answer)
+            return answer
 
     async def post_until_accepted(self, text: str, author: str, key: str,
                                   timeout: float = 60) -> str:
