@@ -42,7 +42,11 @@ def test_version() -> None:
     assert done.stdout.strip() == f"roomlink {roomlink.__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["history"], ["history", "export"]])
+@pytest.mark.parametrize("command", [
+    [], ["run"], ["check"], ["history"], ["history", "export"], ["history", "verify"],
+    ["history", "digest"], ["history", "compare"], ["history", "check-digest"],
+    ["history", "search"], ["keygen"],
+])
 def test_help_on_every_command(command: list[str]) -> None:
     done = run_cli(*command, "--help")
     assert done.returncode == 0

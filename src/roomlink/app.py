@@ -13,6 +13,7 @@ from roomlink.connector import Connector, ConnectorContext, load_connector_type
 from roomlink.delivery import RetryPolicy, RoomWorker
 from roomlink.model import RoomRef
 from roomlink.pacing import TokenBucket
+from roomlink.record.retention import RetentionJob
 from roomlink.router import Router
 from roomlink.store import OutboxRow, Store, open_store
 from roomlink.topology import Pipe, PipeRoom, Topology
@@ -48,6 +49,7 @@ class Daemon:
         self.workers: dict[RoomRef, RoomWorker] = {}
         self.router: Router | None = None
         self.admin: AdminServer | None = None
+        self.retention: RetentionJob | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -93,6 +95,10 @@ class Daemon:
                 policy,
             )
         router.start()
+        self.retention = RetentionJob(
+            self.stores, {p: pc.retention_days for p, pc in cfg.parties.items()}
+        )
+        self.retention.start()
         for worker in self.workers.values():
             worker.start()
         for name, connector in self.connectors.items():
@@ -120,6 +126,8 @@ class Daemon:
         if self.router is not None:
             await self.router.close()
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
+        if self.retention is not None:
+            await self.retention.stop()
         for name, connector in self.connectors.items():
             try:
                 await asyncio.wait_for(connector.stop(), max(grace, 1.0))

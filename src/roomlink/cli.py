@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
-import json
 import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from roomlink import __version__
 from roomlink.config import Config, ConfigError, load_config
+from roomlink.record import commands as record_commands
 
 log = logging.getLogger("roomlink")
 
@@ -42,18 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="read a party's store",
                           description="Read a party's own record of its pipes.")
     hsub = hist.add_subparsers(dest="history_command", required=True, metavar="SUBCOMMAND")
-    export = hsub.add_parser("export", help="print a party's record, one JSON object a line",
-                             description="Print every message of a party's store in order, "
-                             "one JSON object per line.")
-    export.add_argument("-c", "--config", required=True, help="YAML config file")
-    export.add_argument("--party", required=True, help="whose store to read")
-    export.add_argument("--pipe", help="only this pipe")
-    export.add_argument("--format", default="jsonl", choices=["jsonl"])
+    record_commands.add_parsers(sub, hsub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keygen" or getattr(args, "history_command", "") == "check-digest":
+        return record_commands.run_without_config(args)
     try:
         config = load_config(args.config)
     except ConfigError as err:
@@ -68,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(config.connectors)} connectors, {n} pipe{'s' if n != 1 else ''})")
         return EXIT_OK
     if args.command == "history":
-        return _history(config, args.party, args.pipe, sys.stdout)
+        return record_commands.run(config, args)
     return _run(config, args.log_level)
 
 
@@ -110,37 +105,3 @@ async def _serve(config: Config) -> None:
     finally:
         await daemon.stop()
     log.info("stopped")
-
-
-def _history(config: Config, party: str, pipe: str | None, out: TextIO) -> int:
-    for name, known in (("party", party in config.parties),
-                        ("pipe", pipe is None or pipe in config.pipes)):
-        if not known:
-            value, choices = (party, config.parties) if name == "party" else (pipe, config.pipes)
-            hint = difflib.get_close_matches(str(value), list(choices), n=1)
-            print(f"unknown {name} {value!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""),
-                  file=sys.stderr)
-            return EXIT_USAGE
-    try:
-        asyncio.run(_export(config, party, pipe, out))
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as exc:
-        print(f"roomlink history: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    return EXIT_OK
-
-
-async def _export(config: Config, party: str, pipe: str | None, out: TextIO) -> None:
-    from roomlink.store import open_store
-
-    store = await open_store(party, config.parties[party].store)
-    try:
-        after = 0
-        while page := await store.messages(pipe, after, 1000):
-            for seq, message in page:
-                record = {"seq": seq, **message.model_dump(mode="json")}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                after = seq
-    finally:
-        await store.close()

@@ -68,6 +68,20 @@ class PartyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store: str  # after load_config, a relative sqlite path is made absolute
+    # days a record is kept (then removed, leaving a chain anchor); None: forever
+    retention_days: int | None = Field(default=None, ge=1)
+    # Ed25519 private key (PEM) for `history digest --sign`; never stored or logged
+    signing_key: SecretStr | None = None
+
+    @field_validator("signing_key")
+    @classmethod
+    def _check_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from roomlink.record.sign import load_private_key
+
+        load_private_key(value.get_secret_value())  # BadKey is a ValueError, without the key
+        return value
 
     @field_validator("store")
     @classmethod
@@ -193,6 +207,7 @@ class Config(BaseModel):
             _collect_secrets(connector.options, found)
         for party in self.parties.values():
             _add_url_password(urlsplit(party.store).password, found)
+            _collect_secrets(party.signing_key, found)
         found.discard("")
         return found
 
@@ -312,7 +327,8 @@ def load_config(
     for name, raw in (parties_raw or {}).items():
         party = loader.validate(PartyConfig, raw, ("parties", name))
         if party is not None:
-            parties[name] = PartyConfig(store=_resolve_store(party.store, config_path.parent))
+            store = _resolve_store(party.store, config_path.parent)
+            parties[name] = party.model_copy(update={"store": store})
 
     type_names = sorted(types) if types is not None else connector_type_names()
     loaded: dict[str, type[Connector] | None] = {}

@@ -10,11 +10,13 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from roomlink.store import open_store
-from roomlink.store.schema import metadata
+from roomlink.store.schema import include_name, metadata
 
 
 def _differences(conn: sa.Connection) -> list[Any]:
-    return list(compare_metadata(MigrationContext.configure(conn), metadata))
+    return list(compare_metadata(
+        MigrationContext.configure(conn, opts={"include_name": include_name}), metadata
+    ))
 
 
 async def test_migrated_schema_matches_the_code(store_url: str) -> None:

@@ -52,6 +52,7 @@ def _open_lock() -> asyncio.Lock:
 
 class Backend(Protocol):
     ops: Any  # the module of store operations for this backend's connection type
+    dialect: str  # "sqlite" (a sqlite3 connection) or "postgresql" (a Core Connection)
     # set when transactions run synchronously on the loop (SQLite): then a single small
     # write need not wait for the group-commit writer
     @property
@@ -109,6 +110,7 @@ class SqliteBackend:
     """
 
     ops: Any = sqlite_ops
+    dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection) -> None:
         self._conn = conn
@@ -193,6 +195,7 @@ class PostgresBackend:
     """An asyncpg engine; each transaction runs a sync Core function through run_sync."""
 
     ops: Any = core_ops
+    dialect = "postgresql"
     write_now: Callable[[Callable[[Any], Any]], Any] | None = None
 
     def __init__(self, engine: AsyncEngine):

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from roomlink.model import Attachment, Author, Kind, Message, utcnow
+from roomlink.record.chain import GENESIS, canonical, link
 from roomlink.store.base import (
     DELIVERED,
     FAILED,
@@ -23,11 +24,13 @@ from roomlink.store.base import (
     RecordEntry,
     UnknownOutboxRow,
 )
-from roomlink.store.schema import cursors, messages, natives, outbox
+from roomlink.store.schema import chain_anchors, cursors, messages, natives, outbox
 
 _IN_CHUNK = 500  # ids per IN (...) query; stays far below every driver's parameter limit
 
-_MESSAGE_COLUMNS = tuple(c for c in messages.c if c.name not in ("seq", "recorded_at"))
+_MESSAGE_COLUMNS = tuple(
+    c for c in messages.c if c.name not in ("seq", "recorded_at", "chain", "chain_n")
+)
 
 
 def message_to_row(m: Message) -> dict[str, Any]:
@@ -85,6 +88,19 @@ def _existing_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
     return found
 
 
+def chain_head(conn: Connection, pipe: str) -> tuple[int, str]:
+    """(position, chain) of the pipe's last record in this store, or of its anchor."""
+    row = conn.execute(
+        sa.select(messages.c.chain_n, messages.c.chain)
+        .where(messages.c.pipe == pipe)
+        .order_by(messages.c.seq.desc())
+        .limit(1)
+    ).first() or conn.execute(
+        sa.select(chain_anchors.c.count, chain_anchors.c.head).where(chain_anchors.c.pipe == pipe)
+    ).first()
+    return (row[0] or 0, row[1] or GENESIS) if row else (0, GENESIS)
+
+
 def record(conn: Connection, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
     """Insert new messages and their outbox rows; an already known message id is skipped."""
     seen = _existing_ids(conn, list({e.message.id: None for e in entries}))
@@ -92,6 +108,7 @@ def record(conn: Connection, entries: Sequence[RecordEntry]) -> list[list[Outbox
     message_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
     new: list[bool] = []
+    heads: dict[str, tuple[int, str]] = {}
     for e in entries:
         m = e.message
         if m.id in seen:
@@ -99,8 +116,13 @@ def record(conn: Connection, entries: Sequence[RecordEntry]) -> list[list[Outbox
             continue
         seen.add(m.id)
         new.append(True)
+        n, head = heads.get(m.pipe) or chain_head(conn, m.pipe)
+        head = link(head, canonical(m))
+        heads[m.pipe] = (n + 1, head)
         row = message_to_row(m)
         row["recorded_at"] = now
+        row["chain"] = head
+        row["chain_n"] = n + 1
         message_rows.append(row)
         for ref in e.outbox:
             outbox_rows.append(

@@ -59,6 +59,10 @@ messages = sa.Table(
     sa.Column("target", sa.Text, nullable=True),
     sa.Column("ts", UTCDateTime, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # the pipe's hash chain after this message and its position in the pipe
+    # (roomlink.record.chain); null only on a row added behind roomlink's back
+    sa.Column("chain", sa.Text, nullable=True),
+    sa.Column("chain_n", sa.Integer, nullable=True),
     sa.UniqueConstraint("id", name="uq_messages_id"),
     sa.Index("ix_messages_origin", "origin_connector", "origin_room", "origin_native_id"),
     sa.Index("ix_messages_pipe_seq", "pipe", "seq"),
@@ -114,3 +118,23 @@ cursors = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Where retention cut each pipe: the chain continues from here (roomlink.record.retention)
+chain_anchors = sa.Table(
+    "chain_anchors",
+    metadata,
+    sa.Column("pipe", sa.Text, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("head", sa.Text, nullable=False),
+    sa.Column("message_id", sa.Text, nullable=False),  # the last message removed
+    sa.Column("cut_at", UTCDateTime, nullable=False),
+)
+
+# The search index lives outside this metadata (an FTS5 table and its shadow tables on
+# SQLite, an expression GIN index on PostgreSQL): migration 0002 makes and owns it.
+SEARCH_OBJECTS = ("messages_fts", "ix_messages_search")
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """For Alembic's autogenerate comparison: leave the search index out."""
+    return not (name and name.startswith(SEARCH_OBJECTS))

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from roomlink.model import Attachment, Author, Kind, Message, utcnow
+from roomlink.record.chain import GENESIS, canonical, link
 from roomlink.store.base import (
     DELIVERED,
     FAILED,
@@ -32,8 +33,8 @@ _COLS = (
     "author_id, author_party, author_platform, text, attachments, reply_to, target, ts"
 )
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_COLS}, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO messages ({_COLS}, recorded_at, chain, chain_n) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (message_id, pipe, connector, room, state, attempts, created_at) "
@@ -73,6 +74,16 @@ def _message(r: Sequence[Any]) -> Message:
     )  # fmt: skip
 
 
+def chain_head(conn: sqlite3.Connection, pipe: str) -> tuple[int, str]:
+    """(position, chain) of the pipe's last record in this store, or of its anchor."""
+    row = conn.execute(
+        "SELECT chain_n, chain FROM messages WHERE pipe = ? ORDER BY seq DESC LIMIT 1", (pipe,)
+    ).fetchone() or conn.execute(
+        "SELECT count, head FROM chain_anchors WHERE pipe = ?", (pipe,)
+    ).fetchone()
+    return (row[0] or 0, row[1] or GENESIS) if row else (0, GENESIS)
+
+
 def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
     ids = list({e.message.id: None for e in entries})
     seen: set[str] = set()
@@ -83,13 +94,17 @@ def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[lis
         seen.update(r[0] for r in found)
     now = _ts(utcnow())
     result: list[list[OutboxRow]] = []
+    heads: dict[str, tuple[int, str]] = {}
     for e in entries:
         m = e.message
         if m.id in seen:
             result.append([])
             continue
         seen.add(m.id)
-        conn.execute(_INSERT_MESSAGE, _message_params(m, now))
+        n, head = heads.get(m.pipe) or chain_head(conn, m.pipe)
+        head = link(head, canonical(m))
+        heads[m.pipe] = (n + 1, head)
+        conn.execute(_INSERT_MESSAGE, (*_message_params(m, now), head, n + 1))
         rows = []
         for ref in e.outbox:
             cur = conn.execute(_INSERT_OUTBOX, (m.id, m.pipe, ref.connector, ref.room, now))

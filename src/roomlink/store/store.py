@@ -222,6 +222,21 @@ class Store:
         )
         return found
 
+    # -- for roomlink.record: its own queries on this store's connection -----------------
+
+    @property
+    def dialect(self) -> str:
+        """"sqlite" (functions get a sqlite3 connection) or "postgresql" (a Core one)."""
+        return self._backend.dialect
+
+    async def read_with(self, fn: Callable[[Any], T]) -> T:
+        """``fn(connection)`` outside the write queue (reads only)."""
+        return await self._read(fn)
+
+    async def write_with(self, fn: Callable[[Any], T]) -> T:
+        """``fn(connection)`` in one write transaction, in order with every other write."""
+        return await self._submit(fn)
+
     async def counts(self) -> dict[str, int]:
         found: dict[str, int] = await self._read(self._ops.counts)
         return found

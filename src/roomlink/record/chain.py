@@ -1,0 +1,135 @@
+"""The per-pipe hash chain and its canonical encoding (version 1).
+
+Every store, when it records a message, stores beside it::
+
+    chain_n = (previous chain_n of that pipe in this store) + 1
+    chain   = hex(SHA-256(bytes.fromhex(previous chain) || canonical_v1(message)))
+
+starting from ``GENESIS`` (32 zero bytes) at position 0, or from the retention anchor.
+
+``canonical_v1`` is what every party holds identically and nothing store-local (no seq,
+recorded_at, outbox state, or the origin platform's own message id)::
+
+    b"roomlink.record.v1\\n" + JSON object, keys sorted, separators "," and ":",
+    ASCII only (every non-ASCII character as \\uXXXX), with exactly these keys:
+      id, pipe, kind, origin_connector, origin_room,
+      author: {id, name, party, platform}   (id may be null),
+      text, attachments: [{mime, name, size, url}, ...] (absent values null),
+      reply_to, target (null when absent),
+      ts: origin time in UTC, "YYYY-MM-DDTHH:MM:SS.ffffffZ" (always 6 digits)
+
+A new encoding gets a new prefix; this one never changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from roomlink.model import Message
+
+VERSION = 1
+PREFIX = b"roomlink.record.v1\n"
+GENESIS = "0" * 64
+
+
+def utc_text(ts: datetime) -> str:
+    if ts.tzinfo is None:  # stores hand back naive UTC
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _attachment(a: dict[str, Any]) -> dict[str, Any]:
+    return {"mime": a.get("mime"), "name": a.get("name"), "size": a.get("size"), "url": a["url"]}
+
+
+def canonical_fields(
+    *,
+    id: str,
+    pipe: str,
+    kind: str,
+    origin_connector: str,
+    origin_room: str,
+    author_name: str,
+    author_id: str | None,
+    author_party: str,
+    author_platform: str,
+    text: str,
+    attachments: list[dict[str, Any]],
+    reply_to: str | None,
+    target: str | None,
+    ts: datetime,
+) -> bytes:
+    doc = {
+        "id": id,
+        "pipe": pipe,
+        "kind": kind,
+        "origin_connector": origin_connector,
+        "origin_room": origin_room,
+        "author": {
+            "id": author_id,
+            "name": author_name,
+            "party": author_party,
+            "platform": author_platform,
+        },
+        "text": text,
+        "attachments": [_attachment(a) for a in attachments],
+        "reply_to": reply_to,
+        "target": target,
+        "ts": utc_text(ts),
+    }
+    body = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return PREFIX + body.encode("ascii")
+
+
+def canonical(m: Message) -> bytes:
+    a = m.author
+    return canonical_fields(
+        id=m.id,
+        pipe=m.pipe,
+        kind=m.kind.value,
+        origin_connector=m.origin_connector,
+        origin_room=m.origin_room,
+        author_name=a.name,
+        author_id=a.id,
+        author_party=a.party,
+        author_platform=a.platform,
+        text=m.text,
+        attachments=[x.model_dump() for x in m.attachments],
+        reply_to=m.reply_to,
+        target=m.target,
+        ts=m.ts,
+    )
+
+
+def canonical_row(r: Any) -> bytes:
+    """The canonical bytes of a ``messages`` row (a mapping of its columns; ``ts`` a
+    datetime, ``attachments`` the stored JSON text)."""
+    raw = r["attachments"]
+    return canonical_fields(
+        id=r["id"],
+        pipe=r["pipe"],
+        kind=r["kind"],
+        origin_connector=r["origin_connector"],
+        origin_room=r["origin_room"],
+        author_name=r["author_name"],
+        author_id=r["author_id"],
+        author_party=r["author_party"],
+        author_platform=r["author_platform"],
+        text=r["text"],
+        attachments=json.loads(raw) if raw and raw != "[]" else [],
+        reply_to=r["reply_to"],
+        target=r["target"],
+        ts=r["ts"],
+    )
+
+
+def link(previous: str, data: bytes) -> str:
+    """The chain value after ``data``, given the previous one (hex)."""
+    try:
+        prev = bytes.fromhex(previous)
+    except ValueError:  # a tampered head: chain on from something that cannot match
+        prev = previous.encode("utf-8", "replace")
+    return hashlib.sha256(prev + data).hexdigest()

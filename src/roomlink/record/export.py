@@ -1,0 +1,336 @@
+"""Exports of a party's record: jsonl, a self-contained HTML transcript, mbox, plain text.
+
+Rows stream from the store a page at a time, in the order ``verify`` checks; the writers
+keep no more than a bounded cache of recent texts (to show what an edit or delete
+changed), so a million-message store exports in bounded memory.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import html
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from email.generator import BytesGenerator
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from io import BytesIO
+from typing import BinaryIO
+from urllib.parse import quote
+
+from roomlink.model import Kind, Message
+from roomlink.record import db
+from roomlink.record.sign import digest_line
+from roomlink.record.verify import Break, Walker
+from roomlink.store import Store
+
+FORMATS = ("jsonl", "html", "mbox", "text")
+_CACHE = 50_000  # recent (author, text) by id, for edits/deletes/replies; older: a lookup
+Known = tuple[str, str] | None  # (author name, latest text) of an earlier message
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class _Known:
+    """(author, text) of recent messages, bounded; older ones are looked up in the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.cache: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def put(self, m: Message) -> None:
+        self.cache[m.id] = (m.author.name, m.text)
+        if len(self.cache) > _CACHE:
+            self.cache.popitem(last=False)
+
+    async def get(self, message_id: str | None) -> tuple[str, str] | None:
+        if message_id is None:
+            return None
+        found = self.cache.get(message_id)
+        if found is None:
+            row = await db.find(self.store, message_id)
+            if row is not None:
+                found = (row["author_name"], row["text"])
+        return found
+
+
+class Writer:
+    def __init__(self, out: BinaryIO, party: str, pipes: list[str]) -> None:
+        self.out = out
+        self.party = party
+        self.pipes = pipes
+
+    def write(self, text: str) -> None:
+        self.out.write(text.encode("utf-8", "surrogateescape"))
+
+    def begin(self) -> None:
+        pass
+
+    def message(
+        self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
+    ) -> None:
+        raise NotImplementedError
+
+    def end(self, digests: list[str], breaks: list[Break]) -> None:
+        pass
+
+
+class JsonlWriter(Writer):
+    def message(
+        self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
+    ) -> None:
+        record = {"seq": seq, **m.model_dump(mode="json"), "chain": chain}
+        self.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _clock(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M")
+
+
+class TextWriter(Writer):
+    def message(
+        self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
+    ) -> None:
+        a = m.author
+        pipe = f"#{m.pipe} " if len(self.pipes) > 1 else ""
+        who = f"{a.name} ({a.party}/{a.platform})"
+        text = m.text.replace("\r\n", "\n").replace("\n", "\n    ")
+        line = f"[{_clock(m.ts)}] {pipe}"
+        if m.kind == Kind.ACTION:
+            line += f"* {who} {text}"
+        elif m.kind == Kind.EDIT:
+            line += f"{who} edited {m.target}: {text}"
+        elif m.kind == Kind.DELETE:
+            line += f"{who} deleted {m.target}"
+        elif m.kind in (Kind.JOIN, Kind.PART, Kind.TOPIC):
+            line += f"-- {who} {m.kind.value}: {text}".rstrip(": ")
+        else:
+            reply = f" (in reply to {replied[0]})" if replied else ""
+            line += f"{who}{reply}: {text}"
+        for att in m.attachments:
+            line += f"\n    [attachment: {att.name or att.url} <{att.url}>]"
+        self.write(line.replace("\r", "") + "\n")
+
+    def end(self, digests: list[str], breaks: list[Break]) -> None:
+        for d in digests:
+            self.write(f"-- {d}\n")
+        for b in breaks:
+            self.write(f"-- WARNING: {b}\n")
+
+
+def _header(value: str) -> str:
+    return _CONTROL.sub(" ", value).strip()
+
+
+def _local(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip(".-") or "user"
+
+
+class MboxWriter(Writer):
+    """One mail per record; threaded by pipe (References to the pipe's root id) and by
+    reply/edit/delete (In-Reply-To the message concerned). mboxo ``>From`` quoting."""
+
+    policy = email.policy.default.clone(linesep="\n", max_line_length=998)
+
+    def message(
+        self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
+    ) -> None:
+        a = m.author
+        mail = EmailMessage()
+        mail["From"] = Address(
+            display_name=_header(f"{a.name} ({a.party}/{a.platform})"),
+            addr_spec=f"{_local(a.id or a.name)}@{_local(a.party)}.roomlink.invalid",
+        )
+        mail["To"] = Address(display_name=_header(m.pipe),
+                             addr_spec=f"{_local(m.pipe)}@roomlink.invalid")
+        first = _header(m.text.split("\n", 1)[0])[:70] or f"({m.kind.value})"
+        prefix = {Kind.EDIT: "Edit: ", Kind.DELETE: "Deleted: "}.get(m.kind, "")
+        if m.kind == Kind.DELETE and earlier:
+            first = _header(earlier[1].split("\n", 1)[0])[:70]
+        mail["Subject"] = f"[{_header(m.pipe)}] {prefix}{first}"
+        mail["Date"] = format_datetime(m.ts)
+        mail["Message-ID"] = f"<{quote(m.id, safe='')}@roomlink.invalid>"
+        root = f"<pipe.{quote(m.pipe, safe='')}@roomlink.invalid>"
+        parent = m.reply_to or m.target
+        refs = [root]
+        if parent:
+            refs.append(f"<{quote(parent, safe='')}@roomlink.invalid>")
+        mail["In-Reply-To"] = refs[-1]
+        mail["References"] = " ".join(refs)
+        mail["X-Roomlink-Pipe"] = _header(m.pipe)
+        mail["X-Roomlink-Kind"] = m.kind.value
+        if chain:
+            mail["X-Roomlink-Chain"] = chain
+        body = m.text
+        if m.kind == Kind.DELETE and earlier:
+            body = f"[deleted; the message said:]\n{earlier[1]}"
+        elif m.kind == Kind.EDIT and earlier:
+            body = f"{m.text}\n\n[edited; earlier text:]\n{earlier[1]}"
+        for att in m.attachments:
+            body += f"\n[attachment: {att.name or att.url} <{att.url}>]"
+        mail.set_content(body.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                         + "\n")
+        buf = BytesIO()
+        BytesGenerator(buf, mangle_from_=True, policy=self.policy).flatten(mail)
+        self.out.write(f"From roomlink@roomlink.invalid {time.asctime(m.ts.timetuple())}\n"
+                       .encode())
+        self.out.write(buf.getvalue().rstrip(b"\n") + b"\n\n")
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;
+max-width:52rem;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
+h1{font-size:1.4rem;margin:.2rem 0}.meta{color:#666;font-size:.85rem}
+h2.day{font-size:.95rem;color:#555;border-bottom:1px solid #ddd;margin:1.6rem 0 .6rem;
+padding-bottom:.2rem}
+article.msg{padding:.35rem .6rem;margin:.15rem 0;border-radius:6px}
+article.msg:target{background:#fff6cc}
+.head{font-size:.85rem;color:#555}.author{font-weight:600;color:#1d1d1f}
+.via,.pipe{color:#777}.text{white-space:pre-wrap;overflow-wrap:anywhere}
+a.reply{display:block;font-size:.8rem;color:#3a6;border-left:3px solid #3a6;
+padding-left:.4rem;margin:.1rem 0;text-decoration:none}
+.note{font-size:.85rem;color:#a50;margin:.1rem 0}
+article.kind-delete .text,article.deleted>.text{text-decoration:line-through;color:#888}
+.flag{font-size:.75rem;color:#a50;margin-left:.4rem}
+details{font-size:.85rem;color:#555}footer{margin-top:2rem;border-top:1px solid #ddd}
+footer pre{white-space:pre-wrap;font-size:.8rem;background:#f4f4f4;padding:.5rem}
+.broken{color:#b00;font-weight:600}
+"""
+
+# marks each original as edited/deleted once the page is read (the export streams, so
+# the original is written before anyone knows it will change); without scripts the
+# edit and delete records themselves still say so
+_SCRIPT = """
+for (const el of document.querySelectorAll('article[data-target]')) {
+  const orig = document.getElementById('m-' + el.dataset.target);
+  if (!orig) continue;
+  const deleted = el.dataset.kind === 'delete';
+  orig.classList.add(deleted ? 'deleted' : 'edited');
+  const flag = document.createElement('a');
+  flag.className = 'flag'; flag.href = '#' + el.id;
+  flag.textContent = deleted ? '(deleted)' : '(edited)';
+  orig.querySelector('.head').appendChild(flag);
+}
+"""
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _safe_url(url: str) -> str | None:
+    return url if re.match(r"(?i)^(https?|mailto):", url) else None
+
+
+class HtmlWriter(Writer):
+    def begin(self) -> None:
+        self._day: str | None = None
+        title = f"Transcript of {', '.join(self.pipes)} — record of {self.party}"
+        self.write(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+            f"<header><h1>{_e(title)}</h1><p class=\"meta\">Exported by roomlink from the "
+            f"store of party {_e(self.party)}. Times are UTC.</p></header>\n<main>\n"
+        )
+
+    def message(
+        self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
+    ) -> None:
+        day = m.ts.strftime("%A, %d %B %Y")
+        if day != self._day:
+            self._day = day
+            self.write(f"<h2 class=\"day\">{_e(day)}</h2>\n")
+        a = m.author
+        target = f" data-target=\"{_e(m.target)}\"" if m.target else ""
+        parts = [
+            f"<article class=\"msg kind-{m.kind.value}\" id=\"m-{_e(m.id)}\" "
+            f"data-id=\"{_e(m.id)}\" data-kind=\"{m.kind.value}\"{target}>",
+            f"<div class=\"head\"><time datetime=\"{m.ts.isoformat()}\">"
+            f"{m.ts.strftime('%H:%M')}</time> <span class=\"author\">{_e(a.name)}</span> "
+            f"<span class=\"via\">({_e(a.party)}/{_e(a.platform)})</span>"
+            + (f" <span class=\"pipe\">#{_e(m.pipe)}</span>" if len(self.pipes) > 1 else "")
+            + "</div>",
+        ]
+        if m.reply_to:
+            quoted = f"{replied[0]}: {replied[1][:80]}" if replied else "a message"
+            parts.append(f"<a class=\"reply\" href=\"#m-{_e(m.reply_to)}\">↪ in reply to "
+                         f"{_e(quoted)}</a>")
+        link = f"<a href=\"#m-{_e(m.target or '')}\">a message</a>"
+        if m.kind == Kind.EDIT:
+            parts.append(f"<p class=\"note\">✎ edited {link}; the new text:</p>")
+            parts.append(f"<div class=\"text\">{_e(m.text)}</div>")
+            if earlier:
+                parts.append("<details><summary>earlier text</summary>"
+                             f"<div class=\"text\">{_e(earlier[1])}</div></details>")
+        elif m.kind == Kind.DELETE:
+            parts.append(f"<p class=\"note\">✗ deleted {link}; the record keeps what it "
+                         "said:</p>")
+            parts.append(f"<div class=\"text\">{_e(earlier[1]) if earlier else ''}</div>")
+        elif m.kind == Kind.ACTION:
+            parts.append(f"<div class=\"text\"><em>* {_e(a.name)} {_e(m.text)}</em></div>")
+        else:
+            parts.append(f"<div class=\"text\">{_e(m.text)}</div>")
+        for att in m.attachments:
+            url = _safe_url(att.url)
+            name = _e(att.name or att.url)
+            parts.append(f"<div class=\"att\">Attachment: <a href=\"{_e(url)}\">{name}</a></div>"
+                         if url else f"<div class=\"att\">Attachment: {name}</div>")
+        parts.append("</article>\n")
+        self.write("".join(parts))
+
+    def end(self, digests: list[str], breaks: list[Break]) -> None:
+        self.write("</main>\n<footer><h2>Digest</h2><p class=\"meta\">Compare these lines "
+                   "with another party's <code>roomlink history digest</code>.</p>")
+        for d in digests:
+            self.write(f"<pre class=\"digest\">{_e(d)}</pre>")
+        for b in breaks:
+            self.write(f"<p class=\"broken\">The record does not verify: {_e(str(b))}</p>")
+        if not breaks:
+            self.write("<p class=\"meta\">Every chain verified when this was exported.</p>")
+        self.write(f"</footer>\n<script>{_SCRIPT}</script>\n</body></html>\n")
+
+
+WRITERS: dict[str, type[Writer]] = {
+    "jsonl": JsonlWriter, "html": HtmlWriter, "mbox": MboxWriter, "text": TextWriter,
+}  # fmt: skip
+
+
+async def export(
+    store: Store,
+    fmt: str,
+    out: BinaryIO,
+    pipe: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """Write the record (of one pipe) in ``fmt``; returns how many records were written."""
+    pipes = [pipe] if pipe else await db.pipes(store)
+    writer = WRITERS[fmt](out, store.party, pipes)
+    walker = Walker(await db.anchors(store))
+    known = _Known(store)
+    digests: dict[str, str] = {}
+    written = 0
+    writer.begin()
+    async for row in db.stream(store, pipe):
+        walk = walker.feed(row)
+        if progress is not None:
+            progress(1)
+        m = db.to_message(row)
+        if (since is None or m.ts >= since) and (until is None or m.ts < until):
+            earlier = await known.get(m.target) if m.target else None
+            replied = await known.get(m.reply_to) if m.reply_to else None
+            writer.message(row["seq"], row["chain"], m, earlier, replied)
+            digests[m.pipe] = digest_line(*walk.digest_fields())
+            written += 1
+        if m.kind == Kind.EDIT and m.target:
+            known.cache[m.target] = (m.author.name, m.text)
+        known.put(m)
+    breaks = [w.broken for w in walker.pipes.values() if w.broken is not None]
+    writer.end([digests[p] for p in sorted(digests)], breaks)
+    return written

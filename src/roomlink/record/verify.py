@@ -1,0 +1,121 @@
+"""Walking a store's record in order: recompute every pipe's chain and find the first break.
+
+One ``Walker`` takes rows in seq order (any number of pipes, one page at a time) and keeps
+per pipe two things: the chain recomputed from the content alone (what ``digest`` prints,
+so that two parties' lines differ exactly when their records do) and the check of each
+row's stored chain and position against it (what ``verify`` reports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from roomlink.record import db
+from roomlink.record.chain import GENESIS, canonical_row, link
+from roomlink.record.db import Anchor, Row
+from roomlink.store import Store
+
+# kinds of break
+ALTERED, REMOVED, INSERTED, REORDERED = "altered", "removed", "inserted", "reordered"
+
+
+@dataclass(slots=True)
+class Break:
+    pipe: str
+    position: int  # 1-based position in the pipe (retention's anchor count included)
+    message_id: str
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.pipe}: BROKEN at position {self.position}, message {self.message_id}: "
+            f"{self.kind}: {self.detail}"
+        )
+
+
+@dataclass(slots=True)
+class PipeWalk:
+    pipe: str
+    anchor: Anchor | None
+    count: int = 0  # recomputed from content: records so far (anchor included)
+    head: str = GENESIS
+    last_id: str | None = None
+    verified: int = 0  # position of the last row whose stored chain checked out
+    verified_head: str = GENESIS
+    broken: Break | None = None
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.anchor is not None:
+            self.count = self.verified = self.anchor.count
+            self.head = self.verified_head = self.anchor.head
+            self.last_id = self.anchor.message_id
+
+    def feed(self, r: Row) -> None:
+        data = canonical_row(r)
+        self.rows += 1
+        self.count += 1
+        self.head = link(self.head, data)
+        self.last_id = r["id"]
+        if self.broken is not None:
+            b = self.broken
+            if b.kind == REMOVED and r["chain_n"] == b.position:
+                b.kind = REORDERED
+                b.detail = (
+                    f"message {r['id']} (position {b.position}) was moved after it; "
+                    "rows were swapped"
+                )
+            return
+        self._check(r, data)
+
+    def _check(self, r: Row, data: bytes) -> None:
+        expected = self.verified + 1
+        chain, n = r["chain"], r["chain_n"]
+        if chain is None or n is None:
+            self._break(r, expected, INSERTED, "a row without a chain: added outside roomlink")
+        elif n == expected:
+            h = link(self.verified_head, data)
+            if h != chain:
+                self._break(r, expected, ALTERED, "its content does not match its chain value")
+            else:
+                self.verified, self.verified_head = n, h
+        elif n > expected:
+            missing = f"position {expected}" if n == expected + 1 else (
+                f"positions {expected}-{n - 1}")
+            self._break(r, expected, REMOVED,
+                        f"it claims position {n}: {missing} missing (removed) before it")
+        else:
+            self._break(r, expected, INSERTED,
+                        f"it repeats position {n}: a row inserted or copied in")
+
+    def _break(self, r: Row, position: int, kind: str, detail: str) -> None:
+        self.broken = Break(self.pipe, position, r["id"], kind, detail)
+
+    def digest_fields(self) -> tuple[str, int, str | None, str]:
+        return self.pipe, self.count, self.last_id, self.head
+
+
+class Walker:
+    def __init__(self, anchors: dict[str, Anchor]) -> None:
+        self.anchors = anchors
+        self.pipes: dict[str, PipeWalk] = {}
+
+    def pipe(self, name: str) -> PipeWalk:
+        walk = self.pipes.get(name)
+        if walk is None:
+            walk = self.pipes[name] = PipeWalk(name, self.anchors.get(name))
+        return walk
+
+    def feed(self, r: Row) -> PipeWalk:
+        walk = self.pipe(r["pipe"])
+        walk.feed(r)
+        return walk
+
+
+async def walk_store(store: Store, pipe: str | None = None) -> Walker:
+    """Every record (of one pipe) of ``store`` walked: ``.pipes`` says what it found."""
+    walker = Walker(await db.anchors(store))
+    async for row in db.stream(store, pipe):
+        walker.feed(row)
+    return walker

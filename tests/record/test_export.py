@@ -1,0 +1,167 @@
+"""Every export format of a real conversation's record, read back by a standard tool;
+the HTML transcript opened in headless Chromium (Debian's chromium, through Playwright)."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import re
+from email.header import decode_header, make_header
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from record.conftest import Conversation
+from rlkit import run_cli
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"]  # fmt: skip
+
+
+def _export(c: Conversation, party: str, fmt: str, *extra: str) -> str:
+    done = run_cli("history", "export", "-c", str(c.config), "--party", party,
+                   "--format", fmt, *extra)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _jsonl(c: Conversation, party: str, *extra: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in _export(c, party, "jsonl", *extra).splitlines()]
+
+
+def test_jsonl_keeps_its_fields_and_adds_the_chain(conversation: Conversation) -> None:
+    records = _jsonl(conversation, "agency")
+    assert len(records) == 8  # project 7 + side 1
+    assert set(records[0]) == {
+        "seq", "id", "pipe", "kind", "origin_connector", "origin_room", "origin_native_id",
+        "author", "text", "attachments", "reply_to", "target", "ts", "chain"}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", str(r["chain"])) for r in records)
+    only = _jsonl(conversation, "agency", "--pipe", "side")
+    assert [r["id"] for r in only] == [conversation.ids["side"]]
+    today = str(records[0]["ts"])[:10]
+    assert len(_jsonl(conversation, "agency", "--since", today, "--until", today)) == 8
+    assert _jsonl(conversation, "agency", "--until", "2000-01-01") == []
+
+
+def test_text_is_a_plain_log(conversation: Conversation) -> None:
+    c = conversation
+    lines = _export(c, "acme", "text", "--pipe", "project").splitlines()
+    body = [x for x in lines if not x.startswith("-- ")]
+    assert len(body) == 7
+    assert all(re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d\] ", x) for x in body)
+    assert re.match(r"\[.{16}\] boris \(acme/api\): Договор ПОДПИСАН вчера вечером$", body[1])
+    assert body[2].endswith("carol (contractor/api) (in reply to boris): Great, the contract "
+                            "is signed")
+    assert f"alice (agency/api) edited {c.ids['hello']}: Hello from the agency (edited)" in body[3]
+    assert body[5].endswith(f"boris (acme/api) deleted {c.ids['ru']}")
+    assert lines[-1].startswith("-- roomlink-digest/1 pipe=project count=7 ")
+
+
+def test_mbox_opens_with_pythons_mailbox_threaded_by_pipe_and_reply(
+    conversation: Conversation, tmp_path: Path
+) -> None:
+    c = conversation
+    path = tmp_path / "agency.mbox"
+    done = run_cli("history", "export", "-c", str(c.config), "--party", "agency",
+                   "--format", "mbox", "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "%|" not in done.stderr  # no progress bar when not on a terminal
+    mails = list(mailbox.mbox(str(path)))
+    assert len(mails) == 8
+    by_id = {m["Message-ID"]: m for m in mails}
+    assert set(by_id) == {f"<{i}@roomlink.invalid>" for i in c.ids.values()}
+    reply = by_id[f"<{c.ids['reply']}@roomlink.invalid>"]
+    assert reply["In-Reply-To"] == f"<{c.ids['ru']}@roomlink.invalid>"
+    assert reply["References"].startswith("<pipe.project@roomlink.invalid>")
+    assert "carol (contractor/api)" in str(reply["From"])
+    ru = by_id[f"<{c.ids['ru']}@roomlink.invalid>"]
+    assert ru.get_payload(decode=True).decode().strip() == "Договор ПОДПИСАН вчера вечером"
+    deleted = by_id[f"<{c.ids['delete']}@roomlink.invalid>"]
+    subject = str(make_header(decode_header(deleted["Subject"])))
+    assert subject == "[project] Deleted: Договор ПОДПИСАН вчера вечером"
+    assert "Договор ПОДПИСАН" in deleted.get_payload(decode=True).decode()
+    assert all(m["Date"] and m["X-Roomlink-Chain"] for m in mails)
+
+
+class _Transcript(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.articles: list[dict[str, str | None]] = []
+        self.days = 0
+        self.tags: set[str] = set()
+        self.digests: list[str] = []
+        self._in_digest = False
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.add(tag)
+        if tag == "article":
+            self.articles.append(a)
+        if tag == "h2" and a.get("class") == "day":
+            self.days += 1
+        if tag == "pre" and a.get("class") == "digest":
+            self._in_digest = True
+        if tag in ("link", "img", "script") and (a.get("src") or a.get("href")):
+            self.external.append(str(a.get("src") or a.get("href")))
+
+    def handle_data(self, data: str) -> None:
+        if self._in_digest:
+            self.digests.append(data)
+            self._in_digest = False
+
+
+def test_html_transcript_parses_and_renders_in_chromium(
+    conversation: Conversation, tmp_path: Path
+) -> None:
+    c = conversation
+    path = tmp_path / "transcript.html"
+    done = run_cli("history", "export", "-c", str(c.config), "--party", "acme",
+                   "--format", "html", "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    page = path.read_text()
+    parsed = _Transcript()
+    parsed.feed(page)
+    assert [a["data-id"] for a in parsed.articles] == [
+        c.ids[k] for k in ("hello", "ru", "reply", "side", "edit", "after", "delete", "last")]
+    assert parsed.days == 1 and parsed.external == []  # self-contained
+    assert "<script>alert(1)</script>" not in page  # said text is shown, never run
+    digests = _export(c, "acme", "text").splitlines()[-2:]
+    assert parsed.digests == [d.removeprefix("-- ") for d in digests]
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            tab = browser.new_page(viewport={"width": 900, "height": 1000})
+            tab.goto(path.as_uri())
+            shown = tab.locator("article.msg")
+            assert shown.count() == 8
+            for i in range(8):
+                assert shown.nth(i).is_visible()
+            hello = tab.locator(f"#m-{c.ids['hello']}")
+            assert "Hello from the agency <script>alert(1)</script> & co" in hello.inner_text()
+            assert "(edited)" in hello.inner_text()  # the original is marked
+            ru = tab.locator(f"#m-{c.ids['ru']}")
+            assert "(deleted)" in ru.inner_text() and "deleted" in ru.get_attribute("class")
+            # the record keeps what a deleted message said, and an edit's earlier text
+            assert "Договор ПОДПИСАН" in tab.locator(f"#m-{c.ids['delete']}").inner_text()
+            edit = tab.locator(f"#m-{c.ids['edit']}")
+            edit.locator("summary").click()
+            assert "<script>alert(1)</script>" in edit.locator("details").inner_text()
+            tab.locator(f"#m-{c.ids['reply']} a.reply").click()
+            assert tab.evaluate("location.hash") == f"#m-{c.ids['ru']}"
+            assert tab.evaluate("window.alertCalled === undefined")
+            assert "roomlink-digest/1 pipe=project count=7" in tab.locator("footer").inner_text()
+            shot = tmp_path / "transcript.png"
+            tab.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()

@@ -1,0 +1,227 @@
+"""The record in the store contract: hash chains, tampering, anchors, search, migration.
+
+Every test runs on SQLite and on the real PostgreSQL server (the ``store`` fixture).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from roomlink.model import Attachment, Kind
+from roomlink.record import chain, db, retention
+from roomlink.record.search import search
+from roomlink.record.verify import ALTERED, INSERTED, REMOVED, REORDERED, walk_store
+from roomlink.store import RecordEntry, Store, open_store
+from roomlink.store.migrate import alembic_config
+from store.conftest import StoreFactory
+from store.test_store import IRC, msg
+
+
+async def _sql(url: str, *statements: str) -> None:
+    """Change the database behind roomlink's back, as a tamperer would."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            for s in statements:
+                conn.execute(s)
+        finally:
+            conn.close()
+        return
+    pg = await asyncpg.connect(url)
+    try:
+        for s in statements:
+            await pg.execute(s)
+    finally:
+        await pg.close()
+
+
+async def _ten(store: Store) -> None:
+    await store.record([RecordEntry(msg(i)) for i in range(10)])
+
+
+async def test_chain_is_the_documented_hash_of_the_canonical_bytes(store: Store) -> None:
+    rich = msg(1, kind=Kind.ACTION, text="ünï 🎉\nline", reply_to="m00000",
+               attachments=(Attachment(url="https://x.test/a.png", name="a.png"),))
+    await store.record([RecordEntry(msg(0)), RecordEntry(rich), RecordEntry(msg(2, pipe="b"))])
+    rows = [r async for r in db.stream(store)]
+    assert [r["chain_n"] for r in rows] == [1, 2, 1]  # positions count per pipe
+    first = chain.link(chain.GENESIS, chain.canonical(msg(0)))
+    assert rows[0]["chain"] == first
+    assert rows[1]["chain"] == chain.link(first, chain.canonical(rich))
+    # what the store gives back encodes to the very bytes that were chained
+    assert chain.canonical_row(rows[1]) == chain.canonical(rich)
+    assert chain.canonical(rich).startswith(b'roomlink.record.v1\n{"attachments":[{"mime":null')
+
+
+async def test_two_stores_recording_the_same_messages_have_the_same_heads(
+    open_: StoreFactory, tmp_path: object
+) -> None:
+    a = await open_()
+    b = await open_store("acme", f"sqlite:///{tmp_path}/other.db")
+    try:
+        entries = [RecordEntry(msg(i, pipe="p" if i % 3 else "q")) for i in range(12)]
+        await a.record(entries[:5])
+        await a.record(entries[5:])
+        await b.record(entries)  # in one batch instead of two: the chain is the same
+        await b.record(entries[2:4])  # duplicates change nothing
+        wa, wb = await walk_store(a), await walk_store(b)
+        for pipe in ("p", "q"):
+            assert wa.pipes[pipe].broken is None and wb.pipes[pipe].broken is None
+            assert wa.pipes[pipe].digest_fields() == wb.pipes[pipe].digest_fields()
+        assert wa.pipes["p"].count == 8 and wa.pipes["q"].count == 4
+    finally:
+        await b.close()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "position", "message_id", "kind"),
+    [
+        (["UPDATE messages SET text = 'I never said that' WHERE id = 'm00004'"],
+         5, "m00004", ALTERED),
+        (["DELETE FROM messages WHERE id = 'm00004'"], 5, "m00005", REMOVED),
+        ([
+            "UPDATE messages SET seq = -1 WHERE id = 'm00004'",
+            "UPDATE messages SET seq = (SELECT seq FROM messages WHERE id = 'm00003') + 1 "
+            "WHERE id = 'm00005'",
+            "UPDATE messages SET seq = (SELECT seq FROM messages WHERE id = 'm00005') + 1 "
+            "WHERE id = 'm00004'",
+        ], 5, "m00005", REORDERED),
+        (["INSERT INTO messages (id, pipe, kind, origin_connector, origin_room, author_name, "
+          "author_party, author_platform, text, attachments, ts, recorded_at) "
+          "SELECT 'forged', pipe, kind, origin_connector, origin_room, author_name, "
+          "author_party, author_platform, 'I never said that', attachments, ts, recorded_at "
+          "FROM messages WHERE id = 'm00003'"], 11, "forged", INSERTED),
+        (["INSERT INTO messages (id, pipe, kind, origin_connector, origin_room, author_name, "
+          "author_party, author_platform, text, attachments, ts, recorded_at, chain, chain_n) "
+          "SELECT 'forged', pipe, kind, origin_connector, origin_room, author_name, "
+          "author_party, author_platform, text, attachments, ts, recorded_at, chain, chain_n "
+          "FROM messages WHERE id = 'm00003'"], 11, "forged", INSERTED),
+    ],
+    ids=["update-text", "delete-row", "swap-order", "insert-row", "insert-copy"],
+)
+async def test_tampering_by_sql_is_caught_and_located(
+    store: Store, store_url: str, tamper: list[str], position: int, message_id: str, kind: str
+) -> None:
+    await _ten(store)
+    before = (await walk_store(store)).pipes["project"]
+    assert before.broken is None and before.count == 10
+    await _sql(store_url, *tamper)
+    after = (await walk_store(store)).pipes["project"]
+    assert after.broken is not None
+    assert (after.broken.position, after.broken.message_id, after.broken.kind) == (
+        position, message_id, kind)
+    assert after.digest_fields() != before.digest_fields()  # the digest line changes too
+
+
+async def test_a_message_recorded_after_the_gap_keeps_the_break_visible(
+    store: Store, store_url: str
+) -> None:
+    await _ten(store)
+    await _sql(store_url, "DELETE FROM messages WHERE id = 'm00009'")  # the newest one
+    await store.record([RecordEntry(msg(10))])
+    walk = (await walk_store(store)).pipes["project"]
+    # removing the newest record leaves a consistent chain: only another party's digest
+    # (or a signed one kept earlier) shows it; what comes after it chains on normally
+    assert walk.broken is None and walk.count == 10
+
+
+async def test_retention_cuts_a_prefix_keeps_pending_and_an_anchor(store: Store) -> None:
+    await store.record([RecordEntry(msg(i), (IRC,) if i == 6 else ()) for i in range(10)])
+    intact = (await walk_store(store)).pipes["project"].digest_fields()
+    removed = await retention.apply(store, days=1, now=datetime.now(UTC) + timedelta(days=2))
+    # message 6 still waits for delivery: it and everything after it stay
+    assert removed == {"project": 6}
+    assert [m.id for _, m in await store.messages()] == [f"m{i:05d}" for i in range(6, 10)]
+    assert len(await store.pending(IRC.connector, IRC.room)) == 1
+    walker = await walk_store(store)
+    walk = walker.pipes["project"]
+    assert walk.anchor is not None and walk.anchor.count == 6
+    assert walk.anchor.message_id == "m00005"
+    assert walk.broken is None and walk.digest_fields() == intact
+    await store.record([RecordEntry(msg(10))])  # the chain goes on from the anchor
+    rows = [r async for r in db.stream(store)]
+    assert rows[-1]["chain_n"] == 11
+    assert (await walk_store(store)).pipes["project"].broken is None
+    # nothing young enough is touched
+    assert await retention.apply(store, days=1) == {}
+
+
+async def test_retention_cuts_everything_old_and_the_chain_continues(store: Store) -> None:
+    await _ten(store)
+    assert await retention.apply(store, 1, datetime.now(UTC) + timedelta(days=2)) == {
+        "project": 10}
+    assert await store.messages() == []
+    await store.record([RecordEntry(msg(10))])
+    walk = (await walk_store(store)).pipes["project"]
+    assert walk.broken is None and walk.count == 11
+
+
+async def test_retention_refuses_to_anchor_a_tampered_prefix(
+    store: Store, store_url: str
+) -> None:
+    await _ten(store)
+    await _sql(store_url, "UPDATE messages SET text = 'x' WHERE id = 'm00002'")
+    with pytest.raises(retention.Tampered, match="position 3"):
+        await retention.apply(store, 1, datetime.now(UTC) + timedelta(days=2))
+    assert len(await store.messages()) == 10
+
+
+async def test_search_english_and_russian_with_pipe_and_author(store: Store) -> None:
+    await store.record([
+        RecordEntry(msg(1, pipe="a", text="The contract is signed")),
+        RecordEntry(msg(2, pipe="a", text="Договор ПОДПИСАН вчера вечером")),
+        RecordEntry(msg(3, pipe="b", text="Новый договор на следующий год")),
+        RecordEntry(msg(4, pipe="b", text="unrelated words")),
+        RecordEntry(msg(5, pipe="a", kind=Kind.EDIT, target="m00001",
+                        text="The contract is countersigned")),
+    ])  # fmt: skip
+    assert [h.id for h in await search(store, "contract")] == ["m00005", "m00001"]
+    assert [h.id for h in await search(store, "countersigned")] == ["m00005"]  # edits too
+    assert [h.id for h in await search(store, "договор")] == ["m00003", "m00002"]
+    assert [h.id for h in await search(store, "подписан договор", pipe="a")] == ["m00002"]
+    assert await search(store, "договор", pipe="zzz") == []
+    hit = (await search(store, "вчера"))[0]
+    assert "[вчера]" in hit.snippet and hit.pipe == "a" and hit.author == "alice"
+    assert await search(store, "contract", author="bob") == []
+    assert len(await search(store, "contract", author="ALICE", limit=1)) == 1
+    assert await search(store, 'договор" OR "x') == []  # user text is never query syntax
+
+
+async def test_migration_backfills_chains_of_existing_rows(store_url: str) -> None:
+    """A store made by roomlink before the chain existed gets chains on upgrade."""
+    old = await open_store("agency", store_url)
+    await old.record([RecordEntry(msg(i, pipe="p" if i % 2 else "q")) for i in range(6)])
+    expected = (await walk_store(old)).pipes
+    await old.close()
+
+    def downgrade_and_upgrade(conn: sa.Connection) -> None:
+        command.downgrade(alembic_config(conn), "0001")
+        command.upgrade(alembic_config(conn), "head")
+
+    if store_url.startswith("sqlite"):
+        engine = sa.create_engine(store_url)
+        with engine.begin() as conn:
+            downgrade_and_upgrade(conn)
+        engine.dispose()
+    else:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        aengine = create_async_engine(store_url.replace("postgresql:", "postgresql+asyncpg:"))
+        async with aengine.begin() as aconn:
+            await aconn.run_sync(downgrade_and_upgrade)
+        await aengine.dispose()
+    store = await open_store("agency", store_url)
+    try:
+        walker = await walk_store(store)
+        for pipe in ("p", "q"):
+            assert walker.pipes[pipe].broken is None
+            assert walker.pipes[pipe].digest_fields() == expected[pipe].digest_fields()
+        assert [h.id for h in await search(store, "hello")]  # the index was filled too
+    finally:
+        await store.close()
