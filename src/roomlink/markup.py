@@ -108,7 +108,10 @@ def render(canonical: str, style: Style) -> str:
                 body = _render_inline(tok.children or [], style)
             else:
                 opening, closing = style.code_block
-                body = f"{opening}{tok.content.rstrip(chr(10))}{closing}"
+                # code is literal text too: a platform's escaping applies inside it (line by
+                # line, so that a text function never sees, or eats, the line breaks)
+                code = "\n".join(style.text(ln) for ln in tok.content.rstrip("\n").split("\n"))
+                body = f"{opening}{code}{closing}"
             lines = body.split("\n")
             indent = "  " * max(len(lists) - 1, 0)
             if item_marker is not None:

@@ -48,3 +48,9 @@ def test_unsupported_markdown_stays_literal() -> None:
 
 def test_plain_style_is_the_default() -> None:
     assert render("**a**", PLAIN) == "a"
+
+
+def test_code_blocks_go_through_the_platform_escaping() -> None:
+    html = Style(code_block=("<pre>", "</pre>"),
+                 text=lambda s: s.replace("&", "&amp;").replace("<", "&lt;"))
+    assert render("```\n<script>&\nx\n```", html) == "<pre>&lt;script>&amp;\nx</pre>"
