@@ -335,14 +335,16 @@ class BotApiServer:
         message = self._new_message(chat, user, left_chat_member=user)
         return self.push("message", message)
 
-    def migrate(self, chat_id: int, new_id: int) -> Chat:
-        """The group becomes a supergroup with a new id, as Telegram upgrades groups."""
+    def migrate(self, chat_id: int, new_id: int, announce: bool = True) -> Chat:
+        """The group becomes a supergroup with a new id, as Telegram upgrades groups; with
+        ``announce`` the two service messages (migrate_to / migrate_from) arrive too."""
         old = self.chats[chat_id]
         new = self.add_chat(new_id, "supergroup", old.title, old.username)
         old.migrated_to = new_id
-        admin = self.user("Group", "Admin")
-        self.push("message", self._new_message(old, admin, migrate_to_chat_id=new_id))
-        self.push("message", self._new_message(new, admin, migrate_from_chat_id=chat_id))
+        if announce:
+            admin = self.user("Group", "Admin")
+            self.push("message", self._new_message(old, admin, migrate_to_chat_id=new_id))
+            self.push("message", self._new_message(new, admin, migrate_from_chat_id=chat_id))
         return new
 
     def fail_next(self, method: str, code: int, description: str,
