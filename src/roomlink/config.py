@@ -391,6 +391,17 @@ def load_config(
                     )
         if pipe is None:
             continue
+        for index, room_config in enumerate(pipe.rooms):
+            # the connector type's one spelling of a room (email: its address list,
+            # lower-case and sorted), so two spellings of one room are one room
+            known = connectors.get(room_config.connector)
+            room_cls = loaded.get(known.type) if known is not None else None
+            if room_cls is None:
+                continue
+            try:
+                room_config.room = room_cls.normalize_room(room_config.room)
+            except ValueError as exc:
+                loader.add(("pipes", name, "rooms", index, "room"), str(exc))
         first: dict[RoomRef, int] = {}
         for index, room_config in enumerate(pipe.rooms):
             if room_config.ref in first:

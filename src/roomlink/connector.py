@@ -111,6 +111,12 @@ class Connector(ABC):
     def limits(self) -> Limits:
         return Limits()
 
+    @classmethod
+    def normalize_room(cls, room: str) -> str:
+        """The one spelling of ``room`` used everywhere (config, stores, send); raise
+        ValueError, with a message for the admin, when it cannot be a room here."""
+        return room
+
     @abstractmethod
     async def start(self) -> None:
         """Connect and begin handing inbound events to ``ctx.accept``; return once running."""

@@ -16,20 +16,22 @@ from dataclasses import dataclass, field
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-_md = MarkdownIt("zero").enable(
-    [
-        "emphasis",
-        "backticks",
-        "link",
-        "autolink",
-        "strikethrough",
-        "fence",
-        "blockquote",
-        "list",
-        "escape",
-        "newline",
-    ]
-)
+_RULES = [
+    "emphasis",
+    "backticks",
+    "link",
+    "autolink",
+    "strikethrough",
+    "fence",
+    "blockquote",
+    "list",
+    "escape",
+    "newline",
+]
+_md = MarkdownIt("zero").enable(_RULES)
+# HTML output (email bodies): the same subset, a chat line break is a <br>, and raw HTML
+# in the text stays text (the "zero" preset has no html rules, so it is escaped)
+_md_html = MarkdownIt("zero", {"breaks": True}).enable(_RULES)
 
 _INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>~&])")
 _LINE_START_SPECIAL = re.compile(r"^(\s*)([>#+=|-]|\d+[.)])", re.MULTILINE)
@@ -155,3 +157,8 @@ def _render_inline(children: list[Token], style: Style) -> str:
         else:
             out.append(style.text(c.content))
     return "".join(out)
+
+
+def to_html(canonical: str) -> str:
+    """The text as an HTML fragment; anything that looks like HTML in it is escaped."""
+    return str(_md_html.render(canonical))
