@@ -1,0 +1,387 @@
+"""``type: email``: one mailbox; rooms are recipient lists ("cto@acme.example, pm@acme.example").
+
+Outbound, each chat message (or each batch of them, with ``batch_seconds``) is one mail
+from the bridge's address under the author's name, in one thread per pipe and room: the
+Message-IDs sent to a room are kept as a connector cursor, so every mail names the
+earlier ones in In-Reply-To/References across restarts. The Message-ID is the native id.
+
+Inbound, the IMAP session waits with IDLE (or polls), fetches every mail above the last
+UID handled, and hands its new text to the core; the UID cursor (with UIDVALIDITY) moves
+only after ``ctx.accept`` returned, and the Message-ID makes a re-read mail the same
+message, so a crash re-reads instead of losing and never relays twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aioimaplib
+
+from roomlink.connector import Connector, ConnectorError, Limits, PermanentError
+from roomlink.markup import escape
+from roomlink.model import Inbound, InboundAuthor, Kind, Outbound
+from roomlink.pacing import backoff
+from roomlink.router import ShuttingDown
+
+from .convert import (
+    Incoming,
+    Outgoing,
+    build_mail,
+    make_message_id,
+    parse_room,
+    read_mail,
+    render_html,
+    render_plain,
+    room_tag,
+    tag_of,
+)
+from .imap import ImapError, Mailbox
+from .options import EmailOptions
+from .smtp import send_mail
+
+THREAD_KEEP = 20  # References: the thread's first mail and the latest ones
+FIRST_RUN_DAYS = 1  # with no cursor yet, unread mail this recent is taken
+
+
+class EmailConnector(Connector):
+    platform = "email"
+    Options = EmailOptions
+
+    def __init__(self, options: Any, ctx: Any) -> None:
+        super().__init__(options, ctx)
+        assert isinstance(options, EmailOptions)
+        self.opts = options
+        self.log = ctx.log
+        self.addresses = {room: parse_room(room) for room in ctx.rooms}
+        self.by_tag = {room_tag(a): room for room, a in self.addresses.items()}
+        self.threads: dict[tuple[str, str], list[str]] = {}  # (pipe, room) -> Message-IDs
+        self.batches: dict[str, dict[str, dict[str, Any]]] = {}  # room -> pipe -> batch
+        self.flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.mailbox = Mailbox(options, ctx.log)
+        self.cursor_key = f"imap:{options.imap.folder}"
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._send_lock = asyncio.Lock()
+
+    @classmethod
+    def normalize_room(cls, room: str) -> str:
+        return ", ".join(parse_room(room))
+
+    @property
+    def limits(self) -> Limits:
+        # the author's name is the From display name, so no nick prefix in the text
+        return Limits(can_impersonate=True, default_nick_format="{nick}",
+                      edits=False, deletes=False)
+
+    async def start(self) -> None:
+        for room in self.ctx.rooms:
+            saved = await self.ctx.get_cursor(f"batch:{room}")
+            if saved:
+                self.batches[room] = json.loads(saved)
+                for pipe in self.batches[room]:
+                    self._schedule_flush(room, pipe)
+        if self.ctx.inbound_rooms:
+            self._task = asyncio.create_task(self._inbound(), name=f"{self.ctx.name} imap")
+            # give the first connection a moment, so mail is read from the start; a
+            # server that is down must not stop the daemon: the loop keeps trying
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.connected.wait(), 10)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [t for t in (self._task, *self.flushers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.mailbox.close()
+
+    def is_ready(self, room: str) -> bool:
+        return True  # SMTP is reached per mail; a failure there is a retry, not a down room
+
+    async def wait_ready(self, room: str) -> None:
+        return None
+
+    # -- outbound ----------------------------------------------------------------------
+    def _from_name(self, out: Outbound) -> str:
+        a = out.message.author
+        return self.opts.display_name_format.format(nick=a.name, party=a.party,
+                                                    platform=a.platform)
+
+    def _canonical(self, out: Outbound) -> str:
+        m = out.message
+        text = out.text
+        if m.kind is Kind.ACTION:
+            text = f"_{escape(m.author.name)}_ {text}"
+        elif m.kind in (Kind.JOIN, Kind.PART, Kind.TOPIC):
+            text = f"_{escape(m.author.name)}: {text}_" if text else escape(m.author.name)
+        if out.part == out.parts - 1 and m.attachments:
+            text += "".join(f"\n{escape(a.name or 'file')}: <{a.url}>" for a in m.attachments)
+        return text
+
+    async def _thread(self, pipe: str, room: str) -> list[str]:
+        key = (pipe, room)
+        if key not in self.threads:
+            saved = await self.ctx.get_cursor(f"thread:{pipe}:{room}")
+            self.threads[key] = json.loads(saved) if saved else []
+        return self.threads[key]
+
+    async def _remember(self, pipe: str, room: str, message_id: str) -> None:
+        ids = await self._thread(pipe, room)
+        if message_id in ids:
+            return
+        ids.append(message_id)
+        if len(ids) > THREAD_KEEP:
+            del ids[1:len(ids) - THREAD_KEEP + 1]  # keep the root: clients thread on it
+        await self.ctx.set_cursor(f"thread:{pipe}:{room}", json.dumps(ids))
+
+    async def _mail(self, pipe: str, room: str, message_id: str, from_name: str,
+                    canonical: str, reply_to: str | None) -> None:
+        """Build and send one mail into the room's thread; remember it there."""
+        thread = await self._thread(pipe, room)
+        earlier = [i for i in thread if i != message_id]
+        references = earlier + ([reply_to] if reply_to and reply_to not in earlier else [])
+        mail = build_mail(Outgoing(
+            from_name=from_name,
+            address=self.opts.address,
+            to=self.addresses[room],
+            subject=self.opts.subject_format.format(pipe=pipe, party=self.ctx.party),
+            message_id=message_id,
+            in_reply_to=reply_to or (earlier[-1] if earlier else None),
+            references=references,
+            plain=render_plain(canonical),
+            html=render_html(canonical),
+            date=datetime.now(UTC),
+        ))
+        await send_mail(self.opts, mail, list(self.addresses[room]), self.log)
+        await self._remember(pipe, room, message_id)
+
+    async def send(self, out: Outbound) -> str:
+        room, pipe = out.room, out.message.pipe
+        if room not in self.addresses:
+            raise PermanentError(f"{room!r} is not a room of this connector")
+        message_id = make_message_id(room_tag(self.addresses[room]), out.delivery_key,
+                                     self.opts.domain)
+        if self.opts.batch_seconds > 0:
+            return await self._add_to_batch(out, message_id)
+        await self._mail(pipe, room, message_id, self._from_name(out), self._canonical(out),
+                         out.reply_to_native)
+        return message_id
+
+    # -- batches: durable in a cursor before send() returns, mailed when the window ends
+    async def _add_to_batch(self, out: Outbound, message_id: str) -> str:
+        room, pipe = out.room, out.message.pipe
+        pending = self.batches.setdefault(room, {})
+        batch = pending.get(pipe)
+        item = {"name": self._from_name(out), "nick": out.message.author.name,
+                "text": self._canonical(out), "reply_to": out.reply_to_native}
+        if batch is None or batch.get("closed"):
+            if batch is not None:  # a closed batch is being mailed: wait for it
+                task = self.flushers.get((room, pipe))
+                if task is not None:
+                    await asyncio.gather(task, return_exceptions=True)
+            batch = {"id": message_id, "due": time.time() + self.opts.batch_seconds,
+                     "items": []}
+            pending[pipe] = batch
+            batch["items"].append(item)
+            await self._save_batches(room)
+            self._schedule_flush(room, pipe)
+        else:
+            batch["items"].append(item)
+            await self._save_batches(room)
+        return str(batch["id"])
+
+    async def _save_batches(self, room: str) -> None:
+        await self.ctx.set_cursor(f"batch:{room}", json.dumps(self.batches.get(room, {})))
+
+    def _schedule_flush(self, room: str, pipe: str) -> None:
+        self.flushers[(room, pipe)] = asyncio.create_task(self._flush(room, pipe),
+                                                          name=f"{self.ctx.name} batch")
+
+    async def _flush(self, room: str, pipe: str) -> None:
+        batch = self.batches[room][pipe]
+        await asyncio.sleep(max(0.0, float(batch["due"]) - time.time()))
+        batch["closed"] = True
+        items = batch["items"]
+        names = list(dict.fromkeys(i["name"] for i in items))
+        if len(names) == 1:
+            canonical = "\n\n".join(i["text"] for i in items)
+        else:
+            canonical = "\n\n".join(f"**{escape(i['nick'])}:**\n{i['text']}" for i in items)
+        reply_to = next((i["reply_to"] for i in items if i["reply_to"]), None)
+        attempt = 0
+        while True:
+            try:
+                await self._mail(pipe, room, batch["id"], ", ".join(names)[:120], canonical,
+                                 reply_to)
+                break
+            except PermanentError as exc:
+                self.log.error("%s: batch mail %s to %s refused for good: %s",
+                               self.ctx.name, batch["id"], room, exc)
+                break
+            except ConnectorError as exc:
+                attempt += 1
+                delay = backoff(attempt, self.opts.reconnect_initial, self.opts.reconnect_max)
+                self.log.warning("%s: batch mail to %s failed (%s); retry in %.1fs",
+                                 self.ctx.name, room, exc, delay)
+                await asyncio.sleep(delay)
+        if self.batches[room].get(pipe) is batch:
+            del self.batches[room][pipe]
+        await self._save_batches(room)
+
+    # -- inbound -----------------------------------------------------------------------
+    async def _inbound(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self.mailbox.connect()
+                self.connected.set()
+                attempt = 0
+                self.log.info("%s: IMAP %s:%d folder %s (%s)", self.ctx.name,
+                              self.opts.imap.host, self.opts.imap.effective_port,
+                              self.opts.imap.folder,
+                              "IDLE" if self.mailbox.can_idle else "polling")
+                await self._catch_up_first()
+                while not self._stopping:
+                    await self._catch_up()
+                    await self.mailbox.wait_for_mail()
+            except ShuttingDown:
+                return
+            except (ImapError, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+                self.log.warning("%s: IMAP %s:%d: %s", self.ctx.name, self.opts.imap.host,
+                                 self.opts.imap.effective_port, exc or type(exc).__name__)
+            except Exception:  # a bug must not leave the mailbox unread for good
+                self.log.exception("%s: IMAP session failed unexpectedly", self.ctx.name)
+            finally:
+                await self.mailbox.close()
+            if self._stopping:
+                return
+            attempt += 1
+            delay = backoff(attempt, self.opts.reconnect_initial, self.opts.reconnect_max)
+            self.log.info("%s: IMAP reconnecting in %.1fs", self.ctx.name, delay)
+            await asyncio.sleep(delay)
+
+    async def _last_uid(self) -> int | None:
+        saved = await self.ctx.get_cursor(self.cursor_key)
+        if saved:
+            validity, _, uid = saved.partition(":")
+            if int(validity) == self.mailbox.uidvalidity:
+                return int(uid)
+            self.log.warning("%s: UIDVALIDITY of %s changed; reading its unread mail again",
+                             self.ctx.name, self.opts.imap.folder)
+        return None
+
+    async def _catch_up_first(self) -> None:
+        """Without a valid cursor, take the recent unread mail (re-reads are no doubles:
+        the Message-ID gives each mail its id)."""
+        if await self._last_uid() is not None:
+            return
+        since = (datetime.now(UTC) - timedelta(days=FIRST_RUN_DAYS)).date()
+        uids = await self.mailbox.unseen_since(since)
+        sizes = dict(await self.mailbox.sizes_after(uids[0] - 1)) if uids else {}
+        for uid in uids:
+            await self._handle(uid, sizes.get(uid, 0))
+        if not uids:  # start after what is there now
+            existing = await self.mailbox.sizes_after(0)
+            last = existing[-1][0] if existing else 0
+            await self.ctx.set_cursor(self.cursor_key, f"{self.mailbox.uidvalidity}:{last}")
+
+    async def _catch_up(self) -> None:
+        last = await self._last_uid() or 0
+        for uid, size in await self.mailbox.sizes_after(last):
+            await self._handle(uid, size)
+
+    async def _handle(self, uid: int, size: int) -> None:
+        """One mail: relay it or drop it; then, and only then, move the cursor past it."""
+        inbound = None
+        if size > self.opts.max_message_bytes:
+            self.log.warning("%s: mail UID %d is %d bytes (max_message_bytes %d): skipped",
+                             self.ctx.name, uid, size, self.opts.max_message_bytes)
+        else:
+            raw = await self.mailbox.fetch(uid)
+            if raw is not None:
+                inbound = await self._judge(uid, raw)
+        if inbound is not None:
+            await self._accept(inbound)
+        await self.ctx.set_cursor(self.cursor_key, f"{self.mailbox.uidvalidity}:{uid}")
+        if inbound is not None:
+            await self.mailbox.mark_seen(uid)
+
+    async def _judge(self, uid: int, raw: bytes) -> Inbound | None:
+        try:
+            mail = read_mail(raw, self.opts.reply_languages)
+        except Exception as exc:  # broken MIME: this mail only
+            self.log.warning("%s: mail UID %d cannot be read (%s: %s): skipped",
+                             self.ctx.name, uid, type(exc).__name__, exc)
+            return None
+        if mail.sender == self.opts.address or tag_of(mail.message_id or "",
+                                                      self.opts.domain):
+            return None  # the bridge's own mail
+        reason = mail.automatic
+        room, reply_to = None, None
+        if reason is None:
+            room, reply_to, reason = self._route(mail)
+        if room is None:
+            self.log.info("%s: mail UID %d from %s not relayed: %s", self.ctx.name, uid,
+                          mail.sender, reason)
+            if self.opts.reject_folder:
+                await self.mailbox.move(uid, self.opts.reject_folder)
+            return None
+        if not mail.text.strip() and not mail.attachments:
+            self.log.info("%s: mail UID %d from %s has no new text: skipped", self.ctx.name,
+                          uid, mail.sender)
+            return None
+        return Inbound(
+            room=room,
+            author=InboundAuthor(name=mail.sender_name, id=mail.sender),
+            text=mail.text,
+            native_id=mail.message_id or f"uid:{self.mailbox.uidvalidity}:{uid}",
+            reply_to_native=reply_to,
+            attachments=mail.attachments,
+            ts=mail.date,
+        )
+
+    def _allowed(self, room: str, sender: str) -> bool:
+        if sender in self.addresses[room]:
+            return True
+        domain = "@" + sender.rpartition("@")[2]
+        return any(a == sender or a == domain for a in self.opts.allowed_senders)
+
+    def _route(self, mail: Incoming) -> tuple[str | None, str | None, str]:
+        """(room, reply_to native id, why not) for a mail from a person."""
+        rooms = [r for r in self.ctx.rooms if r in self.ctx.inbound_rooms]
+        reply_to = mail.in_reply_to[0] if mail.in_reply_to else None
+        for ref in mail.in_reply_to:  # a reply to a mail the bridge sent: that mail's room
+            room = self.by_tag.get(tag_of(ref, self.opts.domain) or "")
+            if room is not None and room in rooms:
+                if self._allowed(room, mail.sender):
+                    return room, reply_to, ""
+                return None, None, f"sender not allowed in room {room!r}"
+        candidates = [r for r in rooms if mail.sender in self.addresses[r]]
+        if not candidates:
+            candidates = [r for r in rooms if self._allowed(r, mail.sender)]
+        if not candidates:
+            return None, None, "sender not allowed"
+        # several rooms: the one whose recipients the mail was also sent to
+        room = max(candidates, key=lambda r: len(mail.recipients & set(self.addresses[r])))
+        return room, reply_to, ""
+
+    async def _accept(self, inbound: Inbound) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.ctx.accept(inbound)
+                return
+            except ShuttingDown:
+                raise
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, 0.5, 30.0)
+                self.log.error("%s: could not store a mail from %s (%s); retrying in %.1fs",
+                               self.ctx.name, inbound.author.id, exc, delay)
+                await asyncio.sleep(delay)

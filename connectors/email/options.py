@@ -1,0 +1,107 @@
+"""The email connector's options, as admins write them under ``connectors:`` in the config."""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from roomlink.connector import ConnectorOptions
+
+Security = Literal["none", "starttls", "tls"]
+
+
+def check_address(value: str) -> str:
+    """A bare ``local@domain`` address, lower-cased; ValueError otherwise."""
+    value = value.strip()
+    if any(c in value for c in "\r\n\x00<>,\" ") or value.count("@") != 1:
+        raise ValueError(f"{value!r} is not a plain email address (local@domain)")
+    local, domain = value.split("@")
+    if not local or not domain or "." not in domain.strip("."):
+        raise ValueError(f"{value!r} is not a plain email address (local@domain)")
+    Address(addr_spec=value)  # the stdlib's own syntax check
+    return value.lower()
+
+
+class ServerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: by protocol and security
+    security: Security = "tls"
+    username: str | None = None  # default: the connector's address
+    password: SecretStr | None = None
+
+
+class SmtpOptions(ServerOptions):
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"none": 25, "starttls": 587, "tls": 465}[self.security]
+
+
+class ImapOptions(ServerOptions):
+    folder: str = Field(default="INBOX", min_length=1)  # where the bridge's mail arrives
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"none": 143, "starttls": 143, "tls": 993}[self.security]
+
+
+class EmailOptions(ConnectorOptions):
+    address: str  # the bridge's own mailbox: the From of every mail, where replies arrive
+    display_name_format: str = "{nick} via {party}"  # From display name; {nick} {party} {platform}
+    subject_format: str = "[{pipe}] conversation"  # one stable subject per pipe; {pipe} {party}
+    batch_seconds: float = Field(default=0, ge=0)  # >0: chat messages within N s make one mail
+    smtp: SmtpOptions
+    imap: ImapOptions
+    tls_verify: bool = True  # false: accept any certificate (self-signed test servers)
+    allowed_senders: list[str] = Field(default_factory=list)  # addresses or "@domain"
+    reject_folder: str | None = None  # dropped mail is moved here; default: left unread
+    max_message_bytes: int = Field(default=10_000_000, gt=0)  # bigger mail is skipped
+    poll_interval: float = Field(default=60.0, gt=0)  # without IDLE: check this often
+    idle_renew: float = Field(default=600.0, gt=0, le=1500)  # re-issue IDLE (servers cut at 29 min)
+    reconnect_initial: float = Field(default=1.0, gt=0)
+    reconnect_max: float = Field(default=300.0, gt=0)
+    reply_languages: list[str] = Field(default_factory=lambda: ["en", "de", "fr", "es", "ru"])
+    timeout: float = Field(default=30.0, gt=0)  # per SMTP/IMAP command
+
+    @field_validator("address")
+    @classmethod
+    def _address_ok(cls, value: str) -> str:
+        return check_address(value)
+
+    @field_validator("allowed_senders")
+    @classmethod
+    def _senders_ok(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            entry = entry.strip().lower()
+            if entry.startswith("@"):
+                if len(entry) < 3 or any(c in entry[1:] for c in "@<>, \r\n"):
+                    raise ValueError(f"{entry!r} is not an @domain entry")
+                out.append(entry)
+            else:
+                out.append(check_address(entry))
+        return out
+
+    @field_validator("display_name_format", "subject_format")
+    @classmethod
+    def _format_ok(cls, value: str) -> str:
+        try:
+            value.format(nick="", party="", platform="", pipe="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad format {value!r} ({exc}); placeholders: {{nick}} "
+                             "{party} {platform} (display name), {pipe} {party} (subject)"
+                             ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_ok(self) -> EmailOptions:
+        if self.reconnect_max < self.reconnect_initial:
+            raise ValueError("reconnect_max must not be below reconnect_initial")
+        return self
+
+    @property
+    def domain(self) -> str:
+        return self.address.split("@", 1)[1]
