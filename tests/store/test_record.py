@@ -225,3 +225,10 @@ async def test_migration_backfills_chains_of_existing_rows(store_url: str) -> No
         assert [h.id for h in await search(store, "hello")]  # the index was filled too
     finally:
         await store.close()
+
+
+async def test_heads_for_a_status_page(store: Store) -> None:
+    await store.record([RecordEntry(msg(i, pipe="p" if i % 2 else "q")) for i in range(5)])
+    walker = await walk_store(store)
+    assert await db.heads(store) == {
+        p: (walker.pipes[p].count, walker.pipes[p].head) for p in ("p", "q")}

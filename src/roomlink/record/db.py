@@ -135,3 +135,17 @@ def to_message(r: Row) -> Message:
         text=r["text"], attachments=attachments, reply_to=r["reply_to"], target=r["target"],
         ts=r["ts"],
     )  # fmt: skip
+
+
+async def heads(store: Store) -> dict[str, tuple[int, str]]:
+    """Each pipe's stored position and chain head (its last record's, else its anchor's):
+    what a status page shows. Cheap and not verified: ``verify`` recomputes."""
+    found = {a.pipe: (a.count, a.head) for a in (await anchors(store)).values()}
+    rows = await read(
+        store,
+        "SELECT m.pipe, m.chain_n, m.chain FROM messages m JOIN (SELECT pipe, max(seq) AS s "
+        "FROM messages GROUP BY pipe) last ON m.seq = last.s",
+    )
+    for r in rows:
+        found[r["pipe"]] = (r["chain_n"] or 0, r["chain"] or "")
+    return found

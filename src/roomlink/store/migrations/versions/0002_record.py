@@ -43,7 +43,7 @@ _messages = sa.table(
 
 SQLITE_FTS = (
     "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', "
-    "content_rowid='seq', tokenize='unicode61 remove_diacritics 2')",
+    "content_rowid='seq', tokenize='unicode61 remove_diacritics 2', columnsize=0)",
     "CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN "
     "INSERT INTO messages_fts(rowid, text) VALUES (new.seq, new.text); END",
     "CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN "
