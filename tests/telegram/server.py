@@ -221,6 +221,7 @@ class BotApiServer:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.failures: list[Failure] = []
         self.polls = 0
+        self.on_send: Any = None  # called with each message the bot posts (benchmarks)
         self._next_user = 1000
         self._new = asyncio.Event()
         self._poll: asyncio.Future[None] | None = None  # the getUpdates being held open
@@ -522,6 +523,8 @@ class BotApiServer:
         message = self._new_message(chat, self.me, text=text, entities=entities or None,
                                     reply_to_message=reply, link_preview_options=preview)
         message["_html"] = params.get("text")
+        if self.on_send is not None:
+            self.on_send(message)
         return _visible(message)
 
     def _own(self, chat: Chat, params: dict[str, Any], missing: str) -> dict[str, Any]:

@@ -85,3 +85,19 @@ async def test_malformed_updates_are_skipped_and_the_next_one_relays(
         log = daemon.log()
     assert log.count("skipping update") >= 2
     assert tg.token not in log
+
+
+async def test_a_channel_named_by_its_username(tmp_path: Path, tg: Any) -> None:
+    channel = tg.add_chat(-1007770001, "channel", "Acme news", username="acme_news")
+    path, port = config(tmp_path, tg, rooms=["@Acme_News"])
+    async with running(path, [port], env(tg)), aiohttp.ClientSession() as http:
+        api = Room(http, port, "lobby")
+        async with api.stream() as stream:
+            # a channel post has no sender, only the channel itself as sender_chat
+            tg.say(channel.id, None, "release 1.0 is out", sender_chat=channel.json())
+            [frame] = await stream.wait_for(1)
+            assert (frame["author"]["name"], frame["text"]) == ("Acme news",
+                                                                "release 1.0 is out")
+            await api.post("congratulations", "bob")
+            await wait_until(lambda: len(tg.bot_messages(channel.id)) == 1, what="the post")
+            assert tg.sent_calls("sendMessage")[0]["chat_id"] == "@Acme_News"

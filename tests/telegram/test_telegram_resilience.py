@@ -174,3 +174,24 @@ async def test_stop_cancels_a_pending_long_poll(tmp_path: Path, tg: Any) -> None
         started = time.monotonic()
         assert daemon.terminate() == 0
         assert time.monotonic() - started < 4.5  # within shutdown_grace (3 s) and a margin
+
+
+async def test_a_429_in_the_middle_of_a_long_message_resends_only_the_missing_parts(
+    tmp_path: Path, tg: Any
+) -> None:
+    path, port = config(tmp_path, tg)
+    text = " ".join(f"w{i}" for i in range(3000))  # about 17,000 characters: 5 parts
+    whole = "bob: " + text
+
+    def joined() -> str:
+        return " ".join(p["text"] for p in tg.bot_messages(GROUP))
+
+    async with running(path, [port], env(tg)), aiohttp.ClientSession() as http:
+        await Room(http, port, "lobby").post(text, "bob")
+        await bot_posts(tg, GROUP, 1)
+        tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", {"retry_after": 1})
+        await wait_until(lambda: len(joined()) >= len(whole), what="every part")
+        await asyncio.sleep(1.5)
+        assert joined() == whole  # each part once: the first was not posted again
+        assert len(tg.bot_messages(GROUP)) == 5
+        assert len(tg.sent_calls("sendMessage")) == 6  # one refused, resent
