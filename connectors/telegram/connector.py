@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -71,6 +72,16 @@ class TelegramConnector(Connector):
                       default_nick_format="{nick}", edits=True, deletes=True,
                       # about 1 message a second in one chat, 20 a minute in a group
                       room_rates=((1.0, 3), (20 / 60, 20)))
+
+    @classmethod
+    def normalize_room(cls, room: str) -> str:
+        room = room.strip()
+        if re.fullmatch(r"-?\d{1,20}", room):
+            return str(int(room))
+        if re.fullmatch(r"@[A-Za-z][A-Za-z0-9_]{3,31}", room):
+            return room.lower()  # usernames are case-insensitive
+        raise ValueError(f"{room!r} is not a Telegram chat: write its chat id as a string "
+                         '("-1001234567890") or "@channelusername"')
 
     async def start(self) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long poll

@@ -135,3 +135,13 @@ def test_split_prefers_word_boundaries_and_never_splits_a_character() -> None:
     emoji = "😀" * 3000  # two UTF-16 units each, no space anywhere: a hard cut
     parts = split_html(emoji, 4096)
     assert [len(p) for p in parts] == [2048, 952]
+
+
+def test_rooms_are_chat_ids_or_usernames() -> None:
+    from roomlink_connectors.telegram import TelegramConnector as T
+
+    assert T.normalize_room(" -1001234567890 ") == "-1001234567890"
+    assert T.normalize_room("@Acme_News") == "@acme_news"
+    for bad in ("#general", "acme", "@ab", "-100 123", ""):
+        with pytest.raises(ValueError, match="chat id"):
+            T.normalize_room(bad)

@@ -100,4 +100,4 @@ async def test_a_channel_named_by_its_username(tmp_path: Path, tg: Any) -> None:
                                                                 "release 1.0 is out")
             await api.post("congratulations", "bob")
             await wait_until(lambda: len(tg.bot_messages(channel.id)) == 1, what="the post")
-            assert tg.sent_calls("sendMessage")[0]["chat_id"] == "@Acme_News"
+            assert tg.sent_calls("sendMessage")[0]["chat_id"] == "@acme_news"
