@@ -92,6 +92,10 @@ class ApiConnector(Connector):
                 await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    def is_connected(self) -> bool:
+        return self._runner is not None  # listening; rooms are ready while watched
 
     def is_ready(self, room: str) -> bool:
         return bool(self._clients.get(room))

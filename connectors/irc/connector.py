@@ -61,6 +61,9 @@ class IrcConnector(Connector):
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
 
+    def is_connected(self) -> bool:
+        return self.session.connected
+
     def is_ready(self, room: str) -> bool:
         return self.session.is_joined(room)
 

@@ -162,6 +162,11 @@ class Session:
                 fut.set_exception(RoomDown("the IRC connection dropped"))
         self._acks.clear()
 
+    @property
+    def connected(self) -> bool:
+        """Registered with the server (welcomed) on a live connection."""
+        return self.conn is not None and self._welcomed.is_set() and not self._lost.is_set()
+
     # -- channels --------------------------------------------------------------------
     def is_joined(self, room: str) -> bool:
         return lower(room) in self._joined and self.conn is not None

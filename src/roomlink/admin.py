@@ -1,43 +1,149 @@
-"""The optional admin HTTP server: Prometheus metrics and a health report for ops.
+"""The optional admin HTTP server: status page, status JSON, metrics, health, ops actions.
 
 It listens only where the config's ``admin.listen`` says (keep it on a private address):
-``GET /metrics`` (Prometheus text format) and ``GET /healthz`` (JSON).
+
+- ``GET /`` the status page (HTML, no external assets; it refreshes from /api/status)
+- ``GET /api/status`` JSON: connectors, one object per room of every pipe, stores, rates
+- ``POST /api/outbox/retry`` put failed copies back in the queue
+- ``POST /api/reload`` re-read the config file (what ``roomlink reload`` calls)
+- ``GET /metrics`` Prometheus text format; ``GET /healthz`` JSON, never behind the token
+
+With ``admin.token`` set, every endpoint but ``/healthz`` wants it, as
+``Authorization: Bearer TOKEN`` or (for a browser) ``?token=TOKEN``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from roomlink.status import SAMPLE_EVERY, Rates, collect
+from roomlink.statuspage import render_page
+
 if TYPE_CHECKING:
     from roomlink.app import Daemon
+    from roomlink.config import AdminConfig
 
 log = logging.getLogger("roomlink.admin")
 
+OPEN_PATHS = ("/healthz",)  # load balancers and HEALTHCHECKs probe it without a token
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 class AdminServer:
-    def __init__(self, daemon: Daemon, listen: str) -> None:
+    def __init__(self, daemon: Daemon, config: AdminConfig) -> None:
         self.daemon = daemon
-        self.listen = listen
+        self.listen = config.listen
+        self.token = config.token.get_secret_value() if config.token is not None else None
+        self.rates = Rates()
         self._runner: web.AppRunner | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/", self._page)
+        app.router.add_get("/api/status", self._status)
+        app.router.add_post("/api/outbox/retry", self._retry)
+        app.router.add_post("/api/reload", self._reload)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, _, port = self.listen.rpartition(":")
         await web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True).start()
-        log.info("admin: metrics at http://%s/metrics, health at http://%s/healthz",
-                 self.listen, self.listen)
+        self._sampler = asyncio.create_task(self._sample_loop(), name="admin sampler")
+        log.info("admin: status page at http://%s/%s, metrics at /metrics, health at /healthz",
+                 self.listen, "?token=..." if self.token else "")
 
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _sample_loop(self) -> None:
+        """Rates need samples, and a connector's down time its moment: sample often."""
+        tick = 0
+        while True:
+            for name, connector in list(self.daemon.connectors.items()):
+                with contextlib.suppress(Exception):
+                    self.daemon.health.observe(name, connector.is_connected())
+            if tick % int(SAMPLE_EVERY) == 0:
+                self.rates.sample()
+            tick += 1
+            await asyncio.sleep(1.0)
+
+    # -- the token ---------------------------------------------------------------------
+    def authorized(self, request: web.Request) -> bool:
+        if self.token is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS and not self.authorized(request):
+            message = "missing or wrong admin token: send Authorization: Bearer TOKEN, " \
+                      "or add ?token=TOKEN to the address"
+            if request.path == "/":
+                return web.Response(status=401, text=message + "\n")
+            return web.json_response({"error": message}, status=401)
+        if request.method == "POST" and request.content_type != "application/json":
+            # a cross-site form cannot send JSON without the browser asking first
+            return web.json_response({"error": "send a JSON body"}, status=415)
+        return await handler(request)
+
+    # -- pages ---------------------------------------------------------------------------
+    async def _page(self, _request: web.Request) -> web.Response:
+        status = await collect(self.daemon, self.rates)
+        return web.Response(text=render_page(status), content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        status = await collect(self.daemon, self.rates)
+        return web.json_response(status, headers={"Cache-Control": "no-store"})
+
+    async def _retry(self, request: web.Request) -> web.Response:
+        """``{"party": P, "connector"?: C, "room"?: R, "id"?: message id}``."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body is not valid JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        fields: dict[str, str | None] = {}
+        for key in ("party", "connector", "room", "id"):
+            value = body.get(key)
+            if value is not None and not isinstance(value, str):
+                return web.json_response({"error": f"'{key}' must be a string"}, status=400)
+            fields[key] = value
+        parties = [fields["party"]] if fields["party"] else list(self.daemon.stores)
+        unknown = [p for p in parties if p not in self.daemon.stores]
+        if unknown:
+            return web.json_response({"error": f"unknown party {unknown[0]!r}"}, status=404)
+        retried = 0
+        for party in parties:
+            assert party is not None
+            retried += await self.daemon.stores[party].retry_failed(
+                fields["connector"], fields["room"], fields["id"]
+            )
+        await self.daemon.rescan()
+        log.info("admin: %d failed cop%s put back in the queue", retried,
+                 "y" if retried == 1 else "ies")
+        return web.json_response({"retried": retried})
+
+    async def _reload(self, _request: web.Request) -> web.Response:
+        result = await self.daemon.reloader.reload()
+        return web.json_response(result.as_json(), status=200 if result.ok else 422)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest()

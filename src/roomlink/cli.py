@@ -12,6 +12,15 @@ from typing import Any
 
 from roomlink import __version__
 from roomlink.config import Config, ConfigError, load_config
+from roomlink.logsetup import log_format, setup_logging
+from roomlink.opscli import (
+    PidFile,
+    add_ops_commands,
+    outbox_command,
+    pid_path,
+    print_schema,
+    reload_daemon,
+)
 from roomlink.record import commands as record_commands
 
 log = logging.getLogger("roomlink")
@@ -33,10 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, help="YAML config file")
     run.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    run.add_argument("--log-format", choices=["text", "json"], type=str.lower,
+                     help="text (default) or json: one JSON object per line "
+                     "(also ROOMLINK_LOG_FORMAT)")
+    run.add_argument("--pid-file", help="where to write the process id for `roomlink reload` "
+                     "(default: ROOMLINK_PID_FILE, else one per config file in the temp dir)")
 
     check = sub.add_parser("check", help="validate a config file",
                            description="Validate a config; exit 0, or 2 with every error.")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
+
+    add_ops_commands(sub)
 
     hist = sub.add_parser("history", help="read a party's store",
                           description="Read a party's own record of its pipes.")
@@ -49,14 +65,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keygen" or getattr(args, "history_command", "") == "check-digest":
         return record_commands.run_without_config(args)
+    if args.command == "schema":
+        return print_schema(sys.stdout)
+    fmt = log_format(getattr(args, "log_format", None)) if args.command == "run" else "text"
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        print(str(err), file=sys.stderr)
+        if fmt == "json":  # even a fatal start error is one JSON object per line
+            setup_logging("INFO", (), "json")
+            for issue in err.issues:
+                log.error("%s", issue, extra={"file": issue.file, "line": issue.line,
+                                              "key": issue.path or None})
+        else:
+            print(str(err), file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:
         print(f"{args.config}: cannot read: {err.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "reload":
+        return reload_daemon(config, args.pid_file)
+    if args.command == "outbox":
+        return outbox_command(config, args)
     if args.command == "check":
         n = len(config.pipes)
         print(f"{args.config}: ok ({len(config.parties)} parties, "
@@ -64,15 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "history":
         return record_commands.run(config, args)
-    return _run(config, args.log_level)
+    return _run(config, args.log_level, fmt, args.pid_file, args.config)
 
 
-def _run(config: Config, level: str) -> int:
-    from roomlink.logsetup import setup_logging
-
-    setup_logging(level, config.secrets())
+def _run(config: Config, level: str, fmt: str = "text", pid_file: str | None = None,
+         source: str | None = None) -> int:
+    setup_logging(level, config.secrets(), fmt)
     try:
-        _event_loop_runner()(_serve(config))
+        with PidFile(pid_path(config.path, pid_file)):
+            _event_loop_runner()(_serve(config, source))
     except Exception as exc:
         log.error("%s", exc)
         return EXIT_RUNTIME
@@ -88,20 +117,39 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     return uvloop.run
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, source: str | None = None) -> None:
     from roomlink.app import Daemon
 
     daemon = Daemon(config)
+    daemon.reloader.source = source
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    started = asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload_when_started() -> None:
+        await started.wait()
+        await daemon.reloader.reload()
+
+    def reload() -> None:  # SIGHUP: re-read the config (`roomlink reload` sends it)
+        task = asyncio.create_task(reload_when_started())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await daemon.start()
+        started.set()
         log.info("roomlink %s running: %d pipes, %d connectors", __version__,
                  len(config.pipes), len(config.connectors))
         await stop.wait()
         log.info("stopping: no more input; finishing deliveries in flight")
+        if reloads:  # a reload half done would leave parts unstopped
+            await asyncio.gather(*reloads, return_exceptions=True)
     finally:
+        for task in reloads:
+            task.cancel()
         await daemon.stop()
     log.info("stopped")

@@ -171,11 +171,19 @@ class DeliveryConfig(BaseModel):
 
 
 class AdminConfig(BaseModel):
-    """The admin HTTP server (``/metrics``, ``/healthz``); off unless configured."""
+    """The admin HTTP server (status page, ``/api/status``, ``/metrics``, ``/healthz``);
+    off unless configured."""
 
     model_config = ConfigDict(extra="forbid")
 
     listen: str  # host:port; keep it on a private address
+    # when set, every endpoint but /healthz wants it (Bearer header or ?token=)
+    token: SecretStr | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
 
     @field_validator("listen")
     @classmethod
@@ -208,6 +216,8 @@ class Config(BaseModel):
         for party in self.parties.values():
             _add_url_password(urlsplit(party.store).password, found)
             _collect_secrets(party.signing_key, found)
+        if self.admin is not None and self.admin.token is not None:
+            found.add(self.admin.token.get_secret_value())
         found.discard("")
         return found
 

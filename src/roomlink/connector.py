@@ -129,6 +129,14 @@ class Connector(ABC):
     def is_ready(self, room: str) -> bool:
         """Whether ``room`` can take a message now."""
 
+    def is_connected(self) -> bool:
+        """Whether the platform connection is up now (the status page shows it).
+
+        By default: some room can take a message. Override where the connection and the
+        rooms differ (a server listening with no client yet, a network with no channel).
+        """
+        return any(self.is_ready(room) for room in self.ctx.rooms)
+
     @abstractmethod
     async def wait_ready(self, room: str) -> None:
         """Return when ``room`` can take a message."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 
 from roomlink import metrics
 from roomlink.connector import (
@@ -24,7 +25,7 @@ from roomlink.connector import (
     RoomDown,
 )
 from roomlink.markup import escape
-from roomlink.model import Kind, Outbound, RoomRef
+from roomlink.model import Kind, Outbound, RoomRef, utcnow
 from roomlink.pacing import TokenBucket, backoff
 from roomlink.router import Router
 from roomlink.store import OutboxRow, Store
@@ -73,7 +74,12 @@ class RoomWorker:
         self._in_store_only = True  # start by paging what a previous run left pending
         self._last_id = 0
         self._wake = asyncio.Event()
+        self._rescan = False
         self._stopping = False
+        # a part of the current row was handed to the platform: stopping now may double it
+        self.sending = False
+        self.last_delivery: datetime | None = None  # for the status page
+        self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._delivered = metrics.DELIVERED.labels(ref.connector)
 
@@ -84,6 +90,17 @@ class RoomWorker:
                 self._queue.append(row)
             else:
                 self._in_store_only = True
+        self._wake.set()
+
+    @property
+    def last_id(self) -> int:
+        """Every row up to this id has been handled (delivered or failed)."""
+        return self._last_id
+
+    def rescan(self) -> None:
+        """Older rows became pending again (``outbox retry``): after the message in flight,
+        read the queue from the store again, from the start, in id order."""
+        self._rescan = True
         self._wake.set()
 
     def start(self) -> None:
@@ -103,6 +120,13 @@ class RoomWorker:
 
     async def _next(self) -> OutboxRow | None:
         while not self._stopping:
+            if self._rescan:
+                # rows below _last_id are pending again; the one in flight has been marked
+                # already, so paging from the start cannot send it twice
+                self._rescan = False
+                self._queue.clear()
+                self._in_store_only = True
+                self._last_id = 0
             while self._queue:
                 row = self._queue.popleft()
                 if row.id > self._last_id:
@@ -139,11 +163,13 @@ class RoomWorker:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop the room: log, keep the row pending
+                self.sending = False
                 log.exception("%s: delivering %s failed unexpectedly", self.ref, row.message.id)
                 await asyncio.sleep(1)
                 self._queue.clear()  # the row is still pending: page again from the store
                 self._in_store_only = True
                 continue
+            self.sending = False
             self._last_id = row.id
 
     async def _deliver(self, row: OutboxRow) -> None:
@@ -189,6 +215,7 @@ class RoomWorker:
                 await self.pacer.take()
                 for room_pacer in self.room_pacers:
                     await room_pacer.take()
+                self.sending = True
                 try:
                     native: str | None = None
                     if kind is Kind.EDIT:
@@ -216,14 +243,21 @@ class RoomWorker:
                         return
                     metrics.RETRIES.labels(self.ref.connector).inc()
                     delay = self.policy.delay(attempts)
+                    self.last_error = str(exc)[:500]
                     log.warning("%s: send failed (%s); retry %d in %.1fs",
-                                self.ref, exc, attempts, delay)
+                                self.ref, exc, attempts, delay, extra=self._fields(row))
                     await self.store.note_attempt(row.id, str(exc)[:500], attempts)
                     await asyncio.sleep(delay)
             if native is not None:  # an edit or delete keeps the original's native id
                 native_ids.append(native)
                 self.router.note_posted(self.ref, native)
         await self._finish(row, native_ids, None)
+
+    def _fields(self, row: OutboxRow) -> dict[str, str]:
+        """What a JSON log line carries besides its message."""
+        return {"connector": self.ref.connector, "room": self.ref.room,
+                "message_id": row.message.id, "party": self.store.party,
+                "pipe": row.message.pipe}
 
     async def _native(self, message_id: str | None) -> str | None:
         if message_id is None:
@@ -236,8 +270,10 @@ class RoomWorker:
         if error is None:
             await self.store.mark_delivered(row.id, native_ids)
             self._delivered.inc()
+            self.last_delivery = utcnow()
         else:
+            self.last_error = error[:500]
             log.error("%s: message %s from %s marked failed: %s", self.ref, row.message.id,
-                      row.message.origin, error)
+                      row.message.origin, error, extra=self._fields(row))
             await self.store.mark_failed(row.id, error[:500], attempts)
             metrics.FAILED.labels(self.ref.connector).inc()

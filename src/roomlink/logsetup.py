@@ -1,10 +1,18 @@
-"""Logging that never prints a secret from the config."""
+"""Logging that never prints a secret from the config, as text or as JSON lines."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
+
+FORMATS = ("text", "json")
+_secrets: set[str] = set()  # what setup_logging's handler redacts
+# the record attributes (set with ``extra=``) that a JSON line carries as its own fields
+FIELDS = ("connector", "room", "message_id", "party", "pipe", "file", "line", "key")
 
 
 class RedactSecrets(logging.Filter):
@@ -27,12 +35,67 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and the fields that matter.
+
+    A connector's own logger (``roomlink.connector.NAME``) names its connector; a
+    traceback travels inside the object, so that every line parses alone.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        prefix = "roomlink.connector."
+        if record.name.startswith(prefix):
+            out["connector"] = record.name[len(prefix) :]
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                out[name] = value if isinstance(value, int | float | bool) else str(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False)
+
+
+def log_format(cli_value: str | None = None) -> str:
+    """``--log-format``, else ``ROOMLINK_LOG_FORMAT``, else text."""
+    value = (cli_value or os.environ.get("ROOMLINK_LOG_FORMAT") or "text").strip().lower()
+    return value if value in FORMATS else "text"
+
+
+def setup_logging(
+    level: str = "INFO", secrets: Iterable[str] = (), fmt: str = "text"
+) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    _secrets.clear()
+    _secrets.update(secrets)
+    handler.addFilter(RedactSecrets(_secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for noisy in ("aiohttp.access", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Redact these too from now on (a reloaded config may bring new ones)."""
+    new = set(secrets) - _secrets
+    if not new:
+        return
+    _secrets.update(new)
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactSecrets)]:
+            handler.removeFilter(old)
+            handler.addFilter(RedactSecrets(_secrets))

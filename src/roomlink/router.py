@@ -157,7 +157,7 @@ class Router:
         per_store: dict[str, list[RecordEntry]] = {}
         for messages, _ in batch:
             for message in messages:
-                pipe = self.topology.pipes[message.pipe]
+                pipe = self.topology.pipe(message.pipe)
                 for party in pipe.parties:
                     outbox = pipe.destinations(message.origin, party)
                     per_store.setdefault(party, []).append(RecordEntry(message, outbox))

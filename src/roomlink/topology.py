@@ -50,8 +50,12 @@ class Pipe:
 
 
 class Topology:
-    def __init__(self, pipes: Mapping[str, Pipe]) -> None:
+    def __init__(self, pipes: Mapping[str, Pipe], retired: Mapping[str, Pipe] | None = None
+                 ) -> None:
         self.pipes = dict(pipes)
+        # pipes of earlier configs (live reload): a message accepted just before its pipe
+        # went away is still recorded for the parties of the pipe it was said in
+        self.retired = {k: v for k, v in (retired or {}).items() if k not in self.pipes}
         self.inbound: dict[RoomRef, list[Pipe]] = {}  # rooms whose messages enter pipes
         self.outbound: set[RoomRef] = set()  # rooms that receive from some pipe
         self.party_of: dict[RoomRef, str] = {}
@@ -62,6 +66,13 @@ class Topology:
                     self.inbound.setdefault(room.ref, []).append(pipe)
                 if room.receives:
                     self.outbound.add(room.ref)
+
+    def pipe(self, name: str) -> Pipe:
+        """A pipe of this config, or of an earlier one; KeyError if there never was one."""
+        found = self.pipes.get(name) or self.retired.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def rooms_of(self, connector: str) -> list[str]:
         return sorted({ref.room for ref in self.party_of if ref.connector == connector})

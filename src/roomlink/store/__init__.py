@@ -4,7 +4,23 @@
 Writes are group-committed by one writer task per store; see ``store.py``.
 """
 
-from roomlink.store.base import OutboxRow, RecordEntry, StoreError, UnknownOutboxRow
+from roomlink.store.base import (
+    OutboxEntry,
+    OutboxRow,
+    RecordEntry,
+    RoomCount,
+    StoreError,
+    UnknownOutboxRow,
+)
 from roomlink.store.store import Store, open_store
 
-__all__ = ["OutboxRow", "RecordEntry", "Store", "StoreError", "UnknownOutboxRow", "open_store"]
+__all__ = [
+    "OutboxEntry",
+    "OutboxRow",
+    "RecordEntry",
+    "RoomCount",
+    "Store",
+    "StoreError",
+    "UnknownOutboxRow",
+    "open_store",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from roomlink.model import Message, RoomRef
 
@@ -35,3 +36,30 @@ class OutboxRow:
     connector: str
     room: str
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One copy as an operator sees it (``roomlink outbox list``, the status page)."""
+
+    id: int  # the outbox row
+    message_id: str  # the id the API returned and every store shares
+    pipe: str
+    connector: str
+    room: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    done_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCount:
+    """How many copies for one room of one pipe are in one state."""
+
+    pipe: str
+    connector: str
+    room: str
+    state: str
+    count: int

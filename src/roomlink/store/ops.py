@@ -20,8 +20,10 @@ from roomlink.store.base import (
     DELIVERED,
     FAILED,
     PENDING,
+    OutboxEntry,
     OutboxRow,
     RecordEntry,
+    RoomCount,
     UnknownOutboxRow,
 )
 from roomlink.store.schema import chain_anchors, cursors, messages, natives, outbox
@@ -301,3 +303,74 @@ def counts(conn: Connection) -> dict[str, int]:
     ):
         out[state] = n
     return out
+
+
+# -- for operators ---------------------------------------------------------------------
+
+
+def _filters(
+    state: str | None, connector: str | None, room: str | None, message_id: str | None
+) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    for column, value in ((outbox.c.state, state), (outbox.c.connector, connector),
+                          (outbox.c.room, room), (outbox.c.message_id, message_id)):
+        if value is not None:
+            where.append(column == value)
+    return where
+
+
+def outbox_entries(
+    conn: Connection, state: str | None, connector: str | None, room: str | None,
+    message_id: str | None, limit: int, newest_first: bool,
+) -> list[OutboxEntry]:
+    c = outbox.c
+    stmt = (
+        sa.select(c.id, c.message_id, c.pipe, c.connector, c.room, c.state, c.attempts,
+                  c.last_error, c.created_at, c.done_at)
+        .where(*_filters(state, connector, room, message_id))
+        .order_by(c.id.desc() if newest_first else c.id)
+        .limit(limit)
+    )
+    return [
+        OutboxEntry(r.id, r.message_id, r.pipe, r.connector, r.room, r.state, r.attempts,
+                    r.last_error, r.created_at, r.done_at)
+        for r in conn.execute(stmt)
+    ]
+
+
+def retry_failed(
+    conn: Connection, connector: str | None, room: str | None, message_id: str | None
+) -> int:
+    """Put failed copies back in the queue with a fresh retry budget; their ids keep
+    their place in the room's order."""
+    res = conn.execute(
+        sa.update(outbox)
+        .where(*_filters(FAILED, connector, room, message_id))
+        .values(state=PENDING, attempts=0, last_error=None, done_at=None)
+    )
+    return int(res.rowcount)
+
+
+def room_counts(conn: Connection) -> list[RoomCount]:
+    c = outbox.c
+    stmt = (
+        sa.select(c.pipe, c.connector, c.room, c.state, sa.func.count())
+        .where(c.state.in_((PENDING, FAILED)))
+        .group_by(c.pipe, c.connector, c.room, c.state)
+    )
+    return [RoomCount(*r) for r in conn.execute(stmt)]
+
+
+def pending_heads(conn: Connection) -> dict[tuple[str, str], int]:
+    """The oldest pending row of each room (from the partial pending index)."""
+    c = outbox.c
+    stmt = (
+        sa.select(c.connector, c.room, sa.func.min(c.id))
+        .where(c.state == PENDING)
+        .group_by(c.connector, c.room)
+    )
+    return {(r[0], r[1]): r[2] for r in conn.execute(stmt)}
+
+
+def size_bytes(conn: Connection) -> int:
+    return int(conn.scalar(sa.text("SELECT pg_database_size(current_database())")) or 0)

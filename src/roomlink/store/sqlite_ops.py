@@ -21,8 +21,10 @@ from roomlink.store.base import (
     DELIVERED,
     FAILED,
     PENDING,
+    OutboxEntry,
     OutboxRow,
     RecordEntry,
+    RoomCount,
     UnknownOutboxRow,
 )
 
@@ -230,3 +232,72 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     for state, n in conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"):
         out[state] = n
     return out
+
+
+# -- for operators ---------------------------------------------------------------------
+
+
+def _filters(
+    state: str | None, connector: str | None, room: str | None, message_id: str | None
+) -> tuple[str, list[Any]]:
+    where, params = ["1 = 1"], []
+    for column, value in (("state", state), ("connector", connector), ("room", room),
+                          ("message_id", message_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(where), params
+
+
+def outbox_entries(
+    conn: sqlite3.Connection, state: str | None, connector: str | None, room: str | None,
+    message_id: str | None, limit: int, newest_first: bool,
+) -> list[OutboxEntry]:
+    where, params = _filters(state, connector, room, message_id)
+    order = "DESC" if newest_first else "ASC"
+    rows = conn.execute(
+        "SELECT id, message_id, pipe, connector, room, state, attempts, last_error, "
+        f"created_at, done_at FROM outbox WHERE {where} ORDER BY id {order} LIMIT ?",
+        (*params, limit),
+    )
+    return [
+        OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _from_ts(r[8]),
+                    None if r[9] is None else _from_ts(r[9]))
+        for r in rows
+    ]
+
+
+def retry_failed(
+    conn: sqlite3.Connection, connector: str | None, room: str | None, message_id: str | None
+) -> int:
+    """Put failed copies back in the queue with a fresh retry budget; their ids keep
+    their place in the room's order."""
+    where, params = _filters(FAILED, connector, room, message_id)
+    cur = conn.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, last_error = NULL, done_at = NULL "
+        f"WHERE {where}", params,
+    )
+    return cur.rowcount
+
+
+def room_counts(conn: sqlite3.Connection) -> list[RoomCount]:
+    rows = conn.execute(
+        "SELECT pipe, connector, room, state, count(*) FROM outbox "
+        "WHERE state IN ('pending', 'failed') GROUP BY pipe, connector, room, state"
+    )
+    return [RoomCount(*r) for r in rows]
+
+
+def pending_heads(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """The oldest pending row of each room (from the partial pending index)."""
+    rows = conn.execute(
+        "SELECT connector, room, min(id) FROM outbox WHERE state = 'pending' "
+        "GROUP BY connector, room"
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def size_bytes(conn: sqlite3.Connection) -> int:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int(pages) * int(size)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from roomlink.model import Message
 from roomlink.store.backends import Backend, open_backend, redact
-from roomlink.store.base import OutboxRow, RecordEntry, StoreError
+from roomlink.store.base import OutboxEntry, OutboxRow, RecordEntry, RoomCount, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,16 @@ class Store:
     async def set_cursor(self, connector: str, key: str, value: str) -> None:
         await self._submit(lambda c: self._ops.set_cursor(c, connector, key, value))
 
+    async def retry_failed(
+        self, connector: str | None = None, room: str | None = None,
+        message_id: str | None = None,
+    ) -> int:
+        """Make failed copies pending again (fresh retry budget); return how many."""
+        count: int = await self._submit(
+            lambda c: self._ops.retry_failed(c, connector, room, message_id)
+        )
+        return count
+
     # -- reading (bypasses the queue) ---------------------------------------------------
 
     async def _read(self, fn: Callable[[Any], T]) -> T:
@@ -239,6 +249,32 @@ class Store:
 
     async def counts(self) -> dict[str, int]:
         found: dict[str, int] = await self._read(self._ops.counts)
+        return found
+
+    async def outbox_entries(
+        self, state: str | None = None, connector: str | None = None, room: str | None = None,
+        message_id: str | None = None, limit: int = 1000, newest_first: bool = False,
+    ) -> list[OutboxEntry]:
+        """Copies in outbox order (oldest first unless ``newest_first``), filtered."""
+        found: list[OutboxEntry] = await self._read(
+            lambda c: self._ops.outbox_entries(
+                c, state, connector, room, message_id, limit, newest_first
+            )
+        )
+        return found
+
+    async def room_counts(self) -> list[RoomCount]:
+        """Pending and failed copies per pipe and room."""
+        found: list[RoomCount] = await self._read(self._ops.room_counts)
+        return found
+
+    async def pending_heads(self) -> dict[tuple[str, str], int]:
+        """(connector, room) -> the id of its oldest pending copy."""
+        found: dict[tuple[str, str], int] = await self._read(self._ops.pending_heads)
+        return found
+
+    async def size_bytes(self) -> int:
+        found: int = await self._read(self._ops.size_bytes)
         return found
 
 
