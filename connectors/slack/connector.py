@@ -1,0 +1,385 @@
+"""``type: slack``: one Slack app; rooms are channel names (``"#acme"``) or ids (``C0123ABCD``).
+
+Inbound comes over Socket Mode (no public endpoint needed). Each ``events_api`` envelope
+is acknowledged only after ``ctx.accept`` returned, so an event that arrived just before
+a crash is delivered again by Slack, and the deterministic message id (channel + ``ts``)
+makes the second one a no-op; within a run, ``event_id`` and channel + ``ts`` de-duplicate
+Slack's retries. Outbound is the Web API: ``chat.postMessage`` under the author's name
+(``username``/``icon_url``), ``chat.update``, ``chat.delete``, replies in threads. A 429
+becomes :class:`RateLimited` (the core waits ``Retry-After`` and sends the same post again);
+errors that can never succeed are :class:`PermanentError` with Slack's error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from roomlink.connector import (
+    Connector,
+    ConnectorError,
+    ConnectorOptions,
+    Limits,
+    PermanentError,
+    RateLimited,
+    RoomDown,
+)
+from roomlink.model import Kind, Outbound
+from roomlink.pacing import backoff
+from roomlink.router import ShuttingDown
+
+from .convert import escape_mrkdwn, to_mrkdwn
+from .inbound import Directory, Me, to_inbound
+from .options import SlackOptions
+from .socketmode import BackoffSocketModeClient
+
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+MEMORY = 50_000  # event ids, channel+ts pairs, posted ts and thread roots remembered
+MAX_USERNAME = 80
+# Slack's error codes for requests that will fail the same way however often they are sent
+PERMANENT = {
+    "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+    "missing_scope", "restricted_action", "cant_update_message", "cant_delete_message",
+    "edit_window_closed", "invalid_blocks", "too_many_attachments", "invalid_arguments",
+    "invalid_arg_name", "channel_is_archived", "access_denied", "ekm_access_denied",
+    "team_access_not_granted", "not_allowed_token_type", "as_user_not_supported",
+}
+GONE = {"message_not_found"}  # deleting or editing what is no longer there: nothing to do
+
+
+def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any = None) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > MEMORY:
+        memory.popitem(last=False)
+
+
+def _channel_name(room: str) -> str:
+    return room.lstrip("#").lower()
+
+
+class SlackConnector(Connector):
+    platform = "slack"
+    Options = SlackOptions
+
+    def __init__(self, options: ConnectorOptions, ctx: Any) -> None:
+        super().__init__(options, ctx)
+        assert isinstance(options, SlackOptions)
+        self.opts = options
+        self.log = ctx.log
+        self.me: Me | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._web: AsyncWebClient | None = None
+        self._socket: BackoffSocketModeClient | None = None
+        self._directory: Directory | None = None
+        self._channel: dict[str, str] = {}  # room -> channel id
+        self._room: dict[str, str] = {}  # channel id -> room
+        self._ready = {room: asyncio.Event() for room in ctx.rooms}
+        self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
+        self._events: OrderedDict[str, None] = OrderedDict()  # event ids stored
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # (channel, ts) stored
+        self._posted: OrderedDict[tuple[str, str], None] = OrderedDict()  # (channel, ts) ours
+        self._roots: OrderedDict[tuple[str, str], str] = OrderedDict()  # (channel, ts) -> root
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_text_length=self.opts.max_text_length,
+            room_rates=((self.opts.room_rate, self.opts.room_burst),),
+            can_impersonate=self.opts.post_as_author,
+            default_nick_format="{nick}" if self.opts.post_as_author else "*{nick}*: ",
+            edits=True,
+            deletes=True,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._web = AsyncWebClient(
+            token=self.opts.bot_token.get_secret_value(), base_url=self.opts.api_url,
+            session=self._http, timeout=int(self.opts.request_timeout), logger=self.log,
+            retry_handlers=[],  # the core retries, and counts the attempts
+        )
+        self._directory = Directory(self._web, self.log)
+        self._tasks.append(asyncio.create_task(self._run(), name=f"{self.ctx.name} slack"))
+        self._tasks.append(asyncio.create_task(self._inbound_loop(),
+                                               name=f"{self.ctx.name} inbound"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._socket is not None:
+            await self._socket.close()  # type: ignore[no-untyped-call]
+        if self._http is not None:
+            await self._http.close()
+
+    def is_ready(self, room: str) -> bool:
+        return self._ready[room].is_set()
+
+    async def wait_ready(self, room: str) -> None:
+        await self._ready[room].wait()
+
+    async def _run(self) -> None:
+        """Learn who we are, find the rooms, then open Socket Mode (echoes need ``me``)."""
+        assert self._web is not None
+        self.me = await self._auth_test()
+        unresolved = await self._resolve(list(self.ctx.rooms))
+        socket = BackoffSocketModeClient(
+            app_token=self.opts.app_token.get_secret_value(), web_client=self._web,
+            logger=self.log, ping_interval=self.opts.ping_interval,
+            initial=self.opts.reconnect_initial, maximum=self.opts.reconnect_max)
+        socket.socket_mode_request_listeners.append(self._on_request)
+        self._socket = socket
+        await socket.connect()  # type: ignore[no-untyped-call]
+        while unresolved:  # a channel created or the bot invited later: pick it up then
+            await asyncio.sleep(self.opts.resolve_interval)
+            unresolved = await self._resolve(unresolved, quiet=True)
+
+    async def _auth_test(self) -> Me:
+        assert self._web is not None
+        attempt = 0
+        while True:
+            try:
+                answer = await self._web.auth_test()
+                self.log.info("%s: connected to Slack team %s as %s", self.ctx.name,
+                              answer.get("team"), answer.get("user"))
+                return Me(user_id=str(answer["user_id"]), bot_id=answer.get("bot_id"))
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, self.opts.reconnect_initial, self.opts.reconnect_max)
+                self.log.error("%s: auth.test failed (%s); retrying in %.1fs", self.ctx.name,
+                               _reason(exc), delay)
+                await asyncio.sleep(delay)
+
+    async def _resolve(self, rooms: list[str], quiet: bool = False) -> list[str]:
+        """Map rooms to channel ids; return those that could not be (each logged)."""
+        assert self._web is not None and self._directory is not None
+        by_name: dict[str, dict[str, Any]] = {}
+        try:
+            pages = await self._web.conversations_list(
+                types="public_channel,private_channel", exclude_archived=True, limit=1000)
+            async for page in pages:
+                for found in page.get("channels") or []:
+                    by_name[str(found.get("name", "")).lower()] = found
+                    self._directory.channel_names[str(found["id"])] = str(found["name"])
+        except Exception as exc:
+            self.log.error("%s: conversations.list failed (%s)", self.ctx.name, _reason(exc))
+        missing = []
+        for room in rooms:
+            channel: dict[str, Any] | None = None
+            if CHANNEL_ID.match(room):
+                channel = await self._info(room)
+            else:
+                channel = by_name.get(_channel_name(room))
+            problem = None
+            if channel is None:
+                problem = "no such channel (or the app cannot see it)"
+            elif not channel.get("is_member", channel.get("is_private", False)):
+                problem = "the bot is not in this channel: invite it with /invite @<bot name>"
+            if problem is not None:
+                missing.append(room)
+                log = self.log.debug if quiet else self.log.error
+                log("%s: room %s: %s; retrying every %.0fs", self.ctx.name, room, problem,
+                    self.opts.resolve_interval)
+                continue
+            assert channel is not None
+            cid = str(channel["id"])
+            self._channel[room], self._room[cid] = cid, room
+            self._ready[room].set()
+        return missing
+
+    async def _info(self, cid: str) -> dict[str, Any] | None:
+        assert self._web is not None
+        try:
+            answer = await self._web.conversations_info(channel=cid)
+        except Exception as exc:
+            self.log.error("%s: conversations.info %s failed (%s)", self.ctx.name, cid,
+                           _reason(exc))
+            return None
+        channel: dict[str, Any] = answer["channel"]
+        return channel
+
+    # -- inbound -----------------------------------------------------------------------
+    async def _on_request(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest
+                          ) -> None:
+        # runs in one task per envelope: queue at once (no await before) to keep the order
+        if req.type == "events_api":
+            self._inbox.put_nowait(req)
+        else:
+            await self._ack(req)
+
+    async def _ack(self, req: SocketModeRequest) -> None:
+        if self._socket is None:
+            return
+        try:
+            await self._socket.send_socket_mode_response(
+                SocketModeResponse(envelope_id=req.envelope_id))
+        except Exception as exc:  # Slack sends it again; it is then de-duplicated
+            self.log.info("%s: could not acknowledge envelope %s (%s)", self.ctx.name,
+                          req.envelope_id, exc)
+
+    async def _inbound_loop(self) -> None:
+        while True:
+            req = await self._inbox.get()
+            try:
+                if not await self._handle(req):
+                    return
+            except Exception:  # a malformed event must not stop the others
+                self.log.exception("%s: could not handle envelope %s", self.ctx.name,
+                                   req.envelope_id)
+                await self._ack(req)
+
+    async def _handle(self, req: SocketModeRequest) -> bool:
+        """Store one event, then acknowledge it; False once roomlink is shutting down."""
+        assert self.me is not None and self._directory is not None
+        payload = req.payload or {}
+        event_id = str(payload.get("event_id") or "")
+        event = payload.get("event") or {}
+        if event_id and event_id in self._events:
+            await self._ack(req)
+            return True
+        if event.get("type") == "user_change" and isinstance(event.get("user"), dict):
+            self._directory.update(event["user"])
+        cid = str(event.get("channel") or "")
+        room = self._room.get(cid)
+        inbound = None
+        if event.get("type") == "message" and room in self.ctx.inbound_rooms:
+            assert room is not None
+            ts = str(event.get("ts") or "")
+            if (cid, ts) not in self._seen and (cid, ts) not in self._posted:
+                inbound = await to_inbound(event, room, self.me, self._directory,
+                                           self.opts.relay_bots)
+        if inbound is not None:
+            if not await self._accept(inbound):
+                return False
+            if inbound.native_id:
+                _remember(self._seen, (cid, inbound.native_id))
+                _remember(self._roots, (cid, inbound.native_id),
+                          inbound.reply_to_native or inbound.native_id)
+        if event_id:
+            _remember(self._events, event_id)
+        await self._ack(req)
+        return True
+
+    async def _accept(self, inbound: Any) -> bool:
+        attempt = 0
+        while True:
+            try:
+                await self.ctx.accept(inbound)
+                return True
+            except ShuttingDown:
+                return False  # not acknowledged: Slack delivers it again after the restart
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, 0.5, 30.0)
+                self.log.error("%s: could not store a message from %s (%s); retrying in %.1fs",
+                               self.ctx.name, inbound.room, exc, delay)
+                await asyncio.sleep(delay)
+
+    # -- outbound ----------------------------------------------------------------------
+    def _cid(self, room: str) -> str:
+        cid = self._channel.get(room)
+        if cid is None:
+            raise RoomDown(f"{room} is not resolved yet")
+        return cid
+
+    def render(self, out: Outbound) -> str:
+        """The mrkdwn text of one part; relayed text never forms a Slack control sequence."""
+        m = out.message
+        body = to_mrkdwn(out.text)
+        if m.kind is Kind.ACTION and body and "\n" not in body:
+            body = f"_{body}_"
+        elif m.kind in (Kind.JOIN, Kind.PART, Kind.TOPIC):
+            body = f"_{escape_mrkdwn(m.author.name)} {body}_" if "\n" not in body else body
+        if out.part == out.parts - 1 and m.attachments:
+            links = [f"<{escape_mrkdwn(a.url).replace('|', '%7C')}|"
+                     f"{escape_mrkdwn(a.name or 'file')}>"
+                     for a in m.attachments if a.url.startswith(("https://", "http://"))]
+            body = "\n".join([body, *links]) if body else "\n".join(links)
+        if not self.opts.post_as_author:
+            body = escape_mrkdwn(_one_line(out.display_name)) + body
+        return body or " "
+
+    def _identity(self, out: Outbound) -> dict[str, str]:
+        if not self.opts.post_as_author:
+            return {}
+        name = _one_line(out.display_name).strip() or _one_line(out.message.author.name)
+        return {"username": name[:MAX_USERNAME] or "someone"}
+
+    async def send(self, out: Outbound) -> str:
+        assert self._web is not None
+        cid = self._cid(out.room)
+        args: dict[str, Any] = {"channel": cid, "text": self.render(out), **self._identity(out)}
+        root = None
+        if out.reply_to_native:
+            root = self._roots.get((cid, out.reply_to_native), out.reply_to_native)
+            args["thread_ts"] = root
+        answer = await self._call("chat.postMessage", self._web.chat_postMessage, **args)
+        ts = str(answer["ts"])
+        _remember(self._posted, (cid, ts))
+        _remember(self._roots, (cid, ts), root or ts)
+        return ts
+
+    async def edit(self, out: Outbound) -> None:
+        assert self._web is not None and out.target_native is not None
+        cid = self._cid(out.room)
+        if out.part > 0:  # the first part stands for the message; later parts stay
+            return
+        await self._call("chat.update", self._web.chat_update, channel=cid,
+                         ts=out.target_native, text=self.render(out))
+
+    async def delete(self, out: Outbound) -> None:
+        assert self._web is not None and out.target_native is not None
+        await self._call("chat.delete", self._web.chat_delete, channel=self._cid(out.room),
+                         ts=out.target_native)
+
+    async def _call(self, method: str, call: Callable[..., Awaitable[AsyncSlackResponse]],
+                    **args: Any) -> AsyncSlackResponse:
+        try:
+            return await call(**args)
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            code = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            if status == 429 or code == "ratelimited":
+                retry_after = exc.response.headers.get("Retry-After", "1")
+                try:
+                    wait = float(retry_after)
+                except ValueError:
+                    wait = 1.0
+                raise RateLimited(f"{method}: ratelimited", retry_after=wait) from None
+            if code in GONE and method in ("chat.delete", "chat.update"):
+                self.log.info("%s: %s: %s; nothing to change", self.ctx.name, method, code)
+                gone: AsyncSlackResponse = exc.response
+                return gone
+            if code in PERMANENT:
+                raise PermanentError(f"{method}: {code}") from None
+            raise ConnectorError(f"{method}: {code or f'HTTP {status}'}") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ConnectorError(f"{method}: {type(exc).__name__}: {exc}") from None
+
+
+def _one_line(text: str) -> str:
+    """A name for one line of Slack: control characters become spaces."""
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError):
+        data = exc.response.data
+        code = data.get("error") if isinstance(data, dict) else None
+        return str(code or f"HTTP {exc.response.status_code}")
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,59 @@
+"""Test kit for the Slack connector: the local Slack server (server.py, loaded under its
+own name: other connectors' tests have a server.py too), and a roomlink config linking
+one Slack channel with an API room."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlkit import free_port, write_config
+
+
+def _load_server() -> Any:
+    name = "roomlink_tests_slack_server"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("server.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+server = _load_server()
+SlackServer = server.SlackServer
+slack_server = server.slack_server
+pings = server.pings
+APP_TOKEN, BOT_TOKEN, BOT_ID, BOT_USER = (server.APP_TOKEN, server.BOT_TOKEN, server.BOT_ID,
+                                          server.BOT_USER)
+
+LOBBY, OTHER, PRIVATE = "C0LOBBY01", "C0OTHER01", "G0SECRET1"
+ALICE, BOB = "U0ALICE01", "U0BOB0001"
+
+
+def slack_options(server: SlackServer, **extra: Any) -> dict[str, Any]:
+    return {"bot_token": BOT_TOKEN, "app_token": APP_TOKEN, "api_url": server.api_url,
+            "reconnect_initial": 0.2, "reconnect_max": 1.0, "ping_interval": 2.0, **extra}
+
+
+def bridge_config(tmp_path: Path, server: SlackServer, room: str = "#acme-project",
+                  extra_rooms: list[str] | None = None, **options: Any) -> tuple[Path, int]:
+    """agency's Slack channel ``room`` <-> acme's API room ``lobby``; returns (config, port)."""
+    port = free_port()
+    rooms = [{"connector": "agency-slack", "room": room},
+             {"connector": "acme-api", "room": "lobby"}]
+    rooms += [{"connector": "agency-slack", "room": r} for r in extra_rooms or []]
+    config = write_config(tmp_path / "roomlink.yaml", {
+        "parties": {p: {"store": f"sqlite:///{tmp_path}/{p}.db"} for p in ("agency", "acme")},
+        "connectors": {
+            "agency-slack": {"party": "agency", "type": "slack",
+                             **slack_options(server, **options)},
+            "acme-api": {"party": "acme", "type": "api", "listen": f"127.0.0.1:{port}"},
+        },
+        "pipes": {"p": {"rooms": rooms}},
+        "delivery": {"backoff_initial": 0.1, "backoff_max": 1.0},
+    })
+    return config, port
