@@ -11,6 +11,7 @@ from roomlink.admin import AdminServer
 from roomlink.config import Config, ConnectorConfig
 from roomlink.connector import Connector, ConnectorContext, load_connector_type
 from roomlink.delivery import RetryPolicy, RoomWorker
+from roomlink.logsetup import set_connector_names
 from roomlink.model import RoomRef, utcnow
 from roomlink.pacing import TokenBucket
 from roomlink.record.retention import RetentionJob
@@ -63,6 +64,7 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         self.health.install()
+        set_connector_names(cfg.connectors)
         parties = list(cfg.parties)
         opened = await asyncio.gather(
             *(open_store(p, cfg.parties[p].store) for p in parties), return_exceptions=True

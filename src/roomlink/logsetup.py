@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 FORMATS = ("text", "json")
 _secrets: set[str] = set()  # what setup_logging's handler redacts
+_connectors: set[str] = set()  # the configured connector names
 # the record attributes (set with ``extra=``) that a JSON line carries as its own fields
 FIELDS = ("connector", "room", "message_id", "party", "pipe", "file", "line", "key")
 
@@ -35,6 +36,25 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+def set_connector_names(names: Iterable[str]) -> None:
+    """The configured connectors: their loggers (``roomlink.connector.NAME``) name them."""
+    _connectors.clear()
+    _connectors.update(names)
+
+
+def connector_of(record: logging.LogRecord) -> str | None:
+    """The connector a record is about: its ``connector`` field, or the connector whose
+    own logger wrote it (a plugin module's logger, such as ``roomlink.connector.api``,
+    names a type, not a connector, unless a connector has that name)."""
+    name = getattr(record, "connector", None)
+    if name is not None:
+        return str(name)
+    prefix = "roomlink.connector."
+    if record.name.startswith(prefix) and record.name[len(prefix) :] in _connectors:
+        return record.name[len(prefix) :]
+    return None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and the fields that matter.
 
@@ -49,13 +69,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        prefix = "roomlink.connector."
-        if record.name.startswith(prefix):
-            out["connector"] = record.name[len(prefix) :]
-        for name in FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                out[name] = value if isinstance(value, int | float | bool) else str(value)
+        name = connector_of(record)
+        if name is not None:
+            out["connector"] = name
+        for field in FIELDS:
+            value = getattr(record, field, None)
+            if value is not None and field != "connector":
+                out[field] = value if isinstance(value, int | float | bool) else str(value)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -84,6 +104,7 @@ def setup_logging(
     handler.addFilter(RedactSecrets(_secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    logging.captureWarnings(True)  # a library's warning is a log line too (JSON included)
     root.setLevel(level.upper())
     for noisy in ("aiohttp.access", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

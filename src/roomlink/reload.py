@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from roomlink.config import Config, ConfigError, load_config
-from roomlink.logsetup import add_secrets
+from roomlink.logsetup import add_secrets, set_connector_names
 from roomlink.model import RoomRef, utcnow
 from roomlink.record.retention import RetentionJob
 from roomlink.store import Store, open_store
@@ -66,6 +66,7 @@ class Reloader:
             except _Rejected as exc:
                 log.error("reload rejected: %s; the running config stays", exc)
                 return ReloadResult(False, [str(exc)])
+            set_connector_names(self.daemon.config.connectors)
             for change in changes:
                 log.info("reload: %s", change)
             log.info("reload done: %s", "; ".join(changes) if changes else "nothing changed")
@@ -98,6 +99,7 @@ class Reloader:
                 await store.close()
             raise _Rejected(str(failure))
         add_secrets(new.secrets())
+        set_connector_names([*old.connectors, *new.connectors])  # the old ones still stop
 
         retired = {**old_topology.retired, **old_topology.pipes}
         topology = build_topology(new, retired)

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 
 from roomlink import __version__, metrics
+from roomlink.logsetup import connector_of
 from roomlink.model import utcnow
 from roomlink.record import db as record_db
 
 if TYPE_CHECKING:
     from roomlink.app import Daemon
 
-CONNECTOR_LOGGER = "roomlink.connector."
 RATE_MINUTES = 10  # the page shows per-minute rates over this many minutes
 SAMPLE_EVERY = 5.0  # seconds
 FAILURES_SHOWN = 10
@@ -54,11 +54,9 @@ class Health(logging.Handler):
         logging.getLogger().removeHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        name = getattr(record, "connector", None)
-        if name is None and record.name.startswith(CONNECTOR_LOGGER):
-            name = record.name[len(CONNECTOR_LOGGER) :]
+        name = connector_of(record)
         if name is not None:
-            entry = self.entry(str(name))
+            entry = self.entry(name)
             entry.last_error = record.getMessage()[:500]
             entry.last_error_at = utcnow()
 
