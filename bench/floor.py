@@ -50,7 +50,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
-async def transport(n: int, serial: int, concurrency: int) -> None:
+async def transport(n: int, serial: int, concurrency: int) -> dict[str, float]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
     try:
@@ -109,6 +109,8 @@ async def transport(n: int, serial: int, concurrency: int) -> None:
                   f" server CPU {cpu / n * 1e3:.3f} ms/msg ({cpu / wall * 100:.0f}% of one core),"
                   f" client CPU {ccpu / n * 1e3:.3f} ms/msg")
             reader.cancel()
+            return {"hop_median": statistics.median(hops), "hop_p99": pct(hops, .99),
+                    "sustained": n / wall}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -181,9 +183,11 @@ async def store(serial: int, batch: int, rounds: int) -> None:
             await s.close()
 
 
-async def run(args: argparse.Namespace) -> None:
-    await transport(args.n, args.serial, args.concurrency)
-    await store(args.serial, args.batch, max(1, args.n // args.batch))
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    figures = await transport(args.n, args.serial, args.concurrency)
+    if not args.transport_only:
+        await store(args.serial, args.batch, max(1, args.n // args.batch))
+    return figures
 
 
 def main() -> None:
@@ -192,7 +196,12 @@ def main() -> None:
     p.add_argument("--serial", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
-    asyncio.run(run(p.parse_args()))
+    p.add_argument("--transport-only", action="store_true", help="skip the store floor")
+    p.add_argument("--json", metavar="PATH", help="also write the transport figures as JSON")
+    args = p.parse_args()
+    figures = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import yaml
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 PARTIES = ("agency", "acme")
+RESULT: dict[str, object] = {}  # the figures, for --json (bench/compare.py)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -390,9 +391,12 @@ async def throughput_phase(
 # -- main ----------------------------------------------------------------------------
 
 
-def write_config(workdir: Path, urls: dict[str, str], ports: dict[str, int]) -> Path:
+def write_config(
+    workdir: Path, urls: dict[str, str], ports: dict[str, int], options: list[str]
+) -> Path:
+    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in options)}
     config = {
-        "parties": {p: {"store": urls[p]} for p in PARTIES},
+        "parties": {p: {"store": urls[p], **extra} for p in PARTIES},
         "connectors": {
             f"{p}-api": {"party": p, "type": "api", "listen": f"127.0.0.1:{ports[p]}"}
             for p in PARTIES
@@ -445,7 +449,7 @@ async def run(args: argparse.Namespace) -> int:
 
 async def run_with(args: argparse.Namespace, workdir: Path, stores: Stores) -> int:
     ports = {p: free_port() for p in PARTIES}
-    config = write_config(workdir, stores.urls, ports)
+    config = write_config(workdir, stores.urls, ports, args.store_option)
     log_path = workdir / "roomlink.log"
     profile = ["-m", "cProfile", "-o", args.cprofile] if args.cprofile else []
     cmd = [sys.executable, *profile, "-m", "roomlink", "run", "-c", str(config),
@@ -456,6 +460,8 @@ async def run_with(args: argparse.Namespace, workdir: Path, stores: Stores) -> i
         t_start = time.perf_counter()
         for port in ports.values():
             await wait_port(port, proc)
+        RESULT.update(startup=time.perf_counter() - t_start,
+                      rss_start=proc_status_kb(proc.pid, "VmRSS") / 1024)
         print(f"  daemon started    pid {proc.pid} in {time.perf_counter() - t_start:.2f} s;"
               f" RSS at start {proc_status_kb(proc.pid, 'VmRSS') / 1024:.1f} MiB")
         pid = proc.pid
@@ -474,12 +480,17 @@ async def run_with(args: argparse.Namespace, workdir: Path, stores: Stores) -> i
                   f"   p99 {ms(pct(lat.hop, .99))}   max {ms(max(lat.hop))}")
             print(f"  202   median {ms(statistics.median(lat.ack))}   p90 {ms(pct(lat.ack, .9))}"
                   f"   p99 {ms(pct(lat.ack, .99))}   (POST sent -> durably stored answer)")
+            RESULT.update(hop_median=statistics.median(lat.hop), hop_p99=pct(lat.hop, .99),
+                          ack_median=statistics.median(lat.ack),
+                          serial_cpu=lat.daemon_cpu / len(lat.hop))
             print(f"  rate  {len(lat.hop) / lat.wall:.0f} msg/s serial;"
                   f" daemon CPU {lat.daemon_cpu / len(lat.hop) * 1e3:.3f} ms/msg")
 
             tp = await throughput_phase(post_url, args.client, reader, args.n,
                                         args.concurrency, pid, args.timeout)
             ok = tp.received == tp.n and not tp.duplicates and not tp.missing and not tp.foreign
+            RESULT.update(sustained=tp.n / tp.wall, accepted=tp.n / tp.post_wall,
+                          tp_cpu=tp.daemon_cpu / tp.n, ok=ok)
             print(f"\n== throughput: {tp.n} messages, {args.concurrency} concurrent posters")
             print(f"  sustained         {tp.n / tp.wall:.0f} msg/s"
                   f"  (first POST -> last frame: {tp.wall:.2f} s)")
@@ -499,6 +510,7 @@ async def run_with(args: argparse.Namespace, workdir: Path, stores: Stores) -> i
         utime, stime = proc_times(pid)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(60)
+        RESULT.update(peak_rss=hwm / 1024)
         print("\n== daemon")
         print(f"  peak RSS (VmHWM)  {hwm / 1024:.1f} MiB")
         print(f"  CPU total         {utime + stime:.2f} s (user {utime:.2f}, system {stime:.2f});"
@@ -528,10 +540,17 @@ def main() -> int:
     p.add_argument("--keep-log", metavar="PATH", help="copy the daemon's log here")
     p.add_argument("--cprofile", metavar="PATH",
                    help="run the daemon under cProfile, writing its stats here (slower)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    p.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra party option for both stores (YAML value), e.g."
+                        " async_delivery_marks=true")
     args = p.parse_args()
     if args.cprofile:
         args.cprofile = os.path.abspath(args.cprofile)  # the daemon runs in a temp dir
-    return asyncio.run(run(args))
+    rc = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(RESULT))
+    return rc
 
 
 if __name__ == "__main__":

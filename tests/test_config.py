@@ -453,3 +453,16 @@ def test_all_issues_collected_and_sorted(tmp_path: Path) -> None:
         "connectors.acme-slack.type",
         "pipes.acme-project.rooms[1].direction",
     }
+
+
+def test_async_delivery_marks_only_on_postgresql(tmp_path: Path) -> None:
+    acme = '{store: "postgresql://bridge:s3cret-pw@db.example/acme"}'
+    fast = '{store: "postgresql://bridge:s3cret-pw@db.example/acme", async_delivery_marks: true}'
+    config = load(tmp_path, VALID.replace(acme, fast))
+    assert config.parties["acme"].async_delivery_marks
+    assert not config.parties["agency"].async_delivery_marks
+    err = fail(tmp_path, VALID.replace('{store: "sqlite:///data/agency.db"}',
+                                       '{store: "sqlite:///data/agency.db", '
+                                       'async_delivery_marks: true}'))
+    issue = only(err, "parties.agency.async_delivery_marks")
+    assert "only" not in issue.message and "postgresql" in issue.message

@@ -67,7 +67,15 @@ class Daemon:
         set_connector_names(cfg.connectors)
         parties = list(cfg.parties)
         opened = await asyncio.gather(
-            *(open_store(p, cfg.parties[p].store) for p in parties), return_exceptions=True
+            *(
+                open_store(
+                    p,
+                    cfg.parties[p].store,
+                    async_delivery_marks=cfg.parties[p].async_delivery_marks,
+                )
+                for p in parties
+            ),
+            return_exceptions=True,
         )
         for party, result in zip(parties, opened, strict=True):
             if isinstance(result, BaseException):

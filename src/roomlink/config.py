@@ -72,6 +72,19 @@ class PartyConfig(BaseModel):
     retention_days: int | None = Field(default=None, ge=1)
     # Ed25519 private key (PEM) for `history digest --sign`; never stored or logged
     signing_key: SecretStr | None = None
+    # PostgreSQL only: commit delivery marks with synchronous_commit = off (README)
+    async_delivery_marks: bool = False
+
+    @field_validator("async_delivery_marks")
+    @classmethod
+    def _check_async_marks(cls, value: bool, info: ValidationInfo) -> bool:
+        store = info.data.get("store", "")
+        if value and not store.lower().startswith("postgres"):
+            raise ValueError(
+                "async_delivery_marks is for postgresql stores (SQLite's synchronous=NORMAL"
+                " already commits without waiting for the disk)"
+            )
+        return value
 
     @field_validator("signing_key")
     @classmethod

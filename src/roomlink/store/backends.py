@@ -13,18 +13,19 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from roomlink.store import ops as core_ops
-from roomlink.store import sqlite_ops
-from roomlink.store.base import StoreError
+from roomlink.store import pg_ops, sqlite_ops
+from roomlink.store.base import OutboxRow, RecordEntry, StoreError
 from roomlink.store.migrate import upgrade
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ def _open_lock() -> asyncio.Lock:
 class Backend(Protocol):
     ops: Any  # the module of store operations for this backend's connection type
     dialect: str  # "sqlite" (a sqlite3 connection) or "postgresql" (a Core Connection)
+    errors: tuple[type[BaseException], ...]  # the driver's errors, reported as StoreError
     # set when transactions run synchronously on the loop (SQLite): then a single small
     # write need not wait for the group-commit writer
     @property
@@ -111,6 +113,7 @@ class SqliteBackend:
 
     ops: Any = sqlite_ops
     dialect = "sqlite"
+    errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, sqlite3.Error)
 
     def __init__(self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection) -> None:
         self._conn = conn
@@ -192,25 +195,59 @@ def _pg_upgrade(conn: Connection) -> None:
 
 
 class PostgresBackend:
-    """An asyncpg engine; each transaction runs a sync Core function through run_sync."""
+    """An asyncpg engine for migrations, reads and the rarer writes (SQLAlchemy Core
+    through run_sync), plus two plain asyncpg connections for the hot writes
+    (``pg_ops``): one for ``record``, one for delivery marks, so that a room's next
+    send never waits behind another group's record commit (bench/README.md).
+
+    With ``async_marks``, the marks connection runs with ``synchronous_commit = off``:
+    a mark is visible at once and survives a crash of roomlink, but a crash of the
+    PostgreSQL server itself can lose the marks of its last moments (up to about three
+    times ``wal_writer_delay``), and those copies are then sent again after the restart
+    (never lost). ``record`` always waits for the server's flush.
+    """
 
     ops: Any = core_ops
     dialect = "postgresql"
     write_now: Callable[[Callable[[Any], Any]], Any] | None = None
+    errors: tuple[type[BaseException], ...] = (
+        sa.exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError
+    )
 
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, dsn: str, async_marks: bool) -> None:
         self._engine = engine
+        self._dsn = dsn
+        self._async_marks = async_marks
+        self._writer: asyncpg.Connection | None = None
+        self._marker: asyncpg.Connection | None = None
 
     @classmethod
-    async def open(cls, url: URL) -> PostgresBackend:
+    async def open(cls, url: URL, async_marks: bool = False) -> PostgresBackend:
         engine = create_async_engine(url, pool_size=2, max_overflow=0, connect_args={"timeout": 10})
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(_pg_upgrade)
+            dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            backend = cls(engine, dsn, async_marks)
+            await backend._connection(marks=False)
+            await backend._connection(marks=True)
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine)
+        return backend
+
+    async def _connection(self, *, marks: bool) -> asyncpg.Connection:
+        """The hot-path connection, reconnected when the server dropped it."""
+        conn = self._marker if marks else self._writer
+        if conn is not None and not conn.is_closed():
+            return conn
+        settings = {"synchronous_commit": "off"} if marks and self._async_marks else None
+        conn = await asyncpg.connect(self._dsn, timeout=10, server_settings=settings)
+        if marks:
+            self._marker = conn
+        else:
+            self._writer = conn
+        return conn
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         async with self._engine.begin() as conn:
@@ -220,18 +257,33 @@ class PostgresBackend:
         async with self._engine.connect() as conn:
             return await conn.run_sync(fn)
 
+    async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
+        """``ops.record``, atomically, on the record connection."""
+        return await pg_ops.record(await self._connection(marks=False), entries)
+
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, Sequence[str]]]
+    ) -> list[Exception | None]:
+        return await pg_ops.mark_delivered_many(await self._connection(marks=True), marks)
+
     async def close(self) -> None:
+        for conn in (self._writer, self._marker):
+            if conn is not None and not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.close(), 5)
+                except (OSError, TimeoutError, asyncpg.InterfaceError):
+                    conn.terminate()
         await self._engine.dispose()
 
 
-async def open_backend(url: str) -> Backend:
+async def open_backend(url: str, async_marks: bool = False) -> Backend:
     """Connect and migrate; any failure becomes a StoreError that shows no password."""
     scheme, u = parse_url(url)
     try:
         async with _open_lock():
             if scheme == "sqlite":
                 return await SqliteBackend.open(u)
-            return await PostgresBackend.open(u)
+            return await PostgresBackend.open(u, async_marks)
     except Exception as e:
         text = f"{type(e).__name__}: {e}"
         if u.password:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from roomlink.model import Message
-from roomlink.store.backends import Backend, open_backend, redact
+from roomlink.store.backends import Backend, PostgresBackend, open_backend, redact
 from roomlink.store.base import OutboxEntry, OutboxRow, RecordEntry, RoomCount, StoreError
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,13 @@ class _Op:
     fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
     entries: Sequence[RecordEntry] | None = None
+
+
+@dataclass(slots=True)
+class _Mark:
+    outbox_id: int
+    native_ids: tuple[str, ...]
+    future: asyncio.Future[None]
 
 
 @dataclass(slots=True)
@@ -52,18 +59,26 @@ class _Batch:
             while j < n and (entries := self.ops[j].entries) is not None:
                 merged.extend(entries)
                 j += 1
-            rows = self.record(conn, merged)
-            pos = 0
-            for k in range(i, j):
-                size = len(self.ops[k].entries or ())
-                results.append(rows[pos : pos + size])
-                pos += size
+            results.extend(_split(self.ops[i:j], self.record(conn, merged)))
             i = j
         return results
 
 
-def _wrap(e: BaseException) -> BaseException:
-    if isinstance(e, sa.exc.SQLAlchemyError | sqlite3.Error):
+def _split(ops: Sequence[_Op], rows: list[list[OutboxRow]]) -> list[list[list[OutboxRow]]]:
+    """The merged record() result cut back into one result per op."""
+    out, pos = [], 0
+    for op in ops:
+        size = len(op.entries or ())
+        out.append(rows[pos : pos + size])
+        pos += size
+    return out
+
+
+_DB_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, sqlite3.Error)
+
+
+def _wrap(e: BaseException, errors: tuple[type[BaseException], ...] = _DB_ERRORS) -> BaseException:
+    if isinstance(e, errors):
         err = StoreError(f"{type(e).__name__}: {e}")
         err.__cause__ = e
         return err
@@ -78,10 +93,19 @@ class Store:
         self.url_for_display = redact(url)
         self._backend = backend
         self._ops = backend.ops
+        self._errors = backend.errors
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._closed = False
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name=f"roomlink-store-writer[{party}]"
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write_loop(), name=f"roomlink-store-writer[{party}]")
+        # PostgreSQL: record() and delivery marks on asyncpg directly, the marks in a lane
+        # of their own, every mark that is ready in one statement (group commit across rooms)
+        self._pg = backend if isinstance(backend, PostgresBackend) else None
+        self._marks: asyncio.Queue[_Mark | None] = asyncio.Queue()
+        self._marker = (
+            loop.create_task(self._mark_loop(), name=f"roomlink-store-marks[{party}]")
+            if self._pg is not None
+            else None
         )
 
     def __repr__(self) -> str:
@@ -102,7 +126,7 @@ class Store:
             try:
                 fut.set_result(write_now(fn))
             except Exception as e:
-                fut.set_exception(_wrap(e))
+                fut.set_exception(_wrap(e, self._errors))
             return fut
         self._queue.put_nowait(_Op(fn, fut, entries))
         return fut
@@ -122,12 +146,18 @@ class Store:
                 batch.ops.append(nxt)
             await self._commit(batch)
 
+    async def _run(self, batch: _Batch) -> list[Any]:
+        if self._pg is not None and all(op.entries is not None for op in batch.ops):
+            merged = [e for op in batch.ops for e in op.entries or ()]
+            return _split(batch.ops, await self._pg.record(merged))
+        return await self._backend.write(batch.run)
+
     async def _commit(self, batch: _Batch) -> None:
         try:
-            results = await self._backend.write(batch.run)
+            results = await self._run(batch)
         except Exception as e:
             if len(batch.ops) == 1:
-                _settle(batch.ops[0].future, exc=_wrap(e))
+                _settle(batch.ops[0].future, exc=_wrap(e, self._errors))
                 return
             log.warning(
                 "store %s: batch of %d failed (%s); retrying one by one",
@@ -141,14 +171,49 @@ class Store:
         for op, result in zip(batch.ops, results, strict=True):
             _settle(op.future, result=result)
 
+    async def _mark_loop(self) -> None:
+        assert self._pg is not None
+        stop = False
+        while not stop:
+            first = await self._marks.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _MAX_BATCH and not self._marks.empty():
+                nxt = self._marks.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._commit_marks(batch)
+
+    async def _commit_marks(self, batch: list[_Mark]) -> None:
+        assert self._pg is not None
+        try:
+            outcomes = await self._pg.mark_delivered_many([(m.outbox_id, m.native_ids)
+                                                            for m in batch])
+        except Exception as e:
+            if len(batch) == 1:
+                _settle(batch[0].future, exc=_wrap(e, self._errors))
+                return
+            for mark in batch:  # find the one that failed; the others go through
+                await self._commit_marks([mark])
+            return
+        for mark, exc in zip(batch, outcomes, strict=True):
+            _settle(mark.future, exc=exc)
+
     async def close(self) -> None:
         """Finish every queued write, then release connections and the thread."""
         if self._closed:
             return
         self._closed = True
         self._queue.put_nowait(None)
+        self._marks.put_nowait(None)
         with contextlib.suppress(Exception):
             await self._writer
+        if self._marker is not None:
+            with contextlib.suppress(Exception):
+                await self._marker
         await self._backend.close()
 
     async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
@@ -164,7 +229,14 @@ class Store:
 
     async def mark_delivered(self, outbox_id: int, native_ids: Sequence[str]) -> None:
         ids = tuple(native_ids)
-        await self._submit(lambda c: self._ops.mark_delivered(c, outbox_id, ids))
+        if self._pg is None:
+            await self._submit(lambda c: self._ops.mark_delivered(c, outbox_id, ids))
+            return
+        if self._closed:
+            raise StoreError(f"store {self.party} is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._marks.put_nowait(_Mark(outbox_id, ids, fut))
+        await fut
 
     async def mark_failed(self, outbox_id: int, error: str, attempts: int) -> None:
         await self._submit(lambda c: self._ops.mark_failed(c, outbox_id, error, attempts))
@@ -192,8 +264,8 @@ class Store:
             raise StoreError(f"store {self.party} is closed")
         try:
             return await self._backend.read(fn)
-        except (sa.exc.SQLAlchemyError, sqlite3.Error) as e:
-            raise _wrap(e) from e
+        except self._errors as e:
+            raise _wrap(e, self._errors) from e
 
     async def pending(
         self, connector: str, room: str, after_id: int = 0, limit: int = 256
@@ -289,11 +361,13 @@ def _settle(
         fut.set_result(result)
 
 
-async def open_store(party: str, url: str) -> Store:
+async def open_store(party: str, url: str, *, async_delivery_marks: bool = False) -> Store:
     """Open (creating and migrating as needed) the store at ``url`` for ``party``.
 
     ``sqlite:///PATH`` or ``postgresql://user:pass@host:port/db`` (also ``postgres://``).
     Raises StoreError, whose text never contains the password, if it cannot be opened.
+    ``async_delivery_marks`` (PostgreSQL only): commit delivery marks without waiting
+    for the server's disk flush (see ``PostgresBackend``).
     """
-    backend = await open_backend(url)
+    backend = await open_backend(url, async_delivery_marks)
     return Store(party, url, backend)

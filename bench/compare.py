@@ -1,0 +1,147 @@
+"""The floor and roomlink in one run, repeated, as ratios: what bench/README.md records.
+
+Each round runs ``floor.py --transport-only`` (bare aiohttp POST -> WebSocket), then
+``relay.py`` once per store kind, back to back, so every ratio compares figures taken
+minutes apart on the same (possibly shared, noisy) machine. It prints one row per round
+and the range of each ratio over the rounds. Run from the repository root::
+
+    .venv/bin/python bench/compare.py [--rounds 3] [-n 2000] [--stores sqlite,postgresql]
+
+A store kind may carry relay.py store options after a colon, e.g.
+``postgresql:async_delivery_marks=true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_json(args: list[str]) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, *args, "--json", out.name]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            raise SystemExit(f"{' '.join(args)} failed with {proc.returncode}")
+        figures: dict[str, float] = json.loads(Path(out.name).read_text())
+        return figures
+
+
+async def _pg_commit_floor(url: str, samples: int = 100) -> dict[str, float]:
+    """Median durable commit (one row) on one connection, and on two at once (two stores
+    on one server: each commit waits for its own WAL flush)."""
+    import asyncpg  # a dependency of roomlink
+
+    table = f"roomlink_bench_probe_{uuid.uuid4().hex[:8]}"
+    conns = [await asyncpg.connect(url) for _ in range(2)]
+    try:
+        await conns[0].execute(f"CREATE TABLE {table} (x int)")
+        out = {}
+        for key, use in (("pg_commit", conns[:1]), ("pg_commit_two", conns)):
+            times = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                await asyncio.gather(*(c.execute(f"INSERT INTO {table} VALUES (1)") for c in use))
+                times.append(time.perf_counter() - t0)
+            out[key] = statistics.median(times)
+        await conns[0].execute(f"DROP TABLE {table}")
+        return out
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def pg_commit_floor(url: str) -> dict[str, float]:
+    return asyncio.run(_pg_commit_floor(url))
+
+
+def span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if f"{lo:.2f}" == f"{hi:.2f}" else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("-n", type=int, default=2000)
+    p.add_argument("--latency", type=int, default=500)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--stores", default="sqlite,postgresql",
+                   help="comma-separated store kinds, each optionally kind:KEY=VALUE")
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="PostgreSQL admin URL (for relay.py and the commit probe)")
+    args = p.parse_args()
+    kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    floors: list[dict[str, float]] = []
+    for r in range(args.rounds):
+        floor = run_json(["bench/floor.py", "--transport-only", "-n", str(args.n),
+                          "--serial", str(args.latency)])
+        if any(k.startswith("postgresql") for k in kinds):
+            floor |= pg_commit_floor(args.pg_url)
+        floors.append(floor)
+        pg = (f"; PostgreSQL durable commit {floor['pg_commit'] * 1e3:.2f} ms,"
+              f" two at once {floor['pg_commit_two'] * 1e3:.2f} ms" if "pg_commit" in floor else "")
+        print(f"round {r + 1}: floor hop {floor['hop_median'] * 1e3:.2f} ms,"
+              f" {floor['sustained']:.0f} msg/s{pg}", flush=True)
+        for kind in kinds:
+            store, _, option = kind.partition(":")
+            extra = ["--store-option", option] if option else []
+            fig = run_json(["bench/relay.py", "--store", store, "-n", str(args.n),
+                            "--pg-url", args.pg_url,
+                            "--latency", str(args.latency), "--warmup", str(args.warmup),
+                            "--log-level", "WARNING", *extra])
+            fig["floor_hop"], fig["floor_rate"] = floor["hop_median"], floor["sustained"]
+            fig["pg_commit_two"] = floor.get("pg_commit_two", 0.0)
+            rows[kind].append(fig)
+            print(f"  {kind:<40} hop {fig['hop_median'] * 1e3:6.2f} ms"
+                  f" ({fig['hop_median'] / floor['hop_median']:.2f}x floor)"
+                  f"  p99 {fig['hop_p99'] * 1e3:6.2f} ms"
+                  f"  sustained {fig['sustained']:6.0f} msg/s"
+                  f" ({fig['sustained'] / floor['sustained']:.2f} of floor)"
+                  f"  RSS start {fig['rss_start']:.0f} MiB, peak {fig['peak_rss']:.0f} MiB"
+                  f"  {'OK' if fig['ok'] else 'FAIL'}", flush=True)
+    print(f"\n== over {args.rounds} rounds (ranges)")
+    print(f"  floor: hop {span([f['hop_median'] * 1e3 for f in floors], '{:.2f}')} ms,"
+          f" {span([f['sustained'] for f in floors], '{:.0f}')} msg/s")
+    if "pg_commit" in floors[0]:
+        print(f"  PostgreSQL durable commit {span([f['pg_commit'] * 1e3 for f in floors], '{:.2f}')}"
+              f" ms, two at once {span([f['pg_commit_two'] * 1e3 for f in floors], '{:.2f}')} ms")
+    base = rows[kinds[0]]
+    for kind in kinds:
+        figs = rows[kind]
+
+        def s(key: str, fmt: str, scale: float = 1.0, figs: list[dict[str, float]] = figs) -> str:
+            return span([f[key] * scale for f in figs], fmt)
+
+        hop_f = span([f["hop_median"] / f["floor_hop"] for f in figs], "{:.2f}")
+        rate_f = span([f["sustained"] / f["floor_rate"] for f in figs], "{:.2f}")
+        line = (f"  {kind:<40} hop/floor {hop_f}  sustained/floor {rate_f}"
+                f"  hop {s('hop_median', '{:.2f}', 1e3)} ms  p99 {s('hop_p99', '{:.2f}', 1e3)} ms"
+                f"  sustained {s('sustained', '{:.0f}')} msg/s"
+                f"  RSS start {s('rss_start', '{:.0f}')} MiB, peak {s('peak_rss', '{:.0f}')} MiB")
+        if figs is not base:
+            pairs = list(zip(figs, base, strict=True))
+            hop_b = span([f["hop_median"] / b["hop_median"] for f, b in pairs], "{:.2f}")
+            rate_b = span([f["sustained"] / b["sustained"] for f, b in pairs], "{:.2f}")
+            line += f"  hop/{kinds[0]} {hop_b}  sustained/{kinds[0]} {rate_b}"
+        if kind.startswith("postgresql") and figs[0]["pg_commit_two"]:
+            line += ("  hop/(two commits at once) "
+                     + span([f["hop_median"] / f["pg_commit_two"] for f in figs], "{:.2f}"))
+        print(line)
+    return 0 if all(f["ok"] for figs in rows.values() for f in figs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
