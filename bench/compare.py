@@ -116,8 +116,9 @@ def main() -> int:
     print(f"  floor: hop {span([f['hop_median'] * 1e3 for f in floors], '{:.2f}')} ms,"
           f" {span([f['sustained'] for f in floors], '{:.0f}')} msg/s")
     if "pg_commit" in floors[0]:
-        print(f"  PostgreSQL durable commit {span([f['pg_commit'] * 1e3 for f in floors], '{:.2f}')}"
-              f" ms, two at once {span([f['pg_commit_two'] * 1e3 for f in floors], '{:.2f}')} ms")
+        one = span([f["pg_commit"] * 1e3 for f in floors], "{:.2f}")
+        two = span([f["pg_commit_two"] * 1e3 for f in floors], "{:.2f}")
+        print(f"  PostgreSQL durable commit {one} ms, two at once {two} ms")
     base = rows[kinds[0]]
     for kind in kinds:
         figs = rows[kind]
