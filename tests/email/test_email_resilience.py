@@ -163,3 +163,19 @@ async def wait_until_delivered(config: Path, count: int, timeout: float = 20) ->
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"fewer than {count} deliveries to the mail room")
+
+
+async def test_a_burst_of_mail_all_arrives_without_waiting_for_idle_renewal(
+    tmp_path: Path, mail_server: MailServer
+) -> None:
+    # mail that arrives while the bridge handles earlier mail is announced in the answers
+    # to its FETCH/STORE commands, and never again in IDLE: it must not wait for renewal
+    async with bridge(tmp_path, mail_server) as (daemon, _, stream):
+        for round_ in range(3):
+            await asyncio.gather(*(mail_server.send(new_mail(ALICE, f"burst {round_}.{i}"))
+                                   for i in range(6)))
+            await asyncio.sleep(0.3)
+        await stream.wait_for(18, timeout=30)  # idle_renew is 600 s
+        assert sorted(f["text"] for f in stream.frames) == sorted(
+            f"burst {r}.{i}" for r in range(3) for i in range(6))
+        assert daemon.terminate() == 0, daemon.log()
