@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # Deterministic ids for messages that carry a platform id: re-ingesting the same platform
 # message (a retried POST, a Telegram update seen again after a crash) yields the same id,
 # so every store can de-duplicate it even if the crash hit between two stores' commits.
 _ID_NAMESPACE = uuid.UUID("5d7f3a3e-6f0e-4c52-9f7b-2f1f3c0e8a11")
+
+
+class BadInput(ValueError):
+    """A connector handed in something no message can hold; its client gets a 4xx."""
+
+
+# Every store must hold every string the same way: PostgreSQL's text and JSON refuse NUL,
+# and a lone surrogate cannot be encoded as UTF-8 by any driver. Both become U+FFFD here,
+# before any store sees the message, so that one store never takes what another refuses.
+_UNHOLDABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_str(value: str) -> str:
+    """``value`` with NUL and unpaired surrogates replaced by U+FFFD (pairs are joined)."""
+    if _UNHOLDABLE.search(value) is None:
+        return value
+    joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return joined.replace("\x00", "\ufffd")
+
+
+def clean_opt(value: str | None) -> str | None:
+    return None if value is None else clean_str(value)
+
+
+Text = Annotated[str, AfterValidator(clean_str)]
 
 
 class Kind(StrEnum):
@@ -39,8 +66,8 @@ class RoomRef:
 class Author(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: str
-    id: str | None = None  # the platform's user id, when it has one
+    name: Text
+    id: Text | None = None  # the platform's user id, when it has one
     party: str
     platform: str
 
@@ -48,9 +75,9 @@ class Author(BaseModel):
 class Attachment(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    url: str
-    name: str | None = None
-    mime: str | None = None
+    url: Text
+    name: Text | None = None
+    mime: Text | None = None
     size: int | None = None
 
 
@@ -68,9 +95,9 @@ class Message(BaseModel):
     kind: Kind = Kind.MESSAGE
     origin_connector: str
     origin_room: str
-    origin_native_id: str | None = None
+    origin_native_id: Text | None = None
     author: Author
-    text: str = ""  # canonical rich text: a CommonMark subset (see roomlink.markup)
+    text: Text = ""  # canonical rich text: a CommonMark subset (see roomlink.markup)
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None  # id of the message this one answers
     target: str | None = None  # for edit/delete: id of the message changed

@@ -14,10 +14,25 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 
-from roomlink import metrics
-from roomlink.model import Author, Inbound, Kind, Message, RoomRef, new_message_id, utcnow
-from roomlink.store import OutboxRow, RecordEntry, Store
-from roomlink.topology import Topology
+from pydantic import ValidationError
+
+from roomlink.ingest import BatchWriter
+from roomlink.model import (
+    Author,
+    BadInput,
+    Inbound,
+    InboundAuthor,
+    Kind,
+    Message,
+    RoomRef,
+    clean_opt,
+    clean_str,
+    new_message_id,
+    utcnow,
+)
+from roomlink.store import OutboxRow, Store
+from roomlink.store.store import describe
+from roomlink.topology import Pipe, Topology
 
 log = logging.getLogger("roomlink.router")
 
@@ -44,6 +59,7 @@ class Router:
         self.stores = stores  # party -> store
         self.platforms = platforms  # connector -> platform type
         self.on_recorded = on_recorded
+        self._writer = BatchWriter(self)
         self._queue: deque[tuple[list[Message], asyncio.Future[list[str]]]] = deque()
         self._wake = asyncio.Event()
         self._closed = False
@@ -75,6 +91,7 @@ class Router:
         """Record ``inbound`` in every store of every pipe its room is in; return the ids."""
         if self._closed:
             raise ShuttingDown("roomlink is shutting down")
+        inbound = _cleaned(inbound)
         ref = RoomRef(connector, inbound.room)
         pipes = self.topology.inbound.get(ref, [])
         if not pipes or self.is_echo(ref, inbound.native_id):
@@ -89,6 +106,31 @@ class Router:
                 # in this room; anything else is a confused or hostile client
                 log.info("%s: %s of a message not said in this room; ignored", ref, inbound.kind)
                 return []
+        try:
+            messages = self._messages(connector, ref, inbound, pipes, reply_to, target)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            raise BadInput(f"not a valid message: {problems}") from None
+        if not messages:
+            return []
+        if self._closed:  # closed while the reply/target lookup ran
+            raise ShuttingDown("roomlink is shutting down")
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._queue.append((messages, future))
+        self._wake.set()
+        return await future
+
+    def _messages(
+        self,
+        connector: str,
+        ref: RoomRef,
+        inbound: Inbound,
+        pipes: Sequence[Pipe],
+        reply_to: str | None,
+        target: str | None,
+    ) -> list[Message]:
         author = Author(
             name=inbound.author.name,
             id=inbound.author.id,
@@ -96,7 +138,7 @@ class Router:
             platform=self.platforms[connector],
         )
         ts = inbound.ts or utcnow()
-        messages = [
+        return [
             Message(
                 id=new_message_id(pipe.name, ref, _dedup_key(inbound)),
                 pipe=pipe.name,
@@ -114,14 +156,6 @@ class Router:
             for pipe in pipes
             if pipe.relays(inbound.kind)
         ]
-        if not messages:
-            return []
-        if self._closed:  # closed while the reply/target lookup ran
-            raise ShuttingDown("roomlink is shutting down")
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._queue.append((messages, future))
-        self._wake.set()
-        return await future
 
     async def _resolve(self, store: Store, ref: RoomRef, native_id: str | None) -> str | None:
         """The message id behind a platform id in this room, or the id itself when it names
@@ -146,7 +180,7 @@ class Router:
                 try:
                     await self._write(batch)
                 except Exception as exc:  # never leave a caller waiting forever
-                    log.exception("recording a batch failed")
+                    log.error("recording a batch failed: %s", describe(exc))
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
@@ -154,34 +188,7 @@ class Router:
                 return
 
     async def _write(self, batch: list[tuple[list[Message], asyncio.Future[list[str]]]]) -> None:
-        per_store: dict[str, list[RecordEntry]] = {}
-        for messages, _ in batch:
-            for message in messages:
-                pipe = self.topology.pipe(message.pipe)
-                for party in pipe.parties:
-                    outbox = pipe.destinations(message.origin, party)
-                    per_store.setdefault(party, []).append(RecordEntry(message, outbox))
-        parties = list(per_store)
-        results = await asyncio.gather(
-            *(self.stores[p].record(per_store[p]) for p in parties), return_exceptions=True
-        )
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        for party, result in zip(parties, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("store of party %s failed to record a batch: %s", party, result)
-                continue
-            rows = [row for rows in result for row in rows]
-            if rows:
-                self.on_recorded(self.stores[party], rows)
-        for messages, future in batch:
-            if future.done():
-                continue
-            if failure is not None:
-                future.set_exception(failure)
-            else:
-                future.set_result([m.id for m in messages])
-        if failure is None:
-            metrics.INGESTED.inc(sum(len(m) for m, _ in batch))
+        await self._writer.write(batch)
 
 
 def _dedup_key(inbound: Inbound) -> str | None:
@@ -191,3 +198,21 @@ def _dedup_key(inbound: Inbound) -> str | None:
     if inbound.kind in (Kind.EDIT, Kind.DELETE):
         return None
     return inbound.native_id
+
+
+def _cleaned(inbound: Inbound) -> Inbound:
+    """``inbound`` with every string one a store could refuse made safe (see clean_str).
+
+    The platform ids are cleaned too: the same dirty id always gives the same clean one.
+    """
+    return Inbound(
+        room=inbound.room,
+        author=InboundAuthor(clean_str(inbound.author.name), clean_opt(inbound.author.id)),
+        text=clean_str(inbound.text),
+        kind=inbound.kind,
+        native_id=clean_opt(inbound.native_id),
+        reply_to_native=clean_opt(inbound.reply_to_native),
+        target_native=clean_opt(inbound.target_native),
+        attachments=inbound.attachments,
+        ts=inbound.ts,
+    )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote
 
 import asyncpg
 import sqlalchemy as sa
@@ -23,10 +23,12 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from roomlink import urls
 from roomlink.store import ops as core_ops
 from roomlink.store import pg_ops, sqlite_ops
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
 from roomlink.store.migrate import upgrade
+from roomlink.urls import redact
 
 T = TypeVar("T")
 
@@ -65,20 +67,23 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by '***' (works on unparseable URLs too)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
 def parse_url(url: str) -> tuple[str, URL]:
-    """('sqlite' | 'postgresql', the URL with the driver this module uses)."""
+    """('sqlite' | 'postgresql', the URL with the driver this module uses).
+
+    The user and password are split off first (see roomlink.urls), so that a password
+    with an unencoded '@' or '/' is used as written rather than misread as the host.
+    """
+    parts = urls.split(url)
     try:
-        u = make_url(url)
+        if parts is None or parts.user is None:
+            u = make_url(url)
+        else:
+            u = make_url(parts.without_userinfo()).set(
+                username=unquote(parts.user) or None,
+                password=None if parts.password is None else unquote(parts.password),
+            )
     except Exception as e:
-        raise StoreError(f"bad store URL {redact(url)!r}: {e}") from None
+        raise StoreError(f"bad store URL {redact(url)!r}: {type(e).__name__}") from None
     scheme = u.drivername.split("+", 1)[0]
     if scheme == "sqlite":
         if not u.database or u.database == ":memory:" or u.database.startswith("file:"):
@@ -223,7 +228,10 @@ class PostgresBackend:
 
     @classmethod
     async def open(cls, url: URL, async_marks: bool = False) -> PostgresBackend:
-        engine = create_async_engine(url, pool_size=2, max_overflow=0, connect_args={"timeout": 10})
+        engine = create_async_engine(
+            url, pool_size=2, max_overflow=0, connect_args={"timeout": 10},
+            hide_parameters=True,  # errors must never carry message content into logs
+        )
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(_pg_upgrade)
@@ -286,6 +294,6 @@ async def open_backend(url: str, async_marks: bool = False) -> Backend:
             return await PostgresBackend.open(u, async_marks)
     except Exception as e:
         text = f"{type(e).__name__}: {e}"
-        if u.password:
-            text = text.replace(str(u.password), "***")
+        for secret in sorted(urls.passwords(url), key=len, reverse=True):
+            text = text.replace(secret, "***")
         raise StoreError(f"cannot open store {redact(url)}: {text}") from None

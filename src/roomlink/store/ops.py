@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -374,3 +375,23 @@ def pending_heads(conn: Connection) -> dict[tuple[str, str], int]:
 
 def size_bytes(conn: Connection) -> int:
     return int(conn.scalar(sa.text("SELECT pg_database_size(current_database())")) or 0)
+
+
+def forget(conn: Connection, message_ids: Sequence[str], since: datetime) -> int:
+    """As ``sqlite_ops.forget``: undo recording these messages (the newest of the store)
+    where it happened at or after ``since``; their outbox rows go too."""
+    ids = list(dict.fromkeys(message_ids))
+    removed = 0
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i : i + _IN_CHUNK]
+        query = sa.select(messages.c.id).where(
+            messages.c.id.in_(chunk), messages.c.recorded_at >= since
+        )
+        found = list(conn.scalars(query))
+        if not found:
+            continue
+        conn.execute(sa.delete(natives).where(natives.c.message_id.in_(found)))
+        conn.execute(sa.delete(outbox).where(outbox.c.message_id.in_(found)))
+        conn.execute(sa.delete(messages).where(messages.c.id.in_(found)))
+        removed += len(found)
+    return removed

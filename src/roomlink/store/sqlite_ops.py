@@ -301,3 +301,26 @@ def size_bytes(conn: sqlite3.Connection) -> int:
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     size = conn.execute("PRAGMA page_size").fetchone()[0]
     return int(pages) * int(size)
+
+
+def forget(conn: sqlite3.Connection, message_ids: Sequence[str], since: datetime) -> int:
+    """Undo recording these messages where it happened at or after ``since``, with their
+    outbox rows; only ever used on the newest messages of a store (see roomlink.ingest),
+    so that the hash chains and the order stay intact. Returns how many were removed."""
+    ids = list(dict.fromkeys(message_ids))
+    removed = 0
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found = [r[0] for r in conn.execute(
+            f"SELECT id FROM messages WHERE id IN ({marks}) AND recorded_at >= ?",
+            (*chunk, _ts(since)),
+        )]  # fmt: skip
+        if not found:
+            continue
+        marks = ",".join("?" * len(found))
+        for table, column in (("natives", "message_id"), ("outbox", "message_id"),
+                              ("messages", "id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", found)
+        removed += len(found)
+    return removed

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from roomlink.model import Message
-from roomlink.store.backends import Backend, PostgresBackend, open_backend, redact
+from roomlink.store.backends import Backend, PostgresBackend, open_backend
 from roomlink.store.base import OutboxEntry, OutboxRow, RecordEntry, RoomCount, StoreError
+from roomlink.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,27 @@ def _split(ops: Sequence[_Op], rows: list[list[OutboxRow]]) -> list[list[list[Ou
     return out
 
 
+def describe(e: BaseException) -> str:
+    """What went wrong, for logs and errors: the driver's first line, never the SQL
+    parameters (other people's messages and names) that SQLAlchemy adds to its text."""
+    orig = e.orig if isinstance(e, sa.exc.StatementError) else None
+    inner: BaseException = orig if isinstance(orig, BaseException) else e
+    if isinstance(inner, sa.exc.StatementError):
+        text = str(inner.args[0]) if inner.args else ""  # the message alone, no SQL
+    else:
+        text = str(inner)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    # asyncpg quotes the offending value after the argument's number: keep the number only
+    first = re.sub(r"^(invalid input for query argument \$\d+).*", r"\1", first)
+    return f"{type(inner).__name__}: {first[:200]}"
+
+
 _DB_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, sqlite3.Error)
 
 
 def _wrap(e: BaseException, errors: tuple[type[BaseException], ...] = _DB_ERRORS) -> BaseException:
     if isinstance(e, errors):
-        err = StoreError(f"{type(e).__name__}: {e}")
+        err = StoreError(describe(e))
         err.__cause__ = e
         return err
     return e
@@ -163,7 +181,7 @@ class Store:
                 "store %s: batch of %d failed (%s); retrying one by one",
                 self.party,
                 len(batch.ops),
-                e,
+                describe(e),
             )
             for op in batch.ops:
                 await self._commit(_Batch([op], batch.record))
@@ -226,6 +244,13 @@ class Store:
         if not entries:
             return []
         return await self._submit(lambda c: self._ops.record(c, entries), entries)
+
+    async def forget(self, message_ids: Sequence[str], since: datetime) -> int:
+        """Undo recording these messages where it happened at or after ``since`` (they must
+        be the newest in this store): how a batch another store refused is taken back."""
+        ids = tuple(message_ids)
+        removed: int = await self._submit(lambda c: self._ops.forget(c, ids, since))
+        return removed
 
     async def mark_delivered(self, outbox_id: int, native_ids: Sequence[str]) -> None:
         ids = tuple(native_ids)

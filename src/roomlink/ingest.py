@@ -1,0 +1,157 @@
+"""Writing one batch of accepted messages into every party's store, so that the stores
+never disagree and one message a store refuses never fails the others.
+
+The fast path is one transaction per store for the whole batch. When a store refuses
+the batch, the stores that committed it take it back (it is their newest part, so their
+order and hash chains stay intact) and the batch is written again one request at a
+time, in order. A request a store still refuses after a few tries is taken back from
+the stores that took it, and only its caller gets the error: after any answer, every
+party's store holds the message or none does, and all hold the same messages in the
+same order. If taking back fails too, no new batch is written until it succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from roomlink import metrics
+from roomlink.model import Message, utcnow
+from roomlink.store import OutboxRow, RecordEntry, Store, StoreError
+from roomlink.store.store import describe
+from roomlink.topology import Topology
+
+log = logging.getLogger("roomlink.router")
+
+Item = tuple[list[Message], "asyncio.Future[list[str]]"]
+OnRecorded = Callable[[Store, Sequence[OutboxRow]], None]
+
+RETRY_DELAYS = (0.1, 0.5)  # a request a store refused is tried again after these
+
+
+class Owner(Protocol):
+    """The router: its topology and stores may be replaced by a reload at any time."""
+
+    topology: Topology
+    stores: Mapping[str, Store]
+    on_recorded: OnRecorded
+
+
+class BatchWriter:
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+        self._undo: list[tuple[str, list[str], datetime]] = []  # take-backs that failed
+
+    def _entries(self, messages: Sequence[Message]) -> dict[str, list[RecordEntry]]:
+        per_store: dict[str, list[RecordEntry]] = {}
+        for message in messages:
+            pipe = self.owner.topology.pipe(message.pipe)
+            for party in pipe.parties:
+                outbox = pipe.destinations(message.origin, party)
+                per_store.setdefault(party, []).append(RecordEntry(message, outbox))
+        return per_store
+
+    async def write(self, batch: Sequence[Item]) -> None:
+        await self._retry_undo()
+        per_store: dict[str, list[RecordEntry]] = {}
+        for messages, _ in batch:
+            for party, entries in self._entries(messages).items():
+                per_store.setdefault(party, []).extend(entries)
+        since = utcnow()
+        parties = list(per_store)
+        results = await asyncio.gather(
+            *(self.owner.stores[p].record(per_store[p]) for p in parties), return_exceptions=True
+        )
+        failed = [(p, r) for p, r in zip(parties, results, strict=True)
+                  if isinstance(r, BaseException)]  # fmt: skip
+        if not failed:
+            for party, result in zip(parties, results, strict=True):
+                assert not isinstance(result, BaseException)
+                self._push(party, [row for rows in result for row in rows])
+            for messages, future in batch:
+                _resolve(future, [m.id for m in messages])
+            metrics.INGESTED.inc(sum(len(m) for m, _ in batch))
+            return
+        for party, error in failed:
+            log.warning("store of party %s refused a batch of %d requests (%s); recording "
+                        "them one by one", party, len(batch), describe(error))
+        ids = [m.id for messages, _ in batch for m in messages]
+        for party, result in zip(parties, results, strict=True):
+            if not isinstance(result, BaseException):
+                await self._forget(party, ids, since)
+        if self._undo:  # a store holds the batch and cannot let go: refuse it all
+            error = StoreError("a store could not take back a refused batch; retry")
+            for _, future in batch:
+                _fail(future, error)
+            return
+        struggling: set[str] = set()
+        for item in batch:
+            await self._write_one(item, struggling)
+
+    async def _write_one(self, item: Item, struggling: set[str]) -> None:
+        messages, future = item
+        todo = self._entries(messages)
+        since = utcnow()
+        done: dict[str, list[list[OutboxRow]]] = {}
+        error: BaseException | None = None
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            parties = list(todo)
+            results = await asyncio.gather(
+                *(self.owner.stores[p].record(todo[p]) for p in parties), return_exceptions=True
+            )
+            for party, result in zip(parties, results, strict=True):
+                if isinstance(result, BaseException):
+                    error = result
+                else:
+                    done[party] = result
+                    del todo[party]
+            # a store that already refused one request of this batch gets one try each
+            if not todo or attempt == len(RETRY_DELAYS) or set(todo) <= struggling:
+                break
+            await asyncio.sleep(RETRY_DELAYS[attempt])
+        ids = [m.id for m in messages]
+        if todo:
+            assert error is not None
+            struggling.update(todo)
+            log.error("message %s refused by the store of %s (%s); taken back from the "
+                      "others", ", ".join(ids), ", ".join(sorted(todo)), describe(error))
+            for party in done:
+                await self._forget(party, ids, since)
+            _fail(future, error)
+            return
+        for party, result in done.items():
+            self._push(party, [row for rows in result for row in rows])
+        _resolve(future, ids)
+        metrics.INGESTED.inc(len(messages))
+
+    def _push(self, party: str, rows: list[OutboxRow]) -> None:
+        if rows:
+            self.owner.on_recorded(self.owner.stores[party], rows)
+
+    async def _forget(self, party: str, ids: list[str], since: datetime) -> None:
+        try:
+            await self.owner.stores[party].forget(ids, since)
+        except Exception as exc:
+            log.error("store of party %s could not take back %d refused messages (%s); "
+                      "no new input until it can", party, len(ids), describe(exc))
+            self._undo.append((party, ids, since))
+
+    async def _retry_undo(self) -> None:
+        pending, self._undo = self._undo, []
+        for party, ids, since in pending:
+            await self._forget(party, ids, since)
+        if self._undo:
+            raise StoreError("a store could not take back messages the others refused; retry")
+
+
+def _resolve(future: asyncio.Future[list[str]], ids: list[str]) -> None:
+    if not future.done():
+        future.set_result(ids)
+
+
+def _fail(future: asyncio.Future[list[str]], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
