@@ -19,6 +19,9 @@ USER roomlink
 # /config holds roomlink.yaml (read-only is fine); /data holds SQLite stores
 # (use store: sqlite:////data/<party>.db).
 VOLUME ["/config", "/data"]
+# the API connector's port in the examples; publish yours with -p, and have the
+# connector listen on 0.0.0.0:PORT inside the container
+EXPOSE 8081
 WORKDIR /data
 # asks the admin server's /healthz (keep `admin: {listen: "127.0.0.1:9090"}` in your
 # config, or set ROOMLINK_HEALTH_URL); /healthz never wants the admin token

@@ -12,6 +12,7 @@ delivered into the room. A room with no stream client is down: its messages wait
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hmac
 import json
 import logging
@@ -22,7 +23,8 @@ from aiohttp import WSMsgType, web
 from pydantic import Field, SecretStr, field_validator
 
 from roomlink.connector import Connector, ConnectorOptions, Limits, RoomDown, check_host_port
-from roomlink.model import Inbound, InboundAuthor, Kind, Outbound
+from roomlink.httpserve import HttpLimitOptions, HttpServer
+from roomlink.model import BadInput, Inbound, InboundAuthor, Kind, Outbound
 from roomlink.router import ShuttingDown
 
 log = logging.getLogger("roomlink.connector.api")
@@ -31,7 +33,7 @@ MAX_AUTHOR = 256
 MAX_KEY = 256
 
 
-class ApiOptions(ConnectorOptions):
+class ApiOptions(HttpLimitOptions, ConnectorOptions):
     listen: str = Field(description="host:port to listen on")
     token: SecretStr | None = None
     max_text_length: int = Field(default=65536, ge=1)
@@ -52,6 +54,23 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error answer carries the documented JSON body; nothing becomes a traceback."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return web.json_response({"error": exc.reason.lower()}, status=exc.status,
+                                 headers=headers)
+    except Exception:
+        log.exception("%s %s: unexpected error", request.method, request.path)
+        return _error(500, "internal error")
+
+
 class ApiConnector(Connector):
     platform = "api"
     Options = ApiOptions
@@ -62,7 +81,7 @@ class ApiConnector(Connector):
         self.opts = options
         self._clients: dict[str, set[web.WebSocketResponse]] = {r: set() for r in ctx.rooms}
         self._ready: dict[str, asyncio.Event] = {r: asyncio.Event() for r in ctx.rooms}
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
 
     @property
     def limits(self) -> Limits:
@@ -70,32 +89,30 @@ class ApiConnector(Connector):
 
     async def start(self) -> None:
         # JSON escapes can double a text's size; leave room for the rest of the body
-        app = web.Application(client_max_size=self.opts.max_text_length * 6 + 65536)
+        app = web.Application(client_max_size=self.opts.max_text_length * 6 + 65536,
+                              middlewares=[_json_errors])
         app.router.add_post("/v1/rooms/{room}/messages", self._post)
         app.router.add_patch("/v1/rooms/{room}/messages/{message_id}", self._change)
         app.router.add_delete("/v1/rooms/{room}/messages/{message_id}", self._change)
         app.router.add_get("/v1/rooms/{room}/stream", self._stream)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, _, port = self.opts.listen.rpartition(":")
-        site = web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True)
-        await site.start()
+        self._server = HttpServer(app, self.opts.listen, self.opts.http_limits(), self.ctx.name)
+        await self._server.start()
         base = f"http://{self.opts.listen}/v1/rooms"
         for room in self.ctx.rooms:
             log.info("%s room %r: post with  curl -d '{\"author\": \"me\", \"text\": \"hi\"}' "
-                     "%s/%s/messages   watch with  python -m roomlink_connectors.api.watch "
-                     "%s/%s/stream", self.ctx.name, room, base, room, base, room)
+                     "%s/%s/messages   watch with  roomlink watch %s/%s/stream",
+                     self.ctx.name, room, base, room, base, room)
 
     async def stop(self) -> None:
         for clients in self._clients.values():
             for ws in list(clients):
                 await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     def is_connected(self) -> bool:
-        return self._runner is not None  # listening; rooms are ready while watched
+        return self._server is not None  # listening; rooms are ready while watched
 
     def is_ready(self, room: str) -> bool:
         return bool(self._clients.get(room))
@@ -124,11 +141,20 @@ class ApiConnector(Connector):
 
     async def _body(self, request: web.Request, need_text: bool) -> dict[str, Any] | web.Response:
         """The checked JSON body: ``author``, and ``text`` when the request carries one."""
+        charset = request.charset
+        if charset is not None and _codec(charset) not in ("utf-8", "ascii"):
+            return _error(415, "the body must be JSON in UTF-8 (charset=utf-8 or none)")
         try:
-            body = await request.json(loads=json.loads)
+            raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, "the body is too large")
-        except (ValueError, UnicodeDecodeError):
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _error(400, "body is not UTF-8")
+        except RecursionError:
+            return _error(400, "body is nested too deeply")
+        except ValueError:
             return _error(400, "body is not valid JSON")
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object")
@@ -189,10 +215,12 @@ class ApiConnector(Connector):
     async def _accept(self, inbound: Inbound) -> list[str] | web.Response:
         try:
             return await self.ctx.accept(inbound)
+        except BadInput as exc:
+            return _error(400, str(exc))
         except ShuttingDown:
             return _error(503, "roomlink is shutting down; retry")
-        except Exception as exc:
-            log.error("%s: could not store a message: %s", self.ctx.name, exc)
+        except Exception as exc:  # the store's error says why; never the message itself
+            log.error("%s: could not store a message (%s)", self.ctx.name, type(exc).__name__)
             return _error(503, "the message could not be stored; retry")
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
@@ -261,3 +289,10 @@ class ApiConnector(Connector):
 
     async def delete(self, out: Outbound) -> None:
         await self._broadcast(out.room, self._frame(out, Kind.DELETE))
+
+
+def _codec(charset: str) -> str | None:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None

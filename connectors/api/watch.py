@@ -1,36 +1,21 @@
-"""Print a room's stream: ``python -m roomlink_connectors.api.watch URL [--token T]``.
-
-URL is the room's stream, e.g. http://127.0.0.1:8082/v1/rooms/lobby/stream.
-"""
+"""Kept for old instructions: ``python -m roomlink_connectors.api.watch URL`` is
+``roomlink watch URL`` (see roomlink.watch)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import sys
 
-import aiohttp
-
-
-async def watch(url: str, token: str | None) -> None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=headers) as ws:
-        print(f"watching {url} (Ctrl-C to stop)", flush=True)
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                frame = json.loads(msg.data)
-                print(f"[{frame['pipe']}] {frame['display_name']}: {frame['text']}", flush=True)
+from roomlink.watch import run
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description="Print an API room's stream (roomlink watch).")
     p.add_argument("url")
     p.add_argument("--token")
+    p.add_argument("--after")
     args = p.parse_args()
-    try:
-        asyncio.run(watch(args.url, args.token))
-    except KeyboardInterrupt:
-        pass
+    sys.exit(run(args.url, args.token, args.after))
 
 
 if __name__ == "__main__":

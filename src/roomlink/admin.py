@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from roomlink.httpserve import HttpServer
 from roomlink.status import SAMPLE_EVERY, Rates, collect
 from roomlink.statuspage import render_page
 
@@ -43,7 +44,8 @@ class AdminServer:
         self.listen = config.listen
         self.token = config.token.get_secret_value() if config.token is not None else None
         self.rates = Rates()
-        self._runner: web.AppRunner | None = None
+        self.limits = config.http_limits()
+        self._server: HttpServer | None = None
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -54,10 +56,8 @@ class AdminServer:
         app.router.add_post("/api/reload", self._reload)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, _, port = self.listen.rpartition(":")
-        await web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True).start()
+        self._server = HttpServer(app, self.listen, self.limits, "admin")
+        await self._server.start()
         self._sampler = asyncio.create_task(self._sample_loop(), name="admin sampler")
         log.info("admin: status page at http://%s/%s, metrics at /metrics, health at /healthz",
                  self.listen, "?token=..." if self.token else "")
@@ -66,8 +66,8 @@ class AdminServer:
         if self._sampler is not None:
             self._sampler.cancel()
             await asyncio.gather(self._sampler, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.stop()
 
     async def _sample_loop(self) -> None:
         """Rates need samples, and a connector's down time its moment: sample often."""

@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True, help="YAML config file")
 
     add_ops_commands(sub)
+    watch = sub.add_parser("watch", help="print an API room's stream",
+                           description="Print an API room's stream, one line per message.")
+    watch.add_argument("url", help="the room's stream, e.g. "
+                       "http://127.0.0.1:8082/v1/rooms/lobby/stream")
+    watch.add_argument("--token", help="the API connector's token, if it has one")
+    watch.add_argument("--after", metavar="MESSAGE_ID",
+                       help="first replay what the room received after this message")
 
     hist = sub.add_parser("history", help="read a party's store",
                           description="Read a party's own record of its pipes.")
@@ -68,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         return print_schema(sys.stdout)
     fmt = log_format(getattr(args, "log_format", None)) if args.command == "run" else "text"
+    if args.command == "watch":
+        from roomlink.watch import run
+
+        return run(args.url, args.token, args.after)
     try:
         config = load_config(args.config)
     except ConfigError as err:
@@ -87,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "outbox":
         return outbox_command(config, args)
     if args.command == "check":
+        from roomlink.preflight import store_notes
+
+        for note in store_notes(config):
+            if note.level >= logging.WARNING:
+                print(f"{args.config}: warning: {note.text}", file=sys.stderr)
         n = len(config.pipes)
         print(f"{args.config}: ok ({len(config.parties)} parties, "
               f"{len(config.connectors)} connectors, {n} pipe{'s' if n != 1 else ''})")
@@ -99,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config: Config, level: str, fmt: str = "text", pid_file: str | None = None,
          source: str | None = None) -> int:
     setup_logging(level, config.secrets(), fmt)
+    from roomlink.preflight import store_notes
+
+    for note in store_notes(config):
+        log.log(note.level, "%s", note.text)
     try:
         with PidFile(pid_path(config.path, pid_file)):
             _event_loop_runner()(_serve(config, source))

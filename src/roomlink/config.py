@@ -17,7 +17,7 @@ import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from pydantic import (
     AnyUrl,
@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from roomlink import urls
 from roomlink.configfile import ConfigError, ConfigIssue, Loader, Loc, did_you_mean, unknown
 from roomlink.connector import (
     Connector,
@@ -38,6 +39,7 @@ from roomlink.connector import (
     connector_type_names,
     load_connector_type,
 )
+from roomlink.httpserve import HttpLimitOptions
 from roomlink.model import RoomRef
 
 __all__ = [  # ConfigError and ConfigIssue live in configfile; callers find them here
@@ -183,7 +185,7 @@ class DeliveryConfig(BaseModel):
         return value
 
 
-class AdminConfig(BaseModel):
+class AdminConfig(HttpLimitOptions):
     """The admin HTTP server (status page, ``/api/status``, ``/metrics``, ``/healthz``);
     off unless configured."""
 
@@ -227,7 +229,7 @@ class Config(BaseModel):
         for connector in self.connectors.values():
             _collect_secrets(connector.options, found)
         for party in self.parties.values():
-            _add_url_password(urlsplit(party.store).password, found)
+            found |= urls.passwords(party.store)
             _collect_secrets(party.signing_key, found)
         if self.admin is not None and self.admin.token is not None:
             found.add(self.admin.token.get_secret_value())
@@ -284,6 +286,17 @@ def _add_url_password(password: str | None, found: set[str]) -> None:
 def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
+
+
+def _same_socket(a: str, b: str) -> bool:
+    """Whether two host:port listen addresses would collide (a wildcard host takes the
+    port on every address)."""
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if port_a != port_b or not port_a.isdigit():  # not an address: another option's 'listen'
+        return False
+    wildcard = ("0.0.0.0", "::", "[::]", "*", "")
+    return host_a == host_b or host_a in wildcard or host_b in wildcard
 
 
 # --- loading -------------------------------------------------------------------------
@@ -456,6 +469,20 @@ def load_config(
     admin = None
     if data.get("admin") is not None:
         admin = loader.validate(AdminConfig, data["admin"], ("admin",))
+
+    listeners: list[tuple[Loc, str]] = [
+        (("connectors", name, "listen"), listen)
+        for name, cc in connectors.items()
+        if isinstance(listen := getattr(cc.options, "listen", None), str)
+    ]
+    if admin is not None:
+        listeners.append((("admin", "listen"), admin.listen))
+    for i, (loc, address) in enumerate(listeners):
+        for taken_loc, taken in listeners[:i]:
+            if _same_socket(address, taken):
+                where = ".".join(str(k) for k in taken_loc[:-1])
+                loader.add(loc, f"address {address} is already used by {where} ({taken})")
+                break
 
     if loader.issues:
         unique = list(dict.fromkeys(loader.issues))
