@@ -20,6 +20,7 @@ from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 
 from bs4 import BeautifulSoup
+from mailparser_reply.constants import MAIL_LANGUAGES
 from mailparser_reply.parser import EmailMessage as ReplyParser
 from markdownify import MarkdownConverter
 
@@ -238,10 +239,25 @@ def html_to_markdown(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", str(md)).strip()
 
 
+# mail-parser-reply has no Russian yet: its attribution lines ("..., Иван написал:") and
+# Outlook's header block ("От: ... Отправлено: ...") end the new text too
+_EXTRA_HEADERS = {
+    "ru": re.compile(r"^(?:>\s*)*(?:.{0,200}(?:написал|написала|пишет)(?:\(а\))?\s*:"  # noqa: RUF001
+                     r"|-{3,}\s*Исходное сообщение\s*-{3,}|От:\s.*\n(?:.*\n)?Отправлено:)",
+                     re.MULTILINE),
+}
+
+
 def strip_reply(text: str, languages: list[str]) -> str:
     """Only the newest reply: no "On ... wrote:" history, no signature, no quote below."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    parsed = ReplyParser(text, languages=list(languages), keep_hyphen_lists=True).read()
+    for lang in languages:
+        extra = _EXTRA_HEADERS.get(lang)
+        m = extra.search(text) if extra else None
+        if m and m.start() > 0:
+            text = text[:m.start()]
+    known = [lang for lang in languages if lang in MAIL_LANGUAGES] or ["en"]
+    parsed = ReplyParser(text, languages=known, keep_hyphen_lists=True).read()
     body = parsed.replies[0].body if parsed.replies else text
     lines = body.split("\n")
     # a bottom quote without an attribution line: drop the trailing quoted block

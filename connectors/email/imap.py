@@ -44,6 +44,7 @@ class Mailbox:
         self.client: aioimaplib.IMAP4 | None = None
         self.uidvalidity = 0
         self.lost = asyncio.Event()
+        self.maybe_new = False  # the server announced mail since the last look
 
     async def connect(self) -> None:
         o = self.opts.imap
@@ -94,10 +95,18 @@ class Mailbox:
             raise ImapError("not connected")
         return self.client
 
+    def _note(self, resp: aioimaplib.Response) -> aioimaplib.Response:
+        # an EXISTS that arrives with another command's answer is not pushed again in
+        # IDLE: remember it, or a mail would wait for the next one (or the renewal)
+        if any(isinstance(x, bytes) and x.endswith(b" EXISTS") for x in resp.lines):
+            self.maybe_new = True
+        return resp
+
     async def sizes_after(self, last_uid: int) -> list[tuple[int, int]]:
         """(uid, size) of every message with a UID above ``last_uid``, in UID order."""
-        resp = _ok(await self._c().uid("fetch", f"{last_uid + 1}:*", "(UID RFC822.SIZE)"),
-                   "UID FETCH")
+        self.maybe_new = False
+        resp = self._note(_ok(await self._c().uid(
+            "fetch", f"{last_uid + 1}:*", "(UID RFC822.SIZE)"), "UID FETCH"))
         found = []
         for line in resp.lines:
             m = _FETCH_SIZE.search(bytes(line))
@@ -119,20 +128,22 @@ class Mailbox:
 
     async def fetch(self, uid: int) -> bytes | None:
         """The whole mail, without setting \\Seen; None when it is gone."""
-        resp = _ok(await self._c().uid("fetch", str(uid), "(BODY.PEEK[])"), "UID FETCH")
+        resp = self._note(_ok(await self._c().uid("fetch", str(uid), "(BODY.PEEK[])"),
+                              "UID FETCH"))
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
         return None
 
     async def mark_seen(self, uid: int) -> None:
-        _ok(await self._c().uid("store", str(uid), "+FLAGS.SILENT", "(\\Seen)"), "UID STORE")
+        self._note(_ok(await self._c().uid("store", str(uid), "+FLAGS.SILENT", "(\\Seen)"),
+                       "UID STORE"))
 
     async def move(self, uid: int, folder: str) -> None:
         c = self._c()
         await c.protocol.simple_command("CREATE", _quote(folder))  # NO when it exists: fine
         if c.has_capability("MOVE"):
-            _ok(await c.uid("move", str(uid), _quote(folder)), "UID MOVE")
+            self._note(_ok(await c.uid("move", str(uid), _quote(folder)), "UID MOVE"))
             return
         _ok(await c.uid("copy", str(uid), _quote(folder)), "UID COPY")
         _ok(await c.uid("store", str(uid), "+FLAGS.SILENT", "(\\Deleted)"), "UID STORE")
@@ -143,6 +154,8 @@ class Mailbox:
         """Return when new mail may have arrived: an IDLE push, the IDLE renewal time, or
         (without IDLE) the poll interval. ImapError when the connection is lost."""
         c = self._c()
+        if self.maybe_new:
+            return
         if not self.can_idle:
             await self._sleep_or_lost(self.opts.poll_interval)
             _ok(await c.noop(), "NOOP")

@@ -63,7 +63,9 @@ class EmailOptions(ConnectorOptions):
     idle_renew: float = Field(default=600.0, gt=0, le=1500)  # re-issue IDLE (servers cut at 29 min)
     reconnect_initial: float = Field(default=1.0, gt=0)
     reconnect_max: float = Field(default=300.0, gt=0)
-    reply_languages: list[str] = Field(default_factory=lambda: ["en", "de", "fr", "es", "ru"])
+    # reply headers and signatures recognised (mail-parser-reply's languages, and "ru")
+    reply_languages: list[str] = Field(
+        default_factory=lambda: ["en", "de", "fr", "es", "it", "nl", "ru"], min_length=1)
     timeout: float = Field(default=30.0, gt=0)  # per SMTP/IMAP command
 
     @field_validator("address")
@@ -84,6 +86,17 @@ class EmailOptions(ConnectorOptions):
             else:
                 out.append(check_address(entry))
         return out
+
+    @field_validator("reply_languages")
+    @classmethod
+    def _languages_ok(cls, value: list[str]) -> list[str]:
+        from mailparser_reply.constants import MAIL_LANGUAGES
+
+        known = sorted({*MAIL_LANGUAGES, "ru"} - {"david"})
+        for lang in value:
+            if lang not in known:
+                raise ValueError(f"unknown reply language {lang!r}; known: {', '.join(known)}")
+        return value
 
     @field_validator("display_name_format", "subject_format")
     @classmethod

@@ -119,7 +119,8 @@ class ImapTap:
 
 
 class MailServer:
-    def __init__(self) -> None:
+    def __init__(self, capabilities: str | None = None) -> None:
+        self.capabilities = capabilities  # replaces Dovecot's CAPABILITY list after login
         self.work = Path(tempfile.mkdtemp(prefix="roomlink-mail-"))
         self.work.chmod(0o755)  # dovecot's unprivileged processes traverse it
         self.imap_port = free_port()
@@ -151,6 +152,7 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = {self.uid}
 mail_location = maildir:~/Maildir
+{f"imap_capability = {self.capabilities}" if self.capabilities else ""}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.work}/users
