@@ -87,6 +87,7 @@ class SlackServer:
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, Channel] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.call_times: list[float] = []  # time.monotonic() of each call in ``calls``
         self.faults: dict[str, list[Fault]] = {}
         self.sockets: list[web.WebSocketResponse] = []
         self.connections = 0  # Socket Mode connections opened
@@ -95,6 +96,7 @@ class SlackServer:
         self._unacked: dict[str, dict[str, Any]] = {}  # envelope id -> envelope
         self._queue: list[dict[str, Any]] = []  # envelopes waiting for a connection
         self._tickets: set[str] = set()
+        self.lose_acks = False  # acks are read but lost, as if the connection broke first
         self._ts = 0
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -295,6 +297,14 @@ class SlackServer:
         except (ConnectionError, RuntimeError):
             self._queue.append(envelope)  # the next connection gets it
 
+    async def resend(self, ts: str) -> None:
+        """Deliver the event of message ``ts`` again, as Slack retries one (same event_id)."""
+        old = next(e for e in reversed(self.sent) if e["payload"]["event"].get("ts") == ts)
+        envelope = {**old, "envelope_id": str(uuid.uuid4()),
+                    "retry_attempt": old["retry_attempt"] + 1, "retry_reason": "timeout"}
+        self._unacked[envelope["envelope_id"]] = envelope
+        await self._send(self.sockets[-1], envelope)
+
     def redeliver(self) -> None:
         """Send every unacknowledged envelope again (as Slack does on a new connection)."""
         self._queue = []
@@ -329,6 +339,8 @@ class SlackServer:
                     continue
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     envelope_id = json.loads(msg.data)["envelope_id"]
+                    if self.lose_acks:
+                        continue
                     if self._unacked.pop(envelope_id, None) is not None:
                         self.acked.append(envelope_id)
                         self._changed.set()
@@ -346,6 +358,7 @@ class SlackServer:
         elif request.can_read_body:
             args.update(await request.post())
         self.calls.append((method, args))
+        self.call_times.append(time.monotonic())
         faults = self.faults.get(method)
         if faults:
             fault = faults.pop(0)

@@ -6,9 +6,20 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from slackkit import ALICE, BOB, BOT_ID, LOBBY, SlackServer, bridge_config, pings
+from slackkit import (
+    ALICE,
+    BOB,
+    BOT_ID,
+    BOT_USER,
+    LOBBY,
+    OTHER,
+    PRIVATE,
+    SlackServer,
+    bridge_config,
+    pings,
+)
 
-from rlkit import Room, running
+from rlkit import Room, export, running
 
 
 async def test_slack_channel_and_api_room_talk_both_ways(tmp_path: Path,
@@ -56,4 +67,89 @@ async def test_relayed_pings_ping_nobody(tmp_path: Path, slack: SlackServer) -> 
         assert post["text"] == ("&lt;!channel&gt; &lt;!here|here&gt; &lt;!everyone&gt; "
                                 f"&lt;@{ALICE}&gt; &lt;!subteam^S1|@team&gt; @here")
         assert post["username"] == f"<!channel> <@{ALICE}>"  # a username is never parsed
+        assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_rooms_by_name_and_id_across_pages_and_bad_rooms_named_in_the_log(
+        tmp_path: Path, slack: SlackServer) -> None:
+    # the server pages conversations.list two channels at a time: #acme-project and the
+    # private #secret are on the second page
+    path, port = bridge_config(tmp_path, slack, room="#acme-project",
+                               extra_rooms=["#secret", OTHER, "#no-such-channel"],
+                               resolve_interval=1.0)
+    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
+        room = Room(http, port, "lobby")
+        await room.post("to all", "carol")
+        await slack.wait_posts(LOBBY, 1)
+        await slack.wait_posts(PRIVATE, 1)
+        assert [c.get("cursor") for c in slack.method_calls("conversations.list")][:2] == [
+            None, "Mg=="]
+        log = daemon.log()
+        assert f"agency-slack: room {OTHER}: the bot is not in this channel" in log
+        assert "agency-slack: room #no-such-channel: no such channel" in log
+        assert slack.history(OTHER) == []
+        slack.channels[OTHER].members.add(BOT_USER)  # someone invites the bot
+        [late] = await slack.wait_posts(OTHER, 1, timeout=20)
+        assert late["text"] == "to all"  # the message waited for the room
+        assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_threads_edits_deletes_files_and_renames_from_slack(
+        tmp_path: Path, slack: SlackServer) -> None:
+    path, port = bridge_config(tmp_path, slack)
+    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
+        room = Room(http, port, "lobby")
+        async with room.stream() as stream:
+            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
+            root = slack.say(LOBBY, ALICE, "root")
+            slack.say(LOBBY, BOB, "in the thread", thread_ts=root)
+            slack.edit(LOBBY, root, "root, edited")
+            slack.say(LOBBY, ALICE, "the plan", files=[{
+                "id": "F1", "name": "plan.pdf", "title": "plan", "mimetype": "application/pdf",
+                "size": 12345, "permalink": "https://files.example/F1/plan.pdf",
+                "url_private": "https://files.example/private/F1"}])
+            slack.delete(LOBBY, root)
+            await stream.wait_for(5)
+            slack.rename_user(ALICE, "Alice the Great")
+            slack.say(LOBBY, ALICE, "renamed")
+            frames = await stream.wait_for(6)
+            assert [(f["kind"], f["author"]["name"], f["text"]) for f in frames] == [
+                ("message", "Alice A.", "root"),
+                ("message", "Bob Builder", "in the thread"),
+                ("edit", "Alice A.", "root, edited"),
+                ("message", "Alice A.", "the plan"),
+                ("delete", "Alice A.", ""),
+                ("message", "Alice the Great", "renamed"),
+            ]
+            assert frames[1]["reply_to"] == frames[0]["id"]
+            assert frames[2]["target"] == frames[0]["id"] == frames[4]["target"]
+            # the API answers in the thread
+            await room.post("answer", "carol", reply_to=frames[1]["id"])
+            [answer] = await slack.wait_posts(LOBBY, 1)
+            assert answer["thread_ts"] == root
+        [record] = [m for m in export(path, "acme", "p") if m["text"] == "the plan"]
+        assert record["attachments"] == [{"url": "https://files.example/F1/plan.pdf",
+                                          "name": "plan.pdf", "mime": "application/pdf",
+                                          "size": 12345}]
+        assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_as_the_bot_with_a_prefix_and_other_bots_relayed_when_asked(
+        tmp_path: Path, slack: SlackServer) -> None:
+    path, port = bridge_config(tmp_path, slack, post_as_author=False, relay_bots=True)
+    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
+        room = Room(http, port, "lobby")
+        async with room.stream() as stream:
+            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
+            await room.post("hello <b>", "<!channel>")
+            [post] = await slack.wait_posts(LOBBY, 1)
+            assert "username" not in post
+            assert post["text"] == "*&lt;!channel&gt;*: hello &lt;b&gt;"
+            assert pings(post) == []
+            slack.say(LOBBY, "U0OTHERBOT", "deploy done", subtype="bot_message",
+                      bot_id="B0OTHER", username="CI")
+            frames = await stream.wait_for(1)
+            assert [(f["author"]["name"], f["text"]) for f in frames] == [("CI", "deploy done")]
+            await asyncio.sleep(0.5)
+            assert len(stream.frames) == 1  # its own post was not relayed back
         assert daemon.terminate() == 0, daemon.log()
