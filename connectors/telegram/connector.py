@@ -124,10 +124,17 @@ class TelegramConnector(Connector):
             except RetryAfter as exc:
                 await asyncio.sleep(seconds(exc.retry_after))
                 continue
-            except (Conflict, InvalidToken, TelegramError) as exc:
+            except TelegramError as exc:
                 failures += 1
                 delay = backoff(failures, self.opts.reconnect_initial, self.opts.reconnect_max)
                 self._log_poll_error(exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except Exception:  # never let a surprise end the polling for good
+                failures += 1
+                delay = backoff(failures, self.opts.reconnect_initial, self.opts.reconnect_max)
+                self.ctx.log.exception("%s: getUpdates failed unexpectedly; retrying in "
+                                       "%.1fs", self.ctx.name, delay)
                 await asyncio.sleep(delay)
                 continue
             failures = 0
@@ -146,7 +153,21 @@ class TelegramConnector(Connector):
                 except ShuttingDown:
                     return  # not stored: the offset stays, the next run reads it again
                 offset = update_id + 1
+                await self._save_offset(offset)
+
+    async def _save_offset(self, offset: int) -> None:
+        """Store the offset; until it is stored the update is not confirmed to Telegram."""
+        attempt = 0
+        while True:
+            try:
                 await self.ctx.set_cursor("offset", str(offset))
+                return
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, 0.5, 30.0)
+                self.ctx.log.error("%s: could not store the update offset (%s); retrying in "
+                                   "%.1fs", self.ctx.name, exc, delay)
+                await asyncio.sleep(delay)
 
     def _log_poll_error(self, exc: TelegramError, delay: float) -> None:
         name = self.ctx.name
@@ -170,7 +191,12 @@ class TelegramConnector(Connector):
         try:
             update = Update.de_json(raw, self.bot)
             message, edited = _message_of(update)
-            inbound = await self._map(message, edited) if message is not None else []
+            if message is None:
+                kinds = [k for k in raw if k != "update_id"]
+                self.ctx.log.info("%s: skipping update %s of a kind not relayed (%s)",
+                                  self.ctx.name, raw.get("update_id"), ", ".join(kinds))
+                return
+            inbound = await self._map(message, edited)
         except Exception as exc:  # a malformed update must not stop the bot or its offset
             self.ctx.log.warning("%s: skipping update %s that cannot be read (%s: %s)",
                                  self.ctx.name, raw.get("update_id"), type(exc).__name__, exc)
@@ -270,7 +296,11 @@ class TelegramConnector(Connector):
                     reply_parameters=ReplyParameters(int(reply), allow_sending_without_reply=True)
                     if reply and reply.isdigit() else None)
 
-            sent = await self._call(out.room, post)
+            try:
+                sent = await self._call(out.room, post)
+            except PermanentError:
+                del self._progress[out.delivery_key]  # never sent again
+                raise
             done.append(str(sent.message_id))
         del self._progress[out.delivery_key]
         if len(done) > 1:  # a delete must find every part, after a restart too

@@ -72,6 +72,8 @@ def events(room: str, message: Message, edited: bool, me: int, relay_bots: bool
         return [Inbound(room=room, author=author, text=text, kind=Kind.EDIT,
                         target_native=native, attachments=files, ts=ts)]
     reply = message.reply_to_message
+    if reply is not None and reply.forum_topic_created is not None:
+        reply = None  # in a forum every message "answers" its topic's first message
     return [Inbound(room=room, author=author, text=text, native_id=native,
                     reply_to_native=str(reply.message_id) if reply else None,
                     attachments=files, ts=ts)]
