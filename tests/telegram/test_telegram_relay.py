@@ -50,28 +50,6 @@ async def test_html_injection_is_shown_literally(tmp_path: Path, tg: Any) -> Non
         assert [e["type"] for e in post.get("entities", [])] == ["bold"]
 
 
-async def test_reply_maps_to_the_original_both_ways(tmp_path: Path, tg: Any) -> None:
-    path, port = config(tmp_path, tg)
-    alice = tg.user("Alice")
-    async with running(path, [port], env(tg)) as daemon, aiohttp.ClientSession() as http:
-        api = Room(http, port, "lobby")
-        async with api.stream() as stream:
-            question = tg.say(GROUP, alice, "question?")
-            [asked] = await stream.wait_for(1)
-            statement = (await api.post("statement", "bob"))["id"]
-            [stated] = await bot_posts(tg, GROUP, 1)
-            assert daemon.terminate() == 0  # the mapping lives in the stores only
-            await daemon.start()
-            async with http.post(f"{api.base}/messages", json={
-                    "text": "answer", "author": "bob", "reply_to": asked["id"]}) as resp:
-                assert resp.status == 202
-            _, answer = await bot_posts(tg, GROUP, 2)
-            assert answer["reply_to_message"]["message_id"] == question
-            tg.say(GROUP, alice, "follow-up", reply_to=stated["message_id"])
-            _, follow_up = await stream.wait_for(2)
-            assert follow_up["reply_to"] == statement
-
-
 async def test_edits_both_ways_and_deletes_from_the_api_room(tmp_path: Path, tg: Any) -> None:
     path, port = config(tmp_path, tg)
     alice = tg.user("Alice")
