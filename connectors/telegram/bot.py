@@ -4,6 +4,7 @@ and what its errors mean for delivery."""
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from typing import Any
 
 from telegram import Bot
@@ -64,14 +65,17 @@ def make_bot(opts: TelegramOptions) -> RawBot:
     )
 
 
-def seconds(value: int | float | dt.timedelta) -> float:
+def retry_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns that the int will become a timedelta
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
 
 def delivery_error(exc: TelegramError, room: str, reachable: bool) -> ConnectorError:
     """The core's view of a failed call: wait and resend, retry, or give up."""
     if isinstance(exc, RetryAfter):
-        return RateLimited(f"429 Too Many Requests: {exc}", seconds(exc.retry_after))
+        return RateLimited(f"429 Too Many Requests: {exc}", retry_seconds(exc))
     if isinstance(exc, Forbidden):  # kicked from the group, blocked by the user
         return PermanentError(f"Telegram refused to post in {room}: {exc.message}")
     if isinstance(exc, BadRequest):  # chat not found, text Telegram cannot take ...

@@ -34,7 +34,7 @@ from roomlink.model import Inbound, Kind, Outbound
 from roomlink.pacing import backoff
 from roomlink.router import ShuttingDown
 
-from .bot import RawBot, delivery_error, make_bot, seconds
+from .bot import RawBot, delivery_error, make_bot, retry_seconds
 from .convert import MAX_VISIBLE, compose, split_html
 from .inbound import events, seen
 from .options import TelegramOptions
@@ -122,7 +122,7 @@ class TelegramConnector(Connector):
             except TimedOut:
                 continue  # a long poll that outlived the read timeout: poll again
             except RetryAfter as exc:
-                await asyncio.sleep(seconds(exc.retry_after))
+                await asyncio.sleep(retry_seconds(exc))
                 continue
             except TelegramError as exc:
                 failures += 1

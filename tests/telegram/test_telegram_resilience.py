@@ -67,6 +67,7 @@ async def test_429_waits_retry_after_without_loss_or_a_second_copy(
         assert posts[0]["text"] == "bob: one"
         log = daemon.log()
     assert "rate limited" in log and "marked failed" not in log
+    assert "Deprecat" not in log  # PTB's retry_after warning is not the admin's business
 
 
 async def test_a_group_upgraded_to_a_supergroup_keeps_receiving(tmp_path: Path, tg: Any) -> None:
