@@ -30,7 +30,7 @@ from telegram.error import (
 )
 
 from roomlink.connector import Connector, ConnectorOptions, Limits, PermanentError
-from roomlink.model import Inbound, Kind, Outbound
+from roomlink.model import BadInput, Inbound, Kind, Outbound
 from roomlink.pacing import backoff
 from roomlink.router import ShuttingDown
 
@@ -236,6 +236,10 @@ class TelegramConnector(Connector):
                 return
             except ShuttingDown:
                 raise
+            except BadInput as exc:  # no retry will ever store it: skip it, say so
+                self.ctx.log.warning("%s: skipping a message from %s that cannot be stored "
+                                     "(%s)", self.ctx.name, event.room, exc)
+                return
             except Exception as exc:
                 attempt += 1
                 delay = backoff(attempt, 0.5, 30.0)
