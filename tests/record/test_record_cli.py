@@ -7,7 +7,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from record.conftest import PARTIES, Conversation, config_dict
+from record.conftest import PARTIES, Conversation
 from rlkit import run_cli, running, write_config
 
 
@@ -87,7 +87,7 @@ def test_signed_digest_verifies_and_a_changed_one_does_not(
     public = re.search(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----\n", keys, re.S)
     assert private and public
     (tmp_path / "agency.pub").write_text(public.group(0))
-    cfg = config_dict(c.ports, agency={"signing_key": "${AGENCY_SIGNING_KEY}"})
+    cfg = c.config_dict(agency={"signing_key": "${AGENCY_SIGNING_KEY}"})
     write_config(c.config, cfg)
     env = {"AGENCY_SIGNING_KEY": private.group(0)}
     assert "ok" in _ok("check", "-c", str(c.config), env=env)
@@ -139,7 +139,7 @@ def test_retention_removes_old_records_and_verify_still_passes(
 ) -> None:
     c = conversation.copy_of(tmp_path / "c")
     before = {p: _digest(c, p) for p in ("agency", "acme")}
-    write_config(c.config, config_dict(c.ports, acme={"retention_days": 30}))
+    write_config(c.config, c.config_dict(acme={"retention_days": 30}))
     # the first four records of acme's store are from last year; the rest are recent
     c.sql("acme", "UPDATE messages SET recorded_at = '2025-01-01 00:00:00.000000' WHERE seq <= 4")
 

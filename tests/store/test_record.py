@@ -119,16 +119,21 @@ async def test_tampering_by_sql_is_caught_and_located(
     assert after.digest_fields() != before.digest_fields()  # the digest line changes too
 
 
-async def test_a_message_recorded_after_the_gap_keeps_the_break_visible(
-    store: Store, store_url: str
+async def test_removing_the_newest_record_shows_only_against_another_digest(
+    open_: StoreFactory, store_url: str
 ) -> None:
+    store = await open_()
     await _ten(store)
+    other = (await walk_store(store)).pipes["project"].digest_fields()
+    await store.close()
     await _sql(store_url, "DELETE FROM messages WHERE id = 'm00009'")  # the newest one
+    store = await open_()  # a restart: nothing remembered
     await store.record([RecordEntry(msg(10))])
     walk = (await walk_store(store)).pipes["project"]
-    # removing the newest record leaves a consistent chain: only another party's digest
-    # (or a signed one kept earlier) shows it; what comes after it chains on normally
+    # what is left is a consistent chain: only another party's digest (or a signed one
+    # kept earlier) shows that a record went missing, which is what digests are for
     assert walk.broken is None and walk.count == 10
+    assert walk.digest_fields()[:2] == other[:2] and walk.digest_fields() != other
 
 
 async def test_retention_cuts_a_prefix_keeps_pending_and_an_anchor(store: Store) -> None:
@@ -232,3 +237,35 @@ async def test_heads_for_a_status_page(store: Store) -> None:
     walker = await walk_store(store)
     assert await db.heads(store) == {
         p: (walker.pipes[p].count, walker.pipes[p].head) for p in ("p", "q")}
+
+
+@pytest.mark.parametrize("text", [
+    "", "plain", 'quotes " and \\ backslash', "ctl \x00\x01\x1f\x7f tab\t nl\n cr\r",
+    "ünïcödé 🎉 договор", "\ud800 lone surrogate", "</script><b>",
+])  # fmt: skip
+def test_canonical_bytes_are_exactly_the_sorted_json_specification(text: str) -> None:
+    fields = {
+        "id": "i\"d", "pipe": "p", "kind": "message", "origin_connector": "c",
+        "origin_room": "#r", "author_name": text, "author_id": None, "author_party": "a",
+        "author_platform": "irc", "text": text, "reply_to": None, "target": "t",
+        "ts": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    }  # fmt: skip
+    for attachments in ([], [{"url": "https://x.test/ä", "name": text, "size": 3}]):
+        both = {**fields, "attachments": attachments}
+        assert chain.canonical_fields(**both) == chain.reference_bytes(**both)  # type: ignore[arg-type]
+
+
+async def test_a_rolled_back_record_leaves_the_chain_intact(store: Store) -> None:
+    """SQLite remembers each pipe's head between transactions: never one rolled back."""
+    await store.record([RecordEntry(msg(0))])
+
+    def record_then_fail(conn: object) -> None:
+        store._ops.record(conn, [RecordEntry(msg(1))])
+        raise RuntimeError("the rest of this transaction failed")
+
+    with pytest.raises(RuntimeError):
+        await store.write_with(record_then_fail)
+    await store.record([RecordEntry(msg(2))])
+    walk = (await walk_store(store)).pipes["project"]
+    assert walk.broken is None and walk.count == 2
+    assert [m.id for _, m in await store.messages()] == ["m00000", "m00002"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _str
 from typing import Any
 
 from roomlink.model import Message
@@ -39,12 +40,17 @@ GENESIS = "0" * 64
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def _null(value: str | None) -> str:
+    return "null" if value is None else _str(value)
+
+
 def utc_text(ts: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (strftime costs 3 times as much on the record path)."""
-    if ts.tzinfo is not None and ts.utcoffset():
-        ts = ts.astimezone(UTC)  # naive means UTC already: stores hand back naive UTC
-    return (f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:"
-            f"{ts.second:02d}.{ts.microsecond:06d}Z")
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (isoformat: a third of strftime's cost)."""
+    if ts.tzinfo is not None:
+        if ts.utcoffset():
+            ts = ts.astimezone(UTC)
+        ts = ts.replace(tzinfo=None)  # naive means UTC already: stores hand back naive UTC
+    return ts.isoformat("T", "microseconds") + "Z"
 
 
 def _attachment(a: dict[str, Any]) -> dict[str, Any]:
@@ -68,25 +74,40 @@ def canonical_fields(
     target: str | None,
     ts: datetime,
 ) -> bytes:
-    doc = {
-        "id": id,
-        "pipe": pipe,
-        "kind": kind,
-        "origin_connector": origin_connector,
+    # exactly what _ENCODER.encode() of reference_document() gives (tests check it), built
+    # by hand: about 3 times faster, and this runs for every message in every store
+    atts = _ENCODER.encode([_attachment(a) for a in attachments]) if attachments else "[]"
+    body = (
+        '{"attachments":' + atts + ',"author":{"id":' + _null(author_id) + ',"name":'
+        + _str(author_name) + ',"party":' + _str(author_party) + ',"platform":'
+        + _str(author_platform) + '},"id":' + _str(id) + ',"kind":' + _str(kind)
+        + ',"origin_connector":' + _str(origin_connector) + ',"origin_room":'
+        + _str(origin_room) + ',"pipe":' + _str(pipe) + ',"reply_to":' + _null(reply_to)
+        + ',"target":' + _null(target) + ',"text":' + _str(text) + ',"ts":"' + utc_text(ts)
+        + '"}'
+    )
+    return PREFIX + body.encode("ascii")
+
+
+def reference_document(
+    *, id: str, pipe: str, kind: str, origin_connector: str, origin_room: str,
+    author_name: str, author_id: str | None, author_party: str, author_platform: str,
+    text: str, attachments: list[dict[str, Any]], reply_to: str | None, target: str | None,
+    ts: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """The canonical document as a JSON value: the specification canonical_fields follows."""
+    return {
+        "id": id, "pipe": pipe, "kind": kind, "origin_connector": origin_connector,
         "origin_room": origin_room,
-        "author": {
-            "id": author_id,
-            "name": author_name,
-            "party": author_party,
-            "platform": author_platform,
-        },
-        "text": text,
-        "attachments": [_attachment(a) for a in attachments],
-        "reply_to": reply_to,
-        "target": target,
-        "ts": utc_text(ts),
-    }
-    return PREFIX + _ENCODER.encode(doc).encode("ascii")
+        "author": {"id": author_id, "name": author_name, "party": author_party,
+                   "platform": author_platform},
+        "text": text, "attachments": [_attachment(a) for a in attachments],
+        "reply_to": reply_to, "target": target, "ts": utc_text(ts),
+    }  # fmt: skip
+
+
+def reference_bytes(**fields: Any) -> bytes:
+    return PREFIX + _ENCODER.encode(reference_document(**fields)).encode("ascii")
 
 
 def canonical(m: Message) -> bytes:

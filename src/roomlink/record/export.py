@@ -26,7 +26,7 @@ from roomlink.record.verify import Break, Walker
 from roomlink.store import Store
 
 FORMATS = ("jsonl", "html", "mbox", "text")
-_CACHE = 50_000  # recent (author, text) by id, for edits/deletes/replies; older: a lookup
+_CACHE = 10_000  # recent (author, text) by id, for edits/deletes/replies; older: a lookup
 Known = tuple[str, str] | None  # (author name, latest text) of an earlier message
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 

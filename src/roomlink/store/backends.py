@@ -120,7 +120,7 @@ class SqliteBackend:
     dialect = "sqlite"
     errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, sqlite3.Error)
 
-    def __init__(self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite_ops.Connection, checkpointer: sqlite3.Connection) -> None:
         self._conn = conn
         self._checkpointer = checkpointer
         # a cancelled to_thread() call leaves its thread running: close() takes this lock
@@ -157,7 +157,10 @@ class SqliteBackend:
 
         await asyncio.to_thread(migrate)
         path = url.database or ""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, factory=sqlite_ops.Connection
+        )
+        conn.forget_heads()
         _sqlite_pragmas(conn)
         conn.execute("PRAGMA wal_autocheckpoint=0")
         checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -170,10 +173,12 @@ class SqliteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.forget_heads()  # it may remember chain heads of what is rolled back
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def write(self, fn: Callable[[Any], T]) -> T:
