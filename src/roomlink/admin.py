@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomlink.httpserve import HttpServer
-from roomlink.status import SAMPLE_EVERY, Rates, collect
+from roomlink.status import SAMPLE_EVERY, Rates, StoreReports, collect
 from roomlink.statuspage import render_page
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class AdminServer:
         self.rates = Rates()
         self.limits = config.http_limits()
         self._server: HttpServer | None = None
+        self.reports = StoreReports()
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -104,12 +105,12 @@ class AdminServer:
 
     # -- pages ---------------------------------------------------------------------------
     async def _page(self, _request: web.Request) -> web.Response:
-        status = await collect(self.daemon, self.rates)
+        status = await collect(self.daemon, self.rates, self.reports)
         return web.Response(text=render_page(status), content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def _status(self, _request: web.Request) -> web.Response:
-        status = await collect(self.daemon, self.rates)
+        status = await collect(self.daemon, self.rates, self.reports)
         return web.json_response(status, headers={"Cache-Control": "no-store"})
 
     async def _retry(self, request: web.Request) -> web.Response:
@@ -137,6 +138,7 @@ class AdminServer:
                 fields["connector"], fields["room"], fields["id"]
             )
         await self.daemon.rescan()
+        self.reports.invalidate()
         log.info("admin: %d failed cop%s put back in the queue", retried,
                  "y" if retried == 1 else "ies")
         return web.json_response({"retried": retried})

@@ -43,10 +43,10 @@ def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                             "for one of its rooms.")
     osub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="SUBCOMMAND")
     listing = osub.add_parser(
-        "list", help="one line per copy: message id, room, state, attempts, last error",
+        "list", help="one line per copy: message id, room, state, last error",
         description="Print one tab-separated line per copy, oldest first: the message id "
-        "(as the API returned it), the room (connector:room), the state, the attempts and "
-        "the last error.")
+        "(as the API returned it), the room (connector:room), the state and the last "
+        "error ('-' when none).")
     retry = osub.add_parser(
         "retry", help="put failed copies back in the queue",
         description="Put failed copies back in the queue, in their original order, with a "
@@ -195,7 +195,7 @@ async def _list(config: Config, party: str, state: str | None, connector: str | 
     store = await open_store(party, config.parties[party].store)
     try:
         for e in await store.outbox_entries(state, connector, room, None, limit):
-            print(f"{e.message_id}\t{e.connector}:{e.room}\t{e.state}\t{e.attempts}\t"
+            print(f"{e.message_id}\t{e.connector}:{e.room}\t{e.state}\t"
                   f"{_one_line(e.last_error)}")
     finally:
         await store.close()

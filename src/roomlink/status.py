@@ -152,7 +152,29 @@ async def _store_report(party: str, daemon: Daemon) -> dict[str, Any]:
     return report
 
 
-async def collect(daemon: Daemon, rates: Rates) -> dict[str, Any]:
+class StoreReports:
+    """The stores' part of a snapshot, shared for ``ttl`` seconds: several open pages (or
+    a fast poller) cost one round of counting, not one each."""
+
+    def __init__(self, ttl: float = 1.5) -> None:
+        self.ttl = ttl
+        self._at = 0.0
+        self._reports: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._at = 0.0
+
+    async def get(self, daemon: Daemon) -> list[dict[str, Any]]:
+        async with self._lock:
+            if time.monotonic() - self._at > self.ttl:
+                self._reports = list(await asyncio.gather(
+                    *(_store_report(p, daemon) for p in list(daemon.stores))))
+                self._at = time.monotonic()
+            return [dict(r) for r in self._reports]
+
+
+async def collect(daemon: Daemon, rates: Rates, reports: StoreReports) -> dict[str, Any]:
     """One snapshot of everything the status page shows (the ``/api/status`` answer)."""
     topology = daemon.topology
     for name, running in list(daemon.connectors.items()):
@@ -160,7 +182,7 @@ async def collect(daemon: Daemon, rates: Rates) -> dict[str, Any]:
             daemon.health.observe(name, running.is_connected())
         except Exception:
             daemon.health.observe(name, False)
-    stores = await asyncio.gather(*(_store_report(p, daemon) for p in list(daemon.stores)))
+    stores = await reports.get(daemon)
     counts: dict[tuple[str, str, str], dict[str, int]] = {}
     failures: list[dict[str, Any]] = []
     for report in stores:

@@ -64,6 +64,8 @@ class Backend(Protocol):
 
     async def write(self, fn: Callable[[Any], T]) -> T: ...
     async def read(self, fn: Callable[[Any], T]) -> T: ...
+    # a read that may scan much (counts for the status page): never on the loop's connection
+    async def read_aside(self, fn: Callable[[Any], T]) -> T: ...
     async def close(self) -> None: ...
 
 
@@ -120,9 +122,15 @@ class SqliteBackend:
     dialect = "sqlite"
     errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, sqlite3.Error)
 
-    def __init__(self, conn: sqlite_ops.Connection, checkpointer: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite_ops.Connection, checkpointer: sqlite3.Connection,
+                 path: str = "") -> None:
         self._conn = conn
         self._checkpointer = checkpointer
+        self._path = path
+        # counting a million outbox rows takes about a second: the status page's reads
+        # run on this connection in a thread (WAL readers do not block the writer)
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
         # a cancelled to_thread() call leaves its thread running: close() takes this lock
         # so that it never closes the connection under a checkpoint in progress
         self._checkpoint_lock = threading.Lock()
@@ -165,7 +173,7 @@ class SqliteBackend:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         _sqlite_pragmas(checkpointer)
-        return cls(conn, checkpointer)
+        return cls(conn, checkpointer, path)
 
     def write_now(self, fn: Callable[[Any], T]) -> T:
         """One transaction, right now; nothing else can run on the loop meanwhile."""
@@ -187,6 +195,17 @@ class SqliteBackend:
     async def read(self, fn: Callable[[Any], T]) -> T:
         return fn(self._conn)
 
+    async def read_aside(self, fn: Callable[[Any], T]) -> T:
+        def run() -> T:
+            with self._reader_lock:
+                if self._reader is None:
+                    self._reader = sqlite3.connect(self._path, isolation_level=None,
+                                                   check_same_thread=False)
+                    _sqlite_pragmas(self._reader)
+                return fn(self._reader)
+
+        return await asyncio.to_thread(run)
+
     async def close(self) -> None:
         self._checkpoints.cancel()
         await asyncio.gather(self._checkpoints, return_exceptions=True)
@@ -194,6 +213,9 @@ class SqliteBackend:
         def close_checkpointer() -> None:
             with self._checkpoint_lock:
                 self._checkpointer.close()
+            with self._reader_lock:  # never under a read still running in its thread
+                if self._reader is not None:
+                    self._reader.close()
 
         await asyncio.to_thread(close_checkpointer)
         self._conn.close()  # the last connection to close checkpoints the whole WAL
@@ -278,6 +300,9 @@ class PostgresBackend:
         self, marks: Sequence[tuple[int, Sequence[str]]]
     ) -> list[Exception | None]:
         return await pg_ops.mark_delivered_many(await self._connection(marks=True), marks)
+
+    async def read_aside(self, fn: Callable[[Connection], T]) -> T:
+        return await self.read(fn)  # already off the loop: the server does the work
 
     async def close(self) -> None:
         for conn in (self._writer, self._marker):

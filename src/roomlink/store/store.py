@@ -292,6 +292,15 @@ class Store:
         except self._errors as e:
             raise _wrap(e, self._errors) from e
 
+    async def _read_aside(self, fn: Callable[[Any], T]) -> T:
+        """A read that may scan a large table, kept off the event loop's connection."""
+        if self._closed:
+            raise StoreError(f"store {self.party} is closed")
+        try:
+            return await self._backend.read_aside(fn)
+        except self._errors as e:
+            raise _wrap(e, self._errors) from e
+
     async def pending(
         self, connector: str, room: str, after_id: int = 0, limit: int = 256
     ) -> list[OutboxRow]:
@@ -345,7 +354,7 @@ class Store:
         return await self._submit(fn)
 
     async def counts(self) -> dict[str, int]:
-        found: dict[str, int] = await self._read(self._ops.counts)
+        found: dict[str, int] = await self._read_aside(self._ops.counts)
         return found
 
     async def outbox_entries(
@@ -353,7 +362,7 @@ class Store:
         message_id: str | None = None, limit: int = 1000, newest_first: bool = False,
     ) -> list[OutboxEntry]:
         """Copies in outbox order (oldest first unless ``newest_first``), filtered."""
-        found: list[OutboxEntry] = await self._read(
+        found: list[OutboxEntry] = await self._read_aside(
             lambda c: self._ops.outbox_entries(
                 c, state, connector, room, message_id, limit, newest_first
             )
@@ -362,7 +371,7 @@ class Store:
 
     async def room_counts(self) -> list[RoomCount]:
         """Pending and failed copies per pipe and room."""
-        found: list[RoomCount] = await self._read(self._ops.room_counts)
+        found: list[RoomCount] = await self._read_aside(self._ops.room_counts)
         return found
 
     async def pending_heads(self) -> dict[tuple[str, str], int]:
@@ -371,7 +380,7 @@ class Store:
         return found
 
     async def size_bytes(self) -> int:
-        found: int = await self._read(self._ops.size_bytes)
+        found: int = await self._read_aside(self._ops.size_bytes)
         return found
 
 
