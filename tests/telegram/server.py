@@ -234,6 +234,7 @@ class BotApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, port: int = 0) -> None:
+        self._closing = False
         app = web.Application(client_max_size=50 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/file/bot{token}/{path:.*}", self._file)

@@ -196,3 +196,25 @@ async def test_a_429_in_the_middle_of_a_long_message_resends_only_the_missing_pa
         assert joined() == whole  # each part once: the first was not posted again
         assert len(tg.bot_messages(GROUP)) == 5
         assert len(tg.sent_calls("sendMessage")) == 6  # one refused, resent
+
+
+async def test_messages_wait_while_the_bot_api_is_down(tmp_path: Path, tg: Any) -> None:
+    # two attempts only: a room that is down must wait without spending them
+    path, port = config(tmp_path, tg, delivery={"max_attempts": 2},
+                        reconnect_initial=0.2, reconnect_max=0.5)
+    async with running(path, [port], env(tg)) as daemon, aiohttp.ClientSession() as http:
+        api = Room(http, port, "lobby")
+        await api.post("before the outage", "bob")
+        await bot_posts(tg, GROUP, 1)
+        await tg.stop()
+        await wait_until(lambda: "getUpdates failed" in daemon.log(), what="the outage")
+        for i in range(3):
+            await api.post(f"during the outage {i}", "bob")
+        await asyncio.sleep(3.0)
+        await tg.start(tg.port)
+        posts = await bot_posts(tg, GROUP, 4)
+        await asyncio.sleep(1.0)
+        assert [shown(p)[1] for p in tg.bot_messages(GROUP)] == [
+            "before the outage", *(f"during the outage {i}" for i in range(3))]
+        assert "marked failed" not in daemon.log()
+        assert posts[-1]["text"] == "bob: during the outage 2"

@@ -36,7 +36,7 @@ GROUP_ROOM = str(GROUP)
 
 
 def config(tmp_path: Path, tg: Any, rooms: list[str] | None = None,
-           **options: Any) -> tuple[Path, int]:
+           delivery: dict[str, Any] | None = None, **options: Any) -> tuple[Path, int]:
     """agency's Telegram bot in ``rooms`` (default: the group), each linked with an API
     room of acme ("lobby" for the first); returns the config path and the API port."""
     port = free_port()
@@ -56,7 +56,8 @@ def config(tmp_path: Path, tg: Any, rooms: list[str] | None = None,
             "acme-api": {"party": "acme", "type": "api", "listen": f"127.0.0.1:{port}"},
         },
         "pipes": pipes,
-        "delivery": {"backoff_initial": 0.1, "backoff_max": 1.0, "shutdown_grace": 3.0},
+        "delivery": {"backoff_initial": 0.1, "backoff_max": 1.0, "shutdown_grace": 3.0,
+                     **(delivery or {})},
     })
     return path, port
 
