@@ -11,7 +11,9 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Awaitable
 from datetime import date
+from typing import TypeVar
 
 import aioimaplib
 
@@ -19,6 +21,7 @@ from .options import EmailOptions
 from .smtp import tls_context
 
 STOP_PUSH = aioimaplib.STOP_WAIT_SERVER_PUSH
+T = TypeVar("T")
 
 
 class ImapError(Exception):
@@ -48,11 +51,11 @@ class Mailbox:
 
     async def connect(self) -> None:
         o = self.opts.imap
-        self.lost = asyncio.Event()
+        lost = self.lost = asyncio.Event()  # this connection's own: an old one's loss
         ctx = tls_context(self.opts.tls_verify) if o.security != "none" else None
 
-        def on_lost(exc: Exception | None) -> None:
-            self.lost.set()
+        def on_lost(exc: Exception | None) -> None:  # must not mark a newer one lost
+            lost.set()
 
         if o.security == "tls":
             client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
@@ -62,13 +65,13 @@ class Mailbox:
             client = aioimaplib.IMAP4(host=o.host, port=o.effective_port,
                                       timeout=self.opts.timeout, conn_lost_cb=on_lost)
         self.client = client
-        await client.wait_hello_from_server()
+        await self._guard(client.wait_hello_from_server())
         if o.security == "starttls":
             assert ctx is not None
             await self._starttls(client, ctx)
         password = o.password.get_secret_value() if o.password else ""
-        _ok(await client.login(o.username or self.opts.address, password), "LOGIN")
-        resp = _ok(await client.select(_quote(o.folder)), f"SELECT {o.folder}")
+        _ok(await self._guard(client.login(o.username or self.opts.address, password)), "LOGIN")
+        resp = _ok(await self._guard(client.select(_quote(o.folder))), f"SELECT {o.folder}")
         for line in resp.lines:
             m = _UIDVALIDITY.search(bytes(line))
             if m:
@@ -86,6 +89,20 @@ class Mailbox:
                                                server_hostname=self.opts.imap.host)
         await asyncio.wait_for(proto.capability(), self.opts.timeout)
 
+    async def _guard(self, aw: Awaitable[T]) -> T:
+        """Await one command, but give up as soon as the connection is gone: aioimaplib
+        would wait for its timeout on a socket the server already closed."""
+        task = asyncio.ensure_future(aw)
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not task.done():
+            task.cancel()
+            raise ImapError("the server closed the connection")
+        return task.result()
+
     @property
     def can_idle(self) -> bool:
         return self.client is not None and self.client.has_capability("IDLE")
@@ -102,11 +119,14 @@ class Mailbox:
             self.maybe_new = True
         return resp
 
+    async def _uid(self, *args: str) -> aioimaplib.Response:
+        resp = _ok(await self._guard(self._c().uid(*args)), f"UID {args[0].upper()}")
+        return self._note(resp)
+
     async def sizes_after(self, last_uid: int) -> list[tuple[int, int]]:
         """(uid, size) of every message with a UID above ``last_uid``, in UID order."""
         self.maybe_new = False
-        resp = self._note(_ok(await self._c().uid(
-            "fetch", f"{last_uid + 1}:*", "(UID RFC822.SIZE)"), "UID FETCH"))
+        resp = await self._uid("fetch", f"{last_uid + 1}:*", "(UID RFC822.SIZE)")
         found = []
         for line in resp.lines:
             m = _FETCH_SIZE.search(bytes(line))
@@ -119,8 +139,8 @@ class Mailbox:
 
     async def unseen_since(self, day: date) -> list[int]:
         when = f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
-        resp = _ok(await self._c().uid_search("UNSEEN", "SINCE", when, charset=None),
-                   "UID SEARCH")
+        resp = _ok(await self._guard(
+            self._c().uid_search("UNSEEN", "SINCE", when, charset=None)), "UID SEARCH")
         uids: list[int] = []
         for line in resp.lines[:-1]:
             uids += [int(x) for x in bytes(line).split() if x.isdigit()]
@@ -128,27 +148,26 @@ class Mailbox:
 
     async def fetch(self, uid: int) -> bytes | None:
         """The whole mail, without setting \\Seen; None when it is gone."""
-        resp = self._note(_ok(await self._c().uid("fetch", str(uid), "(BODY.PEEK[])"),
-                              "UID FETCH"))
+        resp = await self._uid("fetch", str(uid), "(BODY.PEEK[])")
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
         return None
 
     async def mark_seen(self, uid: int) -> None:
-        self._note(_ok(await self._c().uid("store", str(uid), "+FLAGS.SILENT", "(\\Seen)"),
-                       "UID STORE"))
+        await self._uid("store", str(uid), "+FLAGS.SILENT", "(\\Seen)")
 
     async def move(self, uid: int, folder: str) -> None:
         c = self._c()
-        await c.protocol.simple_command("CREATE", _quote(folder))  # NO when it exists: fine
+        # NO when the folder exists already: fine
+        await self._guard(c.protocol.simple_command("CREATE", _quote(folder)))
         if c.has_capability("MOVE"):
-            self._note(_ok(await c.uid("move", str(uid), _quote(folder)), "UID MOVE"))
+            await self._uid("move", str(uid), _quote(folder))
             return
-        _ok(await c.uid("copy", str(uid), _quote(folder)), "UID COPY")
-        _ok(await c.uid("store", str(uid), "+FLAGS.SILENT", "(\\Deleted)"), "UID STORE")
+        await self._uid("copy", str(uid), _quote(folder))
+        await self._uid("store", str(uid), "+FLAGS.SILENT", "(\\Deleted)")
         if c.has_capability("UIDPLUS"):
-            _ok(await c.uid("expunge", str(uid)), "UID EXPUNGE")
+            await self._uid("expunge", str(uid))
 
     async def wait_for_mail(self) -> None:
         """Return when new mail may have arrived: an IDLE push, the IDLE renewal time, or
@@ -158,7 +177,7 @@ class Mailbox:
             return
         if not self.can_idle:
             await self._sleep_or_lost(self.opts.poll_interval)
-            _ok(await c.noop(), "NOOP")
+            _ok(await self._guard(c.noop()), "NOOP")
             return
         idle = await c.idle_start(timeout=self.opts.idle_renew)
         try:

@@ -119,8 +119,10 @@ class ImapTap:
 
 
 class MailServer:
-    def __init__(self, capabilities: str | None = None) -> None:
+    def __init__(self, capabilities: str | None = None, tls: bool = False) -> None:
         self.capabilities = capabilities  # replaces Dovecot's CAPABILITY list after login
+        self.tls = tls  # IMAPS on imaps_port, STARTTLS for IMAP and SMTP (self-signed)
+        self.imaps_port = free_port()
         self.work = Path(tempfile.mkdtemp(prefix="roomlink-mail-"))
         self.work.chmod(0o755)  # dovecot's unprivileged processes traverse it
         self.imap_port = free_port()
@@ -140,6 +142,15 @@ class MailServer:
             (self.work / sub).mkdir(exist_ok=True)
         os.chown(self.work / "mail", self.uid, self.gid)
         (self.work / "users").write_text(f"bridge:{{PLAIN}}{PASSWORD}::::::\n")
+        ssl = "ssl = no"
+        if self.tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-subj", "/CN=127.0.0.1", "-days", "1",
+                            "-keyout", str(self.work / "key.pem"),
+                            "-out", str(self.work / "cert.pem")], check=True,
+                           capture_output=True)
+            ssl = (f"ssl = yes\nssl_cert = <{self.work}/cert.pem\n"
+                   f"ssl_key = <{self.work}/key.pem")
         self.conf.write_text(f"""\
 protocols = imap
 listen = 127.0.0.1
@@ -147,7 +158,7 @@ base_dir = {self.work}/run
 state_dir = {self.work}/state
 instance_name = dovecot-{self.work.name}
 log_path = {self.work}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = {self.uid}
@@ -167,7 +178,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.imaps_port if self.tls else 0}
   }}
 }}
 """)
@@ -178,7 +190,8 @@ service imap-login {{
         log = (self.work / "smtp.log").open("ab")
         self.sink = subprocess.Popen(
             [sys.executable, str(SINK), "--port", str(self.smtp_port),
-             "--dovecot-conf", str(self.conf), "--mailroot", str(self.work / "mail")],
+             "--dovecot-conf", str(self.conf), "--mailroot", str(self.work / "mail"),
+             *(["--tls-dir", str(self.work)] if self.tls else [])],
             stdout=log, stderr=log)
         log.close()
         try:
@@ -273,12 +286,13 @@ service imap-login {{
             assert recipients is not None
             raw = msg if isinstance(msg, bytes) else msg.as_bytes(policy=policy.SMTP)
             async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port,
-                                       start_tls=False, timeout=30) as client:
+                                       start_tls=self.tls, validate_certs=False,
+                                       timeout=30) as client:
                 await client.sendmail("", recipients, raw)
             return
         await aiosmtplib.send(msg, hostname="127.0.0.1", port=self.smtp_port, sender=sender,
-                              recipients=recipients, start_tls=False, use_tls=False,
-                              timeout=30)
+                              recipients=recipients, start_tls=self.tls, use_tls=False,
+                              validate_certs=False, timeout=30)
 
 
 def new_mail(sender: str, text: str, name: str = "", to: str = BRIDGE,

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 from typing import Any
 
@@ -63,12 +64,18 @@ async def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--dovecot-conf", required=True)
     p.add_argument("--mailroot", required=True)
+    p.add_argument("--tls-dir", help="offer STARTTLS with cert.pem/key.pem from here")
     args = p.parse_args()
     loop = asyncio.get_running_loop()
     handler: Any = Handler(args.dovecot_conf, args.mailroot)
+    tls = None
+    if args.tls_dir:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(f"{args.tls_dir}/cert.pem", f"{args.tls_dir}/key.pem")
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="smtp.test.local", enable_SMTPUTF8=True,
-                     data_size_limit=64 * 1024 * 1024),
+                     data_size_limit=64 * 1024 * 1024, tls_context=tls,
+                     require_starttls=tls is not None),
         "127.0.0.1", args.port)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
