@@ -228,3 +228,61 @@ async def test_hostile_author_adds_no_header(tmp_path: Path, mail_server: MailSe
         await asyncio.sleep(0.5)
         assert mail_server.mails("victim") == []
         assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_mail_finds_its_room_among_several(tmp_path: Path, mail_server: MailServer) -> None:
+    port = free_port()
+    path = write_config(tmp_path / "roomlink.yaml", {
+        "parties": {p: {"store": f"sqlite:///{tmp_path}/{p}.db"} for p in ("agency", "acme")},
+        "connectors": {
+            "mail": {"party": "acme", "type": "email",
+                     **mail_server.options(allowed_senders=["@partner.example"])},
+            "web": {"party": "agency", "type": "api", "listen": f"127.0.0.1:{port}"},
+        },
+        "pipes": {
+            "deal": {"rooms": [{"connector": "mail", "room": ALICE},
+                               {"connector": "web", "room": "lobby"}]},
+            "ops": {"rooms": [{"connector": "mail", "room": "Dave@test.local, carol@test.local"},
+                              {"connector": "web", "room": "ops"}]},
+        },
+    })
+    daemon = Daemon(path, [port])
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            lobby, ops = Room(http, port, "lobby"), Room(http, port, "ops")
+            async with lobby.stream() as deal_stream, ops.stream() as ops_stream:
+                await lobby.post("to alice", "bob")
+                said = await ops.post("to ops", "bob")
+                [to_alice] = await mail_server.wait_mails("alice", 1)
+                [to_ops] = await mail_server.wait_mails("carol", 1)
+                assert to_ops["Subject"] == "[ops] conversation"
+                assert sorted(a.addr_spec for a in to_ops["To"].addresses) == [
+                    CAROL, "dave@test.local"]
+                # a reply goes to the room of the mail it answers
+                await mail_server.send(new_mail(CAROL, "ops reply", "Carol",
+                                                in_reply_to=str(to_ops["Message-ID"])))
+                # alice is no recipient of the ops room: her reply to its mail is dropped
+                await mail_server.send(new_mail(ALICE, "not mine to answer", "Alice",
+                                                in_reply_to=str(to_ops["Message-ID"])))
+                # a fresh mail goes to the room its sender is a recipient of
+                await mail_server.send(new_mail(CAROL, "fresh from carol", "Carol"))
+                # an allowed stranger lands where the mail's other recipients are
+                await mail_server.send(new_mail("erin@partner.example", "erin here", "Erin",
+                                                to=f"{BRIDGE}, {CAROL}"))
+                await mail_server.send(new_mail(ALICE, "alice in her room", "Alice",
+                                                in_reply_to=str(to_alice["Message-ID"])))
+                frames = await ops_stream.wait_for(3)
+                [deal] = await deal_stream.wait_for(1)
+                await asyncio.sleep(1.0)
+                assert [(f["author"]["name"], f["text"]) for f in ops_stream.frames] == [
+                    ("Carol", "ops reply"), ("Carol", "fresh from carol"), ("Erin", "erin here")]
+                assert frames[0]["reply_to"] == said["id"]
+                assert frames[1].get("reply_to") is None
+                assert deal["text"] == "alice in her room"
+                assert len(deal_stream.frames) == 1
+                assert "from alice@test.local not relayed: sender not allowed in room " \
+                       "'carol@test.local, dave@test.local'" in daemon.log()
+        assert daemon.terminate() == 0, daemon.log()
+    finally:
+        daemon.cleanup()
