@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
@@ -194,6 +194,10 @@ def read_mail(raw: bytes, languages: list[str]) -> Incoming:
     date = None
     with contextlib.suppress(TypeError, ValueError, IndexError):
         date = parsedate_to_datetime(str(msg["Date"])) if msg["Date"] else None
+    if date is not None:
+        # "-0000" parses without a zone; a sender's clock (or a forger) ahead of ours
+        # must not date a message in the future
+        date = min(date if date.tzinfo else date.replace(tzinfo=UTC), datetime.now(UTC))
     return Incoming(
         message_id=mid_value,
         sender=sender,

@@ -164,6 +164,15 @@ def test_read_mail_takes_author_references_and_flowed_text() -> None:
     assert mail.date == datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
+def test_dates_without_zone_or_in_the_future() -> None:
+    naive = read_mail(raw("From: a@b.example\nDate: Mon, 30 Nov 2026 10:00:00 -0000"), LANGS)
+    assert naive.date == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    future = read_mail(raw("From: a@b.example\nDate: Fri, 1 Jan 2100 10:00:00 +0000"), LANGS)
+    assert future.date is not None and future.date <= datetime.now(UTC)
+    garbage = read_mail(raw("From: a@b.example\nDate: yesterday-ish"), LANGS)
+    assert garbage.date is None
+
+
 def test_unreadable_mail_raises_for_the_caller_to_skip() -> None:
     with pytest.raises(ValueError):
         read_mail(raw("To: bridge@acme.example"), LANGS)  # no From
