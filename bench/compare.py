@@ -28,13 +28,18 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_json(args: list[str]) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, *args, "--json", out.name]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, log = Path(tmp) / "out.json", Path(tmp) / "daemon.log"
+        cmd = [sys.executable, *args, "--json", str(out)]
+        if args[0].endswith("relay.py"):
+            cmd += ["--keep-log", str(log)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            if log.exists():
+                sys.stderr.write("daemon log:\n" + log.read_text()[-3000:])
             raise SystemExit(f"{' '.join(args)} failed with {proc.returncode}")
-        figures: dict[str, float] = json.loads(Path(out.name).read_text())
+        figures: dict[str, float] = json.loads(out.read_text())
         return figures
 
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from roomlink.model import Attachment, Author, Kind, Message
 from roomlink.store import Store
 
@@ -65,6 +63,8 @@ class Db:
             names = [d[0] for d in cur.description]
             out = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         else:
+            import sqlalchemy as sa  # PostgreSQL only: a SQLite daemon never loads it
+
             out = [dict(r) for r in self.conn.execute(sa.text(sql), p).mappings().all()]
         for r in out:
             for k in _TIMES:
@@ -76,6 +76,8 @@ class Db:
         p = {k: self.param(v) for k, v in params.items()}
         if isinstance(self.conn, sqlite3.Connection):
             return self.conn.execute(sql, p).rowcount
+        import sqlalchemy as sa
+
         return int(self.conn.execute(sa.text(sql), p).rowcount)
 
 

@@ -6,16 +6,14 @@ import asyncio
 import contextlib
 import logging
 import re
-import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
-
 from roomlink.model import Message
-from roomlink.store.backends import Backend, PostgresBackend, open_backend
+from roomlink.store.backends import Backend, FastWrites, open_backend
 from roomlink.store.base import OutboxEntry, OutboxRow, RecordEntry, RoomCount, StoreError
 from roomlink.urls import redact
 
@@ -80,9 +78,11 @@ def _split(ops: Sequence[_Op], rows: list[list[OutboxRow]]) -> list[list[list[Ou
 def describe(e: BaseException) -> str:
     """What went wrong, for logs and errors: the driver's first line, never the SQL
     parameters (other people's messages and names) that SQLAlchemy adds to its text."""
-    orig = e.orig if isinstance(e, sa.exc.StatementError) else None
+    sa = sys.modules.get("sqlalchemy")  # not loaded: then no error can be one of its own
+    statement_error = sa.exc.StatementError if sa is not None else ()
+    orig = e.orig if isinstance(e, statement_error) else None
     inner: BaseException = orig if isinstance(orig, BaseException) else e
-    if isinstance(inner, sa.exc.StatementError):
+    if isinstance(inner, statement_error):
         text = str(inner.args[0]) if inner.args else ""  # the message alone, no SQL
     else:
         text = str(inner)
@@ -92,10 +92,7 @@ def describe(e: BaseException) -> str:
     return f"{type(inner).__name__}: {first[:200]}"
 
 
-_DB_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, sqlite3.Error)
-
-
-def _wrap(e: BaseException, errors: tuple[type[BaseException], ...] = _DB_ERRORS) -> BaseException:
+def _wrap(e: BaseException, errors: tuple[type[BaseException], ...]) -> BaseException:
     if isinstance(e, errors):
         err = StoreError(describe(e))
         err.__cause__ = e
@@ -118,7 +115,7 @@ class Store:
         self._writer = loop.create_task(self._write_loop(), name=f"roomlink-store-writer[{party}]")
         # PostgreSQL: record() and delivery marks on asyncpg directly, the marks in a lane
         # of their own, every mark that is ready in one statement (group commit across rooms)
-        self._pg = backend if isinstance(backend, PostgresBackend) else None
+        self._pg = backend if isinstance(backend, FastWrites) else None
         self._marks: asyncio.Queue[_Mark | None] = asyncio.Queue()
         self._marker = (
             loop.create_task(self._mark_loop(), name=f"roomlink-store-marks[{party}]")
