@@ -20,6 +20,7 @@ from roomlink.opscli import (
     pid_path,
     print_schema,
     reload_daemon,
+    reload_unchecked,
 )
 from roomlink.record import commands as record_commands
 
@@ -82,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as err:
+        if args.command == "reload":
+            done = reload_unchecked(args.config, err, args.pid_file)
+            if done is not None:
+                return done
         if fmt == "json":  # even a fatal start error is one JSON object per line
             setup_logging("INFO", (), "json")
             for issue in err.issues:

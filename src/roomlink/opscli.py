@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from roomlink.config import Config
+from roomlink.config import Config, ConfigError
 from roomlink.configfile import did_you_mean
 from roomlink.store.base import FAILED, PENDING
 
@@ -107,12 +107,28 @@ def reload_daemon(config: Config, pid_file: str | None) -> int:
         done = _reload_through_admin(config)
         if done is not None:
             return done
-    path = pid_path(config.path, pid_file)
+    return signal_daemon(config.path, pid_file)
+
+
+def reload_unchecked(path: str, err: ConfigError, pid_file: str | None) -> int | None:
+    """When this shell lacks only some of the daemon's environment variables (secrets
+    often live in the daemon's environment alone), the file may still be fine for the
+    daemon: signal it, which checks the file with its own environment. None: the file
+    itself has errors (the caller prints them)."""
+    if not all(i.message.startswith("environment variable ") for i in err.issues):
+        return None
+    print(f"note: {len(err.issues)} environment variable(s) of {path} are not set here; "
+          "the daemon checks the file with its own environment", file=sys.stderr)
+    return signal_daemon(Path(path).resolve(), pid_file)
+
+
+def signal_daemon(config_path: Path, pid_file: str | None) -> int:
+    path = pid_path(config_path, pid_file)
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError) as exc:
-        print(f"roomlink reload: no running roomlink found for {config.path} "
+        print(f"roomlink reload: no running roomlink found for {config_path} "
               f"(pid file {path}: {getattr(exc, 'strerror', None) or exc})", file=sys.stderr)
         return EXIT_RUNTIME
     print(f"sent SIGHUP to roomlink (pid {pid}); it logs what changed, or the errors")
@@ -142,6 +158,10 @@ def _reload_through_admin(config: Config) -> int | None:
         except ValueError:
             print(f"roomlink reload: the admin server answered {err.code}", file=sys.stderr)
             return EXIT_RUNTIME
+        if err.code == 401:  # this shell's token differs: the pid file still works
+            print(f"note: the admin server refused the token ({body.get('error')}); "
+                  "signalling through the pid file", file=sys.stderr)
+            return None
         if err.code != 422:
             print(f"roomlink reload: {body.get('error', err.code)}", file=sys.stderr)
             return EXIT_RUNTIME

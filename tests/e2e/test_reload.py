@@ -176,9 +176,12 @@ async def test_reload_through_the_pid_file(tmp_path: Path) -> None:
     ports = {n: free_port() for n in ("agency-api", "acme-api", "agency-side", "acme-side")}
     config = _config({**ports, "admin": 0})
     del config["admin"]
+    # a secret only the daemon's environment has: this shell cannot check the file whole
+    config["connectors"]["acme-side"]["token"] = "${ACME_SIDE_TOKEN}"
     path = write_config(tmp_path / "roomlink.yaml", config)
     pid_file = tmp_path / "roomlink.pid"
-    daemon = Daemon(path, list(ports.values()), env={"ROOMLINK_PID_FILE": str(pid_file)})
+    daemon = Daemon(path, list(ports.values()), env={"ROOMLINK_PID_FILE": str(pid_file),
+                                                     "ACME_SIDE_TOKEN": "side-secret"})
     await daemon.start()
     try:
         assert daemon.proc is not None
@@ -187,10 +190,17 @@ async def test_reload_through_the_pid_file(tmp_path: Path) -> None:
         write_config(path, config)
         done = run_cli("reload", "-c", str(path), env={"ROOMLINK_PID_FILE": str(pid_file)})
         assert done.returncode == 0 and f"pid {daemon.proc.pid}" in done.stdout
+        assert "ACME_SIDE_TOKEN" not in done.stdout and "not set here" in done.stderr
         await _wait_log(daemon, r"reload done: .*room acme-side:s2 no longer receives", 1)
+        # a file with a real error is refused here, and the daemon is left alone
+        path.write_text(path.read_text().replace("room: s1", "rom: s1", 1))
+        done = run_cli("reload", "-c", str(path), env={"ROOMLINK_PID_FILE": str(pid_file)})
+        assert done.returncode == 2 and "did you mean 'room'" in done.stderr
+        assert "reload rejected" not in daemon.log()
         assert daemon.terminate() == 0
     finally:
         daemon.cleanup()
     assert not pid_file.exists()
+    path.write_text(path.read_text().replace("rom: s1", "room: s1", 1))
     done = run_cli("reload", "-c", str(path), env={"ROOMLINK_PID_FILE": str(pid_file)})
     assert done.returncode == 1 and "no running roomlink" in done.stderr
