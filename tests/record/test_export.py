@@ -3,6 +3,7 @@ the HTML transcript opened in headless Chromium (Debian's chromium, through Play
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mailbox
 import os
@@ -165,3 +166,33 @@ def test_html_transcript_parses_and_renders_in_chromium(
             assert shot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_progress_bar_on_a_terminal_only(conversation: Conversation, tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from rlkit import roomlink_cmd
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    out = tmp_path / "t.txt"
+    try:
+        done = subprocess.run(
+            roomlink_cmd("history", "export", "-c", str(conversation.config), "--party",
+                         "acme", "--format", "text", "-o", str(out)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary, timeout=120,
+        )
+        os.close(secondary)
+        shown = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(primary, 4096):
+                shown += chunk
+    finally:
+        os.close(primary)
+    assert done.returncode == 0
+    assert re.search(rb"export text: 100%\|.*\| 8(\.00)?/8(\.00)? ", shown), shown
+    assert out.read_text().count("\n") == 10  # 8 records and 2 digest lines
