@@ -101,3 +101,18 @@ async def test_a_channel_named_by_its_username(tmp_path: Path, tg: Any) -> None:
             await api.post("congratulations", "bob")
             await wait_until(lambda: len(tg.bot_messages(channel.id)) == 1, what="the post")
             assert tg.sent_calls("sendMessage")[0]["chat_id"] == "@acme_news"
+
+
+async def test_relay_bots_lets_other_bots_through_but_never_itself(
+    tmp_path: Path, tg: Any
+) -> None:
+    path, port = config(tmp_path, tg, relay_bots=True)
+    helper = tg.user("CI", username="ci_bot", is_bot=True)
+    async with running(path, [port], env(tg)), aiohttp.ClientSession() as http:
+        async with Room(http, port, "lobby").stream() as stream:
+            tg.say(GROUP, tg.me, "the bridge's own post")
+            tg.say(GROUP, helper, "build passed")
+            [frame] = await stream.wait_for(1)
+            await asyncio.sleep(0.5)
+            assert len(stream.frames) == 1
+            assert (frame["author"]["name"], frame["text"]) == ("CI", "build passed")
