@@ -40,7 +40,7 @@ from .convert import (
     room_tag,
     tag_of,
 )
-from .imap import ImapError, Mailbox
+from .imap import ImapError, ImapRefused, Mailbox
 from .options import EmailOptions
 from .smtp import send_mail
 
@@ -310,7 +310,11 @@ class EmailConnector(Connector):
             await self._accept(inbound)
         await self.ctx.set_cursor(self.cursor_key, f"{self.mailbox.uidvalidity}:{uid}")
         if inbound is not None:
-            await self.mailbox.mark_seen(uid)
+            try:
+                await self.mailbox.mark_seen(uid)
+            except ImapRefused as exc:  # a read-only folder: the cursor is what counts
+                self.log.warning("%s: could not mark mail UID %d read: %s", self.ctx.name,
+                                 uid, exc)
 
     async def _judge(self, uid: int, raw: bytes) -> Inbound | None:
         try:
@@ -330,7 +334,12 @@ class EmailConnector(Connector):
             self.log.info("%s: mail UID %d from %s not relayed: %s", self.ctx.name, uid,
                           mail.sender, reason)
             if self.opts.reject_folder:
-                await self.mailbox.move(uid, self.opts.reject_folder)
+                try:
+                    await self.mailbox.move(uid, self.opts.reject_folder)
+                except ImapRefused as exc:  # must not hold up the mail behind it
+                    self.log.warning("%s: could not move mail UID %d to %r (%s); left "
+                                     "where it is", self.ctx.name, uid,
+                                     self.opts.reject_folder, exc)
             return None
         if not mail.text.strip() and not mail.attachments:
             self.log.info("%s: mail UID %d from %s has no new text: skipped", self.ctx.name,

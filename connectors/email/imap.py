@@ -28,6 +28,10 @@ class ImapError(Exception):
     """The IMAP session failed (refused, lost, or answered NO/BAD): reconnect."""
 
 
+class ImapRefused(ImapError):
+    """The server answered NO or BAD to one command; the connection itself is fine."""
+
+
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_SIZE = re.compile(rb"UID (\d+) RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+) UID (\d+)")
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
@@ -36,7 +40,7 @@ _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 def _ok(resp: aioimaplib.Response, what: str) -> aioimaplib.Response:
     if resp.result != "OK":
         text = b" ".join(bytes(x) for x in resp.lines[-1:]).decode(errors="replace")
-        raise ImapError(f"{what}: {resp.result} {text}")
+        raise ImapRefused(f"{what}: {resp.result} {text}")
     return resp
 
 
@@ -179,7 +183,13 @@ class Mailbox:
             await self._sleep_or_lost(self.opts.poll_interval)
             _ok(await self._guard(c.noop()), "NOOP")
             return
-        idle = await c.idle_start(timeout=self.opts.idle_renew)
+        try:
+            idle = await c.idle_start(timeout=self.opts.idle_renew)
+        except aioimaplib.Abort as exc:  # IDLE announced but refused: poll from now on
+            self.log.warning("IMAP: IDLE refused (%s); polling every %.0fs instead", exc,
+                             self.opts.poll_interval)
+            c.protocol.capabilities.discard("IDLE")
+            return
         try:
             while True:
                 push_task = asyncio.ensure_future(c.wait_server_push(self.opts.idle_renew + 30))

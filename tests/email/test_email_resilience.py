@@ -213,3 +213,17 @@ async def test_tls_and_starttls(tmp_path: Path, tls_server: MailServer,
         if imap_security == "starttls":  # nothing readable went over the plain port
             assert not tls_server.tap.sent("over TLS")
         assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_a_reject_folder_the_server_refuses_holds_up_nothing(
+    tmp_path: Path, mail_server: MailServer
+) -> None:
+    async with bridge(tmp_path, mail_server, reject_folder="bad..name") as (daemon, _, stream):
+        await mail_server.send(new_mail("mallory@evil.example", "spam", "Mallory"))
+        await mail_server.send(new_mail(ALICE, "still heard", "Alice"))
+        [frame] = await stream.wait_for(1)
+        assert frame["text"] == "still heard"
+        log = daemon.log()
+        assert "could not move mail UID 1 to 'bad..name'" in log
+        assert "Invalid mailbox name" in log and "IMAP reconnecting" not in log
+        assert daemon.terminate() == 0, daemon.log()
