@@ -269,3 +269,14 @@ async def test_a_rolled_back_record_leaves_the_chain_intact(store: Store) -> Non
     walk = (await walk_store(store)).pipes["project"]
     assert walk.broken is None and walk.count == 2
     assert [m.id for _, m in await store.messages()] == ["m00000", "m00002"]
+
+
+async def test_taking_back_the_newest_records_keeps_the_chain(store: Store) -> None:
+    """What the ingest does when another store refused a batch (Store.forget)."""
+    await store.record([RecordEntry(msg(i)) for i in range(3)])
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    await store.record([RecordEntry(msg(i)) for i in range(3, 5)])
+    assert await store.forget(["m00003", "m00004"], since) == 2
+    await store.record([RecordEntry(msg(i)) for i in range(3, 6)])
+    walk = (await walk_store(store)).pipes["project"]
+    assert walk.broken is None and walk.count == 6

@@ -337,4 +337,6 @@ def forget(conn: sqlite3.Connection, message_ids: Sequence[str], since: datetime
                               ("messages", "id")):
             conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", found)
         removed += len(found)
+    if removed and isinstance(conn, Connection):
+        conn.forget_heads()  # the heads it remembers may be of rows just removed
     return removed
