@@ -190,6 +190,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop taking input, give in-flight deliveries a grace period, close the stores."""
+        await self.reloader.close()
         grace = self.config.delivery.shutdown_grace
         if self._rescans is not None:
             self._rescans.cancel()

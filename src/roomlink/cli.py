@@ -171,10 +171,11 @@ async def _serve(config: Config, source: str | None = None) -> None:
                  len(config.pipes), len(config.connectors))
         await stop.wait()
         log.info("stopping: no more input; finishing deliveries in flight")
-        if reloads:  # a reload half done would leave parts unstopped
-            await asyncio.gather(*reloads, return_exceptions=True)
     finally:
+        # SIGHUP's default would kill the process; a reload in progress finishes first
+        loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP ignored: stopping")
         for task in reloads:
-            task.cancel()
+            if not started.is_set():
+                task.cancel()
         await daemon.stop()
     log.info("stopped")

@@ -45,10 +45,18 @@ class Reloader:
         # `roomlink check -c` with the same name prints them
         self.source: str | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def close(self) -> None:
+        """No more reloads: waits for one in progress, so that stopping finds it done."""
+        async with self._lock:
+            self._closed = True
 
     async def reload(self) -> ReloadResult:
         """Re-read the daemon's config file and apply it; one reload at a time."""
         async with self._lock:
+            if self._closed:
+                return ReloadResult(False, ["roomlink is stopping"])
             path = self.source or str(self.daemon.config.path)
             log.info("reload: reading %s", path)
             try:
