@@ -7,6 +7,8 @@ a retried POST safe: the same key in the same room gives the same message, store
 /v1/rooms/{room}/messages/{id}`` edit or delete a message said in that room.
 ``GET /v1/rooms/{room}/stream`` is a WebSocket with one JSON text frame per message
 delivered into the room. A room with no stream client is down: its messages wait.
+``?after=MESSAGE_ID`` first replays what the room received after that message; a client
+that cannot keep up is closed with code 4008 (see stream.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import codecs
 import hmac
 import json
 import logging
+import os
+import sys
 import uuid
 from typing import Any
 
@@ -27,16 +31,25 @@ from roomlink.httpserve import HttpLimitOptions, HttpServer
 from roomlink.model import BadInput, Inbound, InboundAuthor, Kind, Outbound
 from roomlink.router import ShuttingDown
 
+from .stream import GOING_AWAY, STALL, TOO_SLOW, Frame, StreamClient
+
 log = logging.getLogger("roomlink.connector.api")
 
 MAX_AUTHOR = 256
 MAX_KEY = 256
+REPLAY_PAGE = 500
+REPLAY_MAX = 10_000  # frames replayed at most on one connect; resume again from the last
 
 
 class ApiOptions(HttpLimitOptions, ConnectorOptions):
     listen: str = Field(description="host:port to listen on")
     token: SecretStr | None = None
     max_text_length: int = Field(default=65536, ge=1)
+    stream_buffer: int = Field(
+        default=1_048_576, ge=65536,
+        description="bytes of frames that may wait for one stream client; a client with "
+        "more waiting is disconnected (close code 4008) and may resume with ?after=ID",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -79,7 +92,7 @@ class ApiConnector(Connector):
         super().__init__(options, ctx)
         assert isinstance(options, ApiOptions)
         self.opts = options
-        self._clients: dict[str, set[web.WebSocketResponse]] = {r: set() for r in ctx.rooms}
+        self._clients: dict[str, set[StreamClient]] = {r: set() for r in ctx.rooms}
         self._ready: dict[str, asyncio.Event] = {r: asyncio.Event() for r in ctx.rooms}
         self._server: HttpServer | None = None
 
@@ -100,13 +113,14 @@ class ApiConnector(Connector):
         base = f"http://{self.opts.listen}/v1/rooms"
         for room in self.ctx.rooms:
             log.info("%s room %r: post with  curl -d '{\"author\": \"me\", \"text\": \"hi\"}' "
-                     "%s/%s/messages   watch with  roomlink watch %s/%s/stream",
-                     self.ctx.name, room, base, room, base, room)
+                     "%s/%s/messages   watch with  %s watch %s/%s/stream",
+                     self.ctx.name, room, base, room, _roomlink_command(), base, room)
 
     async def stop(self) -> None:
-        for clients in self._clients.values():
-            for ws in list(clients):
-                await ws.close()
+        clients = [c for room in self._clients.values() for c in room]
+        for client in clients:
+            client.close(GOING_AWAY, "roomlink is stopping")
+        await asyncio.gather(*(c.closed() for c in clients))
         if self._server is not None:
             await self._server.stop()
             self._server = None
@@ -227,38 +241,82 @@ class ApiConnector(Connector):
         room = self._room(request)
         if isinstance(room, web.Response):
             return room
+        replay: list[Frame] = []
+        after = request.query.get("after")
+        if after is not None:
+            found = await self._replay(room, after)
+            if isinstance(found, web.Response):
+                return found
+            replay = found
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        self._clients[room].add(ws)
+        client = StreamClient(ws, request, self.opts.stream_buffer)
+        # live frames queue from now on; the replay goes first and is not sent twice
+        self._clients[room].add(client)
         self._ready[room].set()
+        client.start(replay)
         try:
             async for msg in ws:  # the stream is one-way; reading keeps pings answered
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
-            self._drop(room, ws)
+            self._drop(room, client)
+            client.close(GOING_AWAY, "")
         return ws
 
-    def _drop(self, room: str, ws: web.WebSocketResponse) -> None:
-        self._clients[room].discard(ws)
+    async def _replay(self, room: str, after: str) -> list[Frame] | web.Response:
+        """What the room received after message ``after``, as frames, from the store."""
+        history = self.ctx.history_after
+        if history is None:
+            return _error(400, "this roomlink cannot replay a stream")
+        frames: list[Frame] = []
+        while True:
+            page = await history(room, after, REPLAY_PAGE)
+            if page is None:
+                return _error(404, f"no message {after!r} on record for room {room!r}")
+            for out in page:
+                frames.append((_key(out), json.dumps(self._frame(out, out.message.kind),
+                                                     ensure_ascii=False)))
+            if len(page) < REPLAY_PAGE or len(frames) >= REPLAY_MAX:
+                return frames[:REPLAY_MAX]
+            after = page[-1].message.id
+
+    def _drop(self, room: str, client: StreamClient) -> None:
+        self._clients[room].discard(client)
         if not self._clients[room]:
             self._ready[room].clear()
 
     # -- delivery ------------------------------------------------------------------
-    async def _broadcast(self, room: str, frame: dict[str, Any]) -> None:
+    async def _broadcast(self, room: str, key: str, frame: dict[str, Any]) -> None:
+        """Queue the frame for every client of the room; return once one of them has it on
+        its socket (durable before marked delivered). Never waits for the slowest client:
+        one that takes nothing for ``STALL`` seconds is closed as too slow."""
         data = json.dumps(frame, ensure_ascii=False)
-        sent = 0
-        for ws in list(self._clients.get(room, ())):
-            if ws.closed:
-                self._drop(room, ws)
-                continue
-            try:
-                await ws.send_str(data)
-                sent += 1
-            except (ConnectionError, RuntimeError):
-                self._drop(room, ws)
-        if not sent:
-            raise RoomDown(f"no stream client on room {room!r}")
+        size = len(data.encode())
+        waiting: dict[asyncio.Future[bool], StreamClient] = {}
+        for client in list(self._clients.get(room, ())):
+            written = client.offer(key, data, size)
+            if written is None:
+                self._drop(room, client)
+            else:
+                waiting[written] = client
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALL
+        while waiting:
+            done, _ = await asyncio.wait(waiting, timeout=deadline - loop.time(),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:  # every client still holds it: each is stuck
+                for client in waiting.values():
+                    client.close(TOO_SLOW, f"too slow: took no frame for {STALL:g}s; "
+                                 "reconnect with ?after=<last id>")
+                    self._drop(room, client)
+                break
+            for written in done:
+                client = waiting.pop(written)
+                if written.result():
+                    return
+                self._drop(room, client)
+        raise RoomDown(f"no stream client on room {room!r} took the message")
 
     def _frame(self, out: Outbound, kind: Kind) -> dict[str, Any]:
         m = out.message
@@ -281,14 +339,14 @@ class ApiConnector(Connector):
         return frame
 
     async def send(self, out: Outbound) -> str:
-        await self._broadcast(out.room, self._frame(out, out.message.kind))
+        await self._broadcast(out.room, _key(out), self._frame(out, out.message.kind))
         return out.message.id if out.parts == 1 else f"{out.message.id}.{out.part}"
 
     async def edit(self, out: Outbound) -> None:
-        await self._broadcast(out.room, self._frame(out, Kind.EDIT))
+        await self._broadcast(out.room, _key(out), self._frame(out, Kind.EDIT))
 
     async def delete(self, out: Outbound) -> None:
-        await self._broadcast(out.room, self._frame(out, Kind.DELETE))
+        await self._broadcast(out.room, _key(out), self._frame(out, Kind.DELETE))
 
 
 def _codec(charset: str) -> str | None:
@@ -296,3 +354,16 @@ def _codec(charset: str) -> str | None:
         return codecs.lookup(charset).name
     except LookupError:
         return None
+
+
+def _key(out: Outbound) -> str:
+    return f"{out.message.id}.{out.part}"
+
+
+def _roomlink_command() -> str:
+    """How to run this same roomlink from a shell (a bare ``roomlink`` may not be on the
+    PATH: it lives in the virtual environment)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "roomlink":
+        return os.path.abspath(argv0) if os.sep in argv0 else argv0
+    return f"{sys.executable} -m roomlink"

@@ -16,6 +16,7 @@ from roomlink.model import RoomRef, utcnow
 from roomlink.pacing import TokenBucket
 from roomlink.record.retention import RetentionJob
 from roomlink.reload import Reloader
+from roomlink.replay import history_after
 from roomlink.router import Router
 from roomlink.status import Health
 from roomlink.store import OutboxRow, Store, open_store
@@ -129,6 +130,9 @@ class Daemon:
             log=logging.getLogger(f"roomlink.connector.{name}"),
         )
         connector = load_connector_type(cc.type)(cc.options, ctx)
+        ctx.history_after = partial(
+            history_after, store, lambda: self.topology, lambda: connector.limits, name
+        )
         self.pacers[name] = TokenBucket(connector.limits.rate, connector.limits.burst)
         return connector
 

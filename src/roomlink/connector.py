@@ -83,6 +83,7 @@ def check_host_port(value: str) -> str:
 
 
 AcceptFn = Callable[[Inbound], Awaitable[list[str]]]
+HistoryFn = Callable[[str, str, int], Awaitable[list[Outbound] | None]]
 
 
 @dataclass(slots=True)
@@ -94,6 +95,10 @@ class ConnectorContext:
     get_cursor: Callable[[str], Awaitable[str | None]]
     set_cursor: Callable[[str, str], Awaitable[None]]  # call only after accept() returned
     inbound_rooms: set[str] = field(default_factory=set)  # rooms whose input is relayed
+    # (room, message id, limit) -> what the room received after that message, as parts,
+    # from the party's store; None when the id is unknown. For connectors whose clients
+    # can catch up (the API's streams); the core provides it.
+    history_after: HistoryFn | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("roomlink.connector"))
 
 

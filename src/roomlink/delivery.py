@@ -27,6 +27,7 @@ from roomlink.connector import (
 from roomlink.markup import escape
 from roomlink.model import Kind, Outbound, RoomRef, utcnow
 from roomlink.pacing import TokenBucket, backoff
+from roomlink.replay import display_name
 from roomlink.router import Router
 from roomlink.store import OutboxRow, Store
 from roomlink.textsplit import split_text
@@ -176,13 +177,7 @@ class RoomWorker:
         message = row.message
         pipe = self.pipes.get(message.pipe)
         limits = self.connector.limits
-        nick_format = (pipe.nick_format if pipe else None) or limits.default_nick_format
-        display = nick_format.format(
-            nick=message.author.name,
-            party=message.author.party,
-            platform=message.author.platform,
-            connector=message.origin_connector,
-        )
+        display = display_name(message, pipe, limits)
         reply_native = await self._native(message.reply_to)
         target_native = await self._native(message.target)
         kind = message.kind

@@ -16,6 +16,7 @@ import pytest
 
 from roomlink.model import Author, Inbound, InboundAuthor, Kind, Message, RoomRef, utcnow
 from roomlink.record.compare import compare
+from roomlink.record.verify import walk_store
 from roomlink.router import Router
 from roomlink.store import OutboxRow, RecordEntry, Store, StoreError, open_store
 from roomlink.topology import Pipe, PipeRoom, Topology
@@ -109,6 +110,9 @@ async def test_one_refused_message_fails_alone_and_stores_agree(
         assert agency == acme
         agree, why = await compare(stores["agency"], stores["acme"], "project")
         assert agree, why
+        for store in stores.values():  # each store's own hash chain is intact
+            walk = (await walk_store(store, "project")).pipe("project")
+            assert walk.broken is None, str(walk.broken)
         # each accepted message has its one outbox row (acme's room); the refused none
         assert sorted(row.message.id for row in pushed) == sorted(ids)
         assert await stores["acme"].counts() == {

@@ -395,3 +395,25 @@ def forget(conn: Connection, message_ids: Sequence[str], since: datetime) -> int
         conn.execute(sa.delete(messages).where(messages.c.id.in_(found)))
         removed += len(found)
     return removed
+
+
+def delivered_after(
+    conn: Connection, connector: str, room: str, message_id: str, limit: int
+) -> list[Message] | None:
+    """As ``sqlite_ops.delivered_after``: what the room received after ``message_id``."""
+    seq = conn.scalar(sa.select(messages.c.seq).where(messages.c.id == message_id))
+    if seq is None:
+        return None
+    stmt = (
+        sa.select(*_MESSAGE_COLUMNS)
+        .select_from(outbox.join(messages, messages.c.id == outbox.c.message_id))
+        .where(
+            outbox.c.connector == connector,
+            outbox.c.room == room,
+            outbox.c.state == DELIVERED,
+            messages.c.seq > seq,
+        )
+        .order_by(messages.c.seq, outbox.c.id)
+        .limit(limit)
+    )
+    return [row_to_message(r._mapping) for r in conn.execute(stmt)]

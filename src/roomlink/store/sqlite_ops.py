@@ -340,3 +340,20 @@ def forget(conn: sqlite3.Connection, message_ids: Sequence[str], since: datetime
     if removed and isinstance(conn, Connection):
         conn.forget_heads()  # the heads it remembers may be of rows just removed
     return removed
+
+
+def delivered_after(
+    conn: sqlite3.Connection, connector: str, room: str, message_id: str, limit: int
+) -> list[Message] | None:
+    """What the room received after ``message_id`` (any message this store holds), in
+    order; None when the store holds no such message."""
+    row = conn.execute("SELECT seq FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        return None
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLS} FROM outbox o JOIN messages m ON m.id = o.message_id "
+        "WHERE o.connector = ? AND o.room = ? AND o.state = 'delivered' AND m.seq > ? "
+        "ORDER BY m.seq, o.id LIMIT ?",
+        (connector, room, row[0], limit),
+    )
+    return [_message(r) for r in rows]

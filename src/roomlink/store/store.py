@@ -327,6 +327,15 @@ class Store:
         found: Message | None = await self._read(lambda c: self._ops.get_message(c, message_id))
         return found
 
+    async def delivered_after(
+        self, connector: str, room: str, message_id: str, limit: int = 1000
+    ) -> list[Message] | None:
+        """What the room got after ``message_id``, in order; None if that id is unknown."""
+        found: list[Message] | None = await self._read(
+            lambda c: self._ops.delivered_after(c, connector, room, message_id, limit)
+        )
+        return found
+
     async def messages(
         self, pipe: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[tuple[int, Message]]:
