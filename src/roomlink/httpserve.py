@@ -20,9 +20,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from pydantic import BaseModel, Field
 
 log = logging.getLogger("roomlink.http")
@@ -135,6 +138,27 @@ class _Conn(asyncio.Protocol):
         return None
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's handler, answering a request it cannot parse (bad request line, too
+    large or too many headers) with the same JSON error body as every other error."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)
+        try:
+            reason = HTTPStatus(plain.status).phrase.lower()
+        except ValueError:
+            reason = "error"
+        answer = web.json_response({"error": reason}, status=plain.status)
+        answer.force_close()
+        return answer
+
+
 class _Site(web.TCPSite):
     """A TCP site whose connections go through :class:`_Conn`."""
 
@@ -144,11 +168,17 @@ class _Site(web.TCPSite):
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
-        factory = self._runner.server
-        assert factory is not None
+        server = self._runner.server
+        assert server is not None
         guard = self.guard
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Conn(guard, factory()),
+        loop = asyncio.get_running_loop()
+        kwargs = getattr(server, "_kwargs", {})
+
+        def protocol() -> _Conn:
+            return _Conn(guard, _JsonErrors(server, loop=loop, **kwargs))
+
+        self._server = await loop.create_server(
+            protocol,
             self._host,
             self._port,
             reuse_address=True,

@@ -108,7 +108,12 @@ async def test_malformed_http_logs_one_quiet_line_not_a_traceback(tmp_path: Path
     async with running(path, [agency, acme]) as daemon:
         for _ in range(5):
             for data in (tls_hello, huge_header, many_headers):
-                await _raw(acme, data, read_for=2)
+                answer, _ = await _raw(acme, data, read_for=2)
+                # refused with the same JSON error body as every other error
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")), answer[:200]
+                assert b"Content-Type: application/json" in head, answer[:300]
+                assert body.startswith(b'{"error": '), answer[:300]
         async with aiohttp.ClientSession() as session:
             await Room(session, acme, "lobby").post("still here", "bob")
         assert daemon.terminate() == 0

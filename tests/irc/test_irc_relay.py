@@ -135,7 +135,7 @@ async def test_cr_lf_in_a_message_injects_nothing(
         mallory = f"<{no_ping('mallory')}> "
         assert texts == [
             mallory + "evil QUIT :pwned PRIVMSG #lobby :injected",  # one line, as said
-            mallory + "one QUIT two",
+            mallory + "one QUIT\ufffd two",  # the core stores NUL as U+FFFD
             f"<m{ZWJ}QUIT :x> hi",  # the author is defanged too
             f"<{no_ping('bob')}> still here",
         ]
