@@ -61,6 +61,7 @@ class Daemon:
         self.reloader = Reloader(self)
         self._rescans: asyncio.Task[None] | None = None
         self.loaded_at = utcnow()  # when the running config was read
+        self.failed_starts: set[str] = set()  # connectors whose start failed in a reload
 
     async def start(self) -> None:
         cfg = self.config
@@ -142,7 +143,9 @@ class Daemon:
             await connector.start()
         except Exception as exc:
             self.health.failed(name, f"could not start: {exc}")
+            self.failed_starts.add(name)  # the next reload tries again
             raise
+        self.failed_starts.discard(name)
         self.health.started(name)
         log.info("connector %s (%s) started with rooms %s", name, connector.platform,
                  ", ".join(connector.ctx.rooms) or "(none)")

@@ -117,7 +117,7 @@ class Reloader:
             a, b = old.connectors[name], new.connectors[name]
             return (
                 a.party == b.party and a.type == b.type and a.options == b.options
-                and b.party not in moved
+                and b.party not in moved and name not in d.failed_starts
                 and old_topology.rooms_of(name) == topology.rooms_of(name)
                 and old_topology.inbound_rooms_of(name) == topology.inbound_rooms_of(name)
             )
@@ -137,13 +137,15 @@ class Reloader:
         # the platform gets the grace period to finish (else that copy may be sent twice)
         await asyncio.gather(*(w.stop(grace if w.sending else 0) for w in workers))
         for name in (*removed, *changed):
-            connector = d.connectors.pop(name)
-            try:
-                await asyncio.wait_for(connector.stop(), max(grace, 1.0))
-            except Exception as exc:
-                log.warning("connector %s did not stop cleanly: %s", name, exc)
+            connector = d.connectors.pop(name, None)  # None: it could not even be built
+            if connector is not None:
+                try:
+                    await asyncio.wait_for(connector.stop(), max(grace, 1.0))
+                except Exception as exc:
+                    log.warning("connector %s did not stop cleanly: %s", name, exc)
             d.pacers.pop(name, None)
             d.health.forget(name)
+            d.failed_starts.discard(name)
 
         # 4. the new config takes over: input is routed by the new pipes from here on
         retiring: list[Store] = []
@@ -170,6 +172,7 @@ class Reloader:
             except Exception as exc:
                 log.error("connector %s could not be built: %s", name, exc)
                 d.health.failed(name, f"could not be built: {exc}")
+                d.failed_starts.add(name)
         new_refs = sorted(ref for ref in topology.outbound
                           if ref not in d.workers and ref.connector in d.connectors)
         for ref in new_refs:

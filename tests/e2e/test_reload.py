@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from rlkit import Daemon, Room, export, free_port, run_cli, running, write_config
+from rlkit import Daemon, Room, export, free_port, run_cli, running, wait_port, write_config
 
 
 def _config(ports: dict[str, int], *, extra: bool = False, s2: bool = True,
@@ -192,6 +193,22 @@ async def test_reload_through_the_pid_file(tmp_path: Path) -> None:
         assert done.returncode == 0 and f"pid {daemon.proc.pid}" in done.stdout
         assert "ACME_SIDE_TOKEN" not in done.stdout and "not set here" in done.stderr
         await _wait_log(daemon, r"reload done: .*room acme-side:s2 no longer receives", 1)
+        # a new connector that cannot start (its port is taken) is tried again by the
+        # next reload, even of the same file, once the port is free
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        late = taken.getsockname()[1]
+        config["connectors"]["late-api"] = {"party": "acme", "type": "api",
+                                            "listen": f"127.0.0.1:{late}"}
+        write_config(path, config)
+        daemon.proc.send_signal(signal.SIGHUP)
+        await _wait_log(daemon, r"connector late-api could not start", 1)
+        taken.close()
+        daemon.proc.send_signal(signal.SIGHUP)
+        await _wait_log(daemon, r"connector late-api \(api\) started", 1)
+        await wait_port(late)
+
         # a file with a real error is refused here, and the daemon is left alone
         path.write_text(path.read_text().replace("room: s1", "rom: s1", 1))
         done = run_cli("reload", "-c", str(path), env={"ROOMLINK_PID_FILE": str(pid_file)})
