@@ -184,7 +184,7 @@ async def store(serial: int, batch: int, rounds: int) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
-    figures = await transport(args.n, args.serial, args.concurrency)
+    figures = {} if args.store_only else await transport(args.n, args.serial, args.concurrency)
     if not args.transport_only:
         await store(args.serial, args.batch, max(1, args.n // args.batch))
     return figures
@@ -197,6 +197,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--transport-only", action="store_true", help="skip the store floor")
+    p.add_argument("--store-only", action="store_true", help="skip the transport floor")
     p.add_argument("--json", metavar="PATH", help="also write the transport figures as JSON")
     args = p.parse_args()
     figures = asyncio.run(run(args))
