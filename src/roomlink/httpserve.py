@@ -202,7 +202,8 @@ class HttpServer:
         app.middlewares.insert(0, self._track)
         # one logger per listener, so that the filter's rate limit is per listener
         self._aiohttp_log = logging.getLogger(f"roomlink.http.aiohttp.{name}")
-        self._aiohttp_log.addFilter(_QuietClientErrors(self._say))
+        self._quiet = _QuietClientErrors(self._say)
+        self._aiohttp_log.addFilter(self._quiet)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
@@ -224,6 +225,7 @@ class HttpServer:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        self._aiohttp_log.removeFilter(self._quiet)  # a reload makes a new server
 
     @web.middleware
     async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
