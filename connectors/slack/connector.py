@@ -318,7 +318,11 @@ class SlackConnector(Connector):
         if not self.opts.post_as_author:
             return {}
         name = _one_line(out.display_name).strip() or _one_line(out.message.author.name)
-        return {"username": name[:MAX_USERNAME] or "someone"}
+        identity = {"username": name[:MAX_USERNAME] or "someone"}
+        avatar = out.message.author.avatar_url
+        if avatar and avatar.startswith("https://") and len(avatar) < 2000:
+            identity["icon_url"] = avatar
+        return identity
 
     async def send(self, out: Outbound) -> str:
         assert self._web is not None

@@ -94,8 +94,8 @@ async def author_of(msg: Mapping[str, Any], directory: Directory) -> InboundAuth
         return InboundAuthor(name=str(name), id=msg.get("bot_id"))
     if not isinstance(uid, str):
         return InboundAuthor(name="unknown")
-    name, _avatar = await directory.user(uid)
-    return InboundAuthor(name=name, id=uid)
+    name, picture = await directory.user(uid)
+    return InboundAuthor(name=name, id=uid, avatar_url=picture)
 
 
 def attachments(msg: Mapping[str, Any]) -> list[Attachment]:

@@ -70,6 +70,10 @@ class Author(BaseModel):
     id: Text | None = None  # the platform's user id, when it has one
     party: str
     platform: str
+    # the author's picture where the origin platform gave one (Slack posts it as icon_url);
+    # in memory only: not kept in the stores nor in exports, so a delivery made after a
+    # restart goes without it
+    avatar_url: str | None = Field(default=None, exclude=True)
 
 
 class Attachment(BaseModel):
@@ -120,6 +124,7 @@ def new_message_id(pipe: str, origin: RoomRef, native_id: str | None) -> str:
 class InboundAuthor:
     name: str
     id: str | None = None
+    avatar_url: str | None = None  # an https URL of the author's picture, when known
 
 
 @dataclass(slots=True)

@@ -136,6 +136,7 @@ class Router:
             id=inbound.author.id,
             party=self.topology.party_of[ref],
             platform=self.platforms[connector],
+            avatar_url=inbound.author.avatar_url,
         )
         ts = inbound.ts or utcnow()
         return [
@@ -207,7 +208,8 @@ def _cleaned(inbound: Inbound) -> Inbound:
     """
     return Inbound(
         room=inbound.room,
-        author=InboundAuthor(clean_str(inbound.author.name), clean_opt(inbound.author.id)),
+        author=InboundAuthor(clean_str(inbound.author.name), clean_opt(inbound.author.id),
+                             clean_opt(inbound.author.avatar_url)),
         text=clean_str(inbound.text),
         kind=inbound.kind,
         native_id=clean_opt(inbound.native_id),

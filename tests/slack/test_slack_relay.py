@@ -153,3 +153,24 @@ async def test_as_the_bot_with_a_prefix_and_other_bots_relayed_when_asked(
             await asyncio.sleep(0.5)
             assert len(stream.frames) == 1  # its own post was not relayed back
         assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_slack_to_slack_shows_the_authors_name_and_avatar(
+        tmp_path: Path, slack: SlackServer) -> None:
+    path, port = bridge_config(tmp_path, slack, extra_rooms=["#secret"])
+    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
+        room = Room(http, port, "lobby")
+        async with room.stream() as stream:
+            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
+            slack.say(LOBBY, ALICE, "to the other channel")
+            [post] = await slack.wait_posts(PRIVATE, 1)
+            assert post["username"] == "Alice A."
+            assert post["icons"] == {"image_48": f"https://avatars.example/{ALICE}_192.png"}
+            await room.post("from the web", "carol")  # no avatar known: none sent
+            posts = await slack.wait_posts(PRIVATE, 2)
+            assert "icons" not in posts[1]
+            await stream.wait_for(1)
+            await asyncio.sleep(0.5)
+            assert len(stream.frames) == 1  # the copy in #secret did not come back
+            assert len(slack.history(LOBBY)) == 1
+        assert daemon.terminate() == 0, daemon.log()
