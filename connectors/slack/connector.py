@@ -35,7 +35,7 @@ from roomlink.connector import (
     RateLimited,
     RoomDown,
 )
-from roomlink.model import Kind, Outbound
+from roomlink.model import BadInput, Inbound, Kind, Outbound
 from roomlink.pacing import backoff
 from roomlink.router import ShuttingDown
 
@@ -45,6 +45,7 @@ from .options import SlackOptions
 from .socketmode import BackoffSocketModeClient
 
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+CHANNEL_NAME = re.compile(r"^[a-z0-9_\-\u00c0-\uffff.]{1,80}$")
 MEMORY = 50_000  # event ids, channel+ts pairs, posted ts and thread roots remembered
 MAX_USERNAME = 80
 # Slack's error codes for requests that will fail the same way however often they are sent
@@ -104,6 +105,22 @@ class SlackConnector(Connector):
             edits=True,
             deletes=True,
         )
+
+    @classmethod
+    def normalize_room(cls, room: str) -> str:
+        if CHANNEL_ID.match(room):
+            return room
+        name = room.strip().lstrip("#").lower()
+        if not CHANNEL_NAME.match(name):
+            raise ValueError("a Slack room is a channel name such as \"#acme-project\" "
+                             "(lower-case letters, digits, - and _) or a channel id such "
+                             "as C0123ABCD")
+        return "#" + name
+
+    def is_connected(self) -> bool:
+        socket = self._socket
+        session = socket.current_session if socket is not None else None
+        return session is not None and not session.closed
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,7 +292,7 @@ class SlackConnector(Connector):
         await self._ack(req)
         return True
 
-    async def _accept(self, inbound: Any) -> bool:
+    async def _accept(self, inbound: Inbound) -> bool:
         attempt = 0
         while True:
             try:
@@ -283,6 +300,10 @@ class SlackConnector(Connector):
                 return True
             except ShuttingDown:
                 return False  # not acknowledged: Slack delivers it again after the restart
+            except BadInput as exc:  # no retry will ever store it: skip it (acked), say so
+                self.log.warning("%s: skipping a message from %s that cannot be stored (%s)",
+                                 self.ctx.name, inbound.room, exc)
+                return True
             except Exception as exc:
                 attempt += 1
                 delay = backoff(attempt, 0.5, 30.0)

@@ -267,6 +267,10 @@ class SlackServer:
                     "channel_type": _type(channel)})
         self._changed.set()
 
+    def emit(self, event: dict[str, Any]) -> None:
+        """Send any event, malformed ones included, in an ``events_api`` envelope."""
+        self._emit(event)
+
     def _emit(self, event: dict[str, Any]) -> None:
         envelope = {
             "envelope_id": str(uuid.uuid4()),

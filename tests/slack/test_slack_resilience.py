@@ -130,3 +130,36 @@ async def test_connections_open_failing_backs_off_then_connects(
             assert [f["text"] for f in await stream.wait_for(1)] == ["finally"]
         assert "apps.connections.open failed" in daemon.log()
         assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_malformed_events_are_skipped_and_lose_no_other_message(
+        tmp_path: Path, slack: SlackServer) -> None:
+    path, port = bridge_config(tmp_path, slack)
+    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
+        room = Room(http, port, "lobby")
+        async with room.stream() as stream:
+            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
+            for event in (
+                {"type": "message", "channel": LOBBY},
+                {"type": "message", "channel": LOBBY, "ts": "1.000001", "user": ALICE,
+                 "text": 12345, "files": "not a list"},
+                {"type": "message", "subtype": "message_changed", "channel": LOBBY},
+                {"type": "message", "subtype": "message_changed", "channel": LOBBY,
+                 "message": "not an object"},
+                {"type": "message", "subtype": "message_deleted", "channel": LOBBY,
+                 "deleted_ts": "999.000001"},
+                {"type": "message", "channel": LOBBY, "ts": "2.000001", "user": ALICE,
+                 "text": "lone \udc80 surrogate\x00"},
+                {"type": "user_change", "user": "not an object"},
+                {"type": "app_mention", "channel": LOBBY, "ts": "3.000001"},
+            ):
+                slack.emit(event)
+            slack.say(LOBBY, "U0NOBODY1", "from someone users.info does not know")
+            slack.say(LOBBY, ALICE, "still fine")
+            frames = await stream.wait_for(3)
+            await slack.wait(lambda: len(slack.acked) == len(slack.sent), what="every ack")
+            texts = [f["text"] for f in stream.frames]
+            assert texts[-2:] == ["from someone users.info does not know", "still fine"]
+            assert frames[-2]["author"]["name"] == "U0NOBODY1"
+            assert "\x00" not in "".join(texts)
+        assert daemon.terminate() == 0, daemon.log()
