@@ -156,9 +156,11 @@ async def test_malformed_events_are_skipped_and_lose_no_other_message(
                 slack.emit(event)
             slack.say(LOBBY, "U0NOBODY1", "from someone users.info does not know")
             slack.say(LOBBY, ALICE, "still fine")
-            frames = await stream.wait_for(3)
+            await slack.wait(lambda: any(f["text"] == "still fine" for f in stream.frames),
+                             what="the last message")
             await slack.wait(lambda: len(slack.acked) == len(slack.sent), what="every ack")
-            texts = [f["text"] for f in stream.frames]
+            frames = stream.frames
+            texts = [f["text"] for f in frames]
             assert texts[-2:] == ["from someone users.info does not know", "still fine"]
             assert frames[-2]["author"]["name"] == "U0NOBODY1"
             assert "\x00" not in "".join(texts)
