@@ -97,6 +97,7 @@ class SlackServer:
         self._queue: list[dict[str, Any]] = []  # envelopes waiting for a connection
         self._tickets: set[str] = set()
         self.lose_acks = False  # acks are read but lost, as if the connection broke first
+        self.lost_acks: list[str] = []
         self._ts = 0
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -344,6 +345,8 @@ class SlackServer:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     envelope_id = json.loads(msg.data)["envelope_id"]
                     if self.lose_acks:
+                        self.lost_acks.append(envelope_id)
+                        self._changed.set()
                         continue
                     if self._unacked.pop(envelope_id, None) is not None:
                         self.acked.append(envelope_id)

@@ -50,9 +50,11 @@ async def test_slack_channel_and_api_room_talk_both_ways(tmp_path: Path,
             slack.say(LOBBY, ALICE, "last")
             frames = await stream.wait_for(3)
             assert [f["text"] for f in frames][2] == "last"
+            await slack.wait(lambda: all(slack.is_acked(m["ts"])
+                                         for m in slack.channels[LOBBY].messages),
+                             what="every envelope acknowledged")
             await asyncio.sleep(0.5)
             assert len(stream.frames) == 3
-            assert all(slack.is_acked(m["ts"]) for m in slack.channels[LOBBY].messages)
         assert daemon.terminate() == 0, daemon.log()
 
 
@@ -84,6 +86,8 @@ async def test_rooms_by_name_and_id_across_pages_and_bad_rooms_named_in_the_log(
         await slack.wait_posts(PRIVATE, 1)
         assert [c.get("cursor") for c in slack.method_calls("conversations.list")][:2] == [
             None, "Mg=="]
+        # the rooms that resolved work while the others are still being looked up
+        await slack.wait(lambda: "room #no-such-channel" in daemon.log(), what="the log")
         log = daemon.log()
         assert f"agency-slack: room {OTHER}: the bot is not in this channel" in log
         assert "agency-slack: room #no-such-channel: no such channel" in log

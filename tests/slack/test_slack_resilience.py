@@ -69,7 +69,7 @@ async def test_redelivered_and_unacked_envelopes_are_relayed_once(
             slack.lose_acks = True
             second = slack.say(LOBBY, ALICE, "ack lost")
             await stream.wait_for(2)
-            await asyncio.sleep(0.3)
+            await slack.wait(lambda: slack.lost_acks, what="the ack that gets lost")
             slack.lose_acks = False
             await slack.drop_sockets()
             await slack.wait(lambda: slack.is_acked(second), what="the second ack")
@@ -100,6 +100,7 @@ async def test_disconnects_and_dropped_connections_lose_nothing(
             slack.lose_acks = True
             slack.say(LOBBY, ALICE, "in flight")
             await stream.wait_for(5)
+            await slack.wait(lambda: slack.lost_acks, what="the ack that gets lost")
             slack.lose_acks = False
             await slack.drop_sockets()
             slack.say(LOBBY, ALICE, "while down")
@@ -124,7 +125,7 @@ async def test_connections_open_failing_backs_off_then_connects(
         room = Room(http, port, "lobby")
         async with room.stream() as stream:
             await slack.wait(lambda: slack.connections > 0, 30, "a Socket Mode connection")
-            assert len(slack.method_calls("apps.connections.open")) == 4
+            assert len(slack.method_calls("apps.connections.open")) >= 4
             assert time.monotonic() - started >= 0.3  # it waited between the attempts
             slack.say(LOBBY, ALICE, "finally")
             assert [f["text"] for f in await stream.wait_for(1)] == ["finally"]
