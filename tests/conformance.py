@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +95,16 @@ class Harness:
         self.daemon.kill()
         await self.daemon.start()
 
+    @contextlib.contextmanager
+    def store_locked(self, party: str) -> Iterator[None]:
+        """Hold ``party``'s SQLite store's write lock: no message can be recorded meanwhile."""
+        db = sqlite3.connect(self.config.parent / f"{party}.db", isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            db.close()  # rolls back, releasing the lock
+
     async def frames(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         """The first ``count`` frames the API room received (kinds message, edit, delete)."""
         return (await self.stream.wait_for(count, timeout))[:count]
@@ -126,7 +137,7 @@ async def harness(tmp_path: Path, peer: PeerRoom, env: dict[str, str] | None = N
                   ) -> AsyncIterator[Harness]:
     port = free_port()
     config = write_config(tmp_path / "roomlink.yaml", {
-        "parties": {p: {"store": f"sqlite:///{tmp_path}/{p}.db"}
+        "parties": {p: {"store": f"sqlite:///{tmp_path / p}.db"}
                     for p in (PEER_PARTY, API_PARTY)},
         "connectors": {
             PEER_CONNECTOR: {"party": PEER_PARTY, "type": peer.connector_type,
@@ -242,10 +253,20 @@ async def hostile_text_is_inert(h: Harness) -> None:
 
 
 async def kill_between_receive_and_store(h: Harness) -> None:
-    """kill -9 right after the platform handed a message over: it arrives, and only once."""
-    native = await h.peer.say("said just before a crash", "Alice")
-    await h.peer.wait_handed_over(native)
-    await h.crash_restart()
+    """kill -9 after the platform handed a message over and before the bridge could store
+    it: it arrives after the restart, and only once.
+
+    acme's store is held locked, so the message surely is not stored when the process
+    dies; a connector that acknowledged it on receipt (Slack ack, Telegram offset, IMAP
+    UID) would have lost it.
+    """
+    with h.store_locked(API_PARTY):
+        native = await h.peer.say("said just before a crash", "Alice")
+        await h.peer.wait_handed_over(native)
+        await asyncio.sleep(1.0)  # time enough to acknowledge it, were that the bug
+        h.daemon.kill()
+    assert not h.stream.frames
+    await h.daemon.start()
     await h.frames(1, timeout=60)
     await asyncio.sleep(2.0)  # the platform's re-delivery, if any, has come by now
     # a crash may repeat the one copy in flight to a room, but only with the same id

@@ -68,7 +68,13 @@ class ApiPeer:
         return None  # the POST answered: the message is already stored
 
 
-@pytest.mark.parametrize("scenario", conformance.ALL, ids=lambda s: s.__name__)
+# An API client has no cursor to acknowledge: its POST is answered only once the message
+# is stored, so the crash scenario does not apply (test_durability kills the daemon under
+# API traffic instead).
+SCENARIOS = [s for s in conformance.ALL if s is not conformance.kill_between_receive_and_store]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 async def test_conformance(scenario: conformance.Scenario, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as http:
         peer = ApiPeer(http)
