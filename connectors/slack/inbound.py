@@ -112,6 +112,13 @@ def attachments(msg: Mapping[str, Any]) -> list[Attachment]:
     return found
 
 
+def _change_id(event: Mapping[str, Any]) -> str | None:
+    """The change event's own ts: Slack re-delivers it unchanged, so a crash cannot make
+    one edit or delete two records."""
+    ts = event.get("event_ts") or event.get("ts")
+    return str(ts) if ts else None
+
+
 async def to_inbound(event: Mapping[str, Any], room: str, me: Me, directory: Directory,
                      relay_bots: bool) -> Inbound | None:
     """The roomlink event for one Slack ``message`` event, or None when it is not relayed."""
@@ -125,7 +132,7 @@ async def to_inbound(event: Mapping[str, Any], room: str, me: Me, directory: Dir
             return None  # an unfurl or other metadata change: nothing a reader sees
         return Inbound(room=room, author=await author_of(msg, directory), kind=Kind.EDIT,
                        text=await _text(msg, directory), target_native=str(msg["ts"]),
-                       ts=timestamp(event.get("ts")))
+                       native_id=_change_id(event), ts=timestamp(event.get("ts")))
     if subtype == "message_deleted":
         before = event.get("previous_message") or {}
         if is_own(before, me) or (is_bot(before) and not relay_bots):
@@ -133,7 +140,8 @@ async def to_inbound(event: Mapping[str, Any], room: str, me: Me, directory: Dir
         if not event.get("deleted_ts"):
             return None
         return Inbound(room=room, author=await author_of(before, directory), kind=Kind.DELETE,
-                       target_native=str(event["deleted_ts"]), ts=timestamp(event.get("ts")))
+                       target_native=str(event["deleted_ts"]), native_id=_change_id(event),
+                       ts=timestamp(event.get("ts")))
     if is_own(event, me) or (is_bot(event) and not relay_bots) or not event.get("ts"):
         return None
     ts = str(event["ts"])

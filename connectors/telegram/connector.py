@@ -197,6 +197,9 @@ class TelegramConnector(Connector):
                                   self.ctx.name, raw.get("update_id"), ", ".join(kinds))
                 return
             inbound = await self._map(message, edited)
+            for event in inbound:
+                if event.kind is Kind.EDIT:  # read again after a crash: the same record
+                    event.native_id = f"update:{raw['update_id']}"
         except Exception as exc:  # a malformed update must not stop the bot or its offset
             self.ctx.log.warning("%s: skipping update %s that cannot be read (%s: %s)",
                                  self.ctx.name, raw.get("update_id"), type(exc).__name__, exc)

@@ -193,11 +193,16 @@ class Router:
 
 
 def _dedup_key(inbound: Inbound) -> str | None:
-    """The platform id that makes a message unique; edits and deletes are new events."""
+    """The platform id that makes a message unique.
+
+    For an edit or a delete, ``native_id`` is the platform's id of the change event itself
+    (a Slack event ts, a Telegram update id) where it has one: the same change read again
+    after a crash is then the same record, not a second edit.
+    """
     if inbound.native_id is None:
         return None
     if inbound.kind in (Kind.EDIT, Kind.DELETE):
-        return None
+        return f"{inbound.kind.value}:{inbound.native_id}"
     return inbound.native_id
 
 
