@@ -5,32 +5,23 @@ room per kill, as on SQLite (test_durability.py)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from rlkit import Daemon, Room, export, free_port, write_config
+from store.conftest import pg_database
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 PARTIES = ("agency", "acme", "contractor")
 
 
 @pytest.fixture
 async def databases() -> AsyncIterator[dict[str, str]]:
-    names = {p: f"rl_{p}_{secrets.token_hex(4)}" for p in PARTIES}
-    admin = await asyncpg.connect(f"{PG}/test", timeout=10)
-    try:
-        for name in names.values():
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        yield {p: f"{PG}/{name}" for p, name in names.items()}
-    finally:
-        for name in names.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with contextlib.AsyncExitStack() as stack:
+        yield {p: await stack.enter_async_context(pg_database()) for p in PARTIES}
 
 
 async def test_kill_9_with_postgresql_stores(tmp_path: Path, databases: dict[str, str]) -> None:

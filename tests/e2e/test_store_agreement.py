@@ -5,7 +5,6 @@ refuses fails alone, and afterwards both exports hold the same messages in the s
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,25 +13,13 @@ import asyncpg
 import pytest
 
 from rlkit import export, free_port, running, write_config
-from store.conftest import _pg_admin
+from store.conftest import pg_database
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    name = f"rl_{secrets.token_hex(6)}"
-    admin = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with pg_database() as url:
+        yield url
 
 
 async def test_bad_text_is_cleaned_and_a_refused_message_fails_alone(

@@ -8,9 +8,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from rlkit import free_port, wait_port, write_config
 
@@ -263,3 +265,33 @@ def bridge_config(tmp_path: Path, ircd: Ngircd, pipes: dict[str, list[str]],
         },
     }
     return write_config(tmp_path / "roomlink.yaml", config), api_port
+
+
+# -- fixtures (conftest files import these: the IRC and operations tests) ---------------
+
+@pytest.fixture
+async def ngircd(tmp_path: Path) -> AsyncIterator[Ngircd]:
+    server = Ngircd(tmp_path / "ngircd")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def irc_user(ngircd: Ngircd) -> AsyncIterator[UserFactory]:
+    """Connect a human to the test server: ``await irc_user("alice", "#room")``."""
+    users: list[IrcUser] = []
+
+    async def make(nick: str, *channels: str, port: int | None = None) -> IrcUser:
+        user = IrcUser(port or ngircd.port, nick)
+        users.append(user)
+        await user.connect()
+        for channel in channels:
+            await user.join(channel)
+        return user
+
+    yield make
+    for user in users:
+        await user.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,12 +28,9 @@ async def _pg_admin() -> asyncpg.Connection:
         pytest.fail(f"{PG_HINT} ({type(e).__name__}: {e})", pytrace=False)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty store URL (a new SQLite file, or a new PostgreSQL database)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/s.db"
-        return
+@contextlib.asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards; yields its URL."""
     name = f"rl_{secrets.token_hex(6)}"
     admin = await _pg_admin()
     try:
@@ -47,6 +45,16 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty store URL (a new SQLite file, or a new PostgreSQL database)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/s.db"
+        return
+    async with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,27 +20,15 @@ from roomlink.record.verify import walk_store
 from roomlink.router import Router
 from roomlink.store import OutboxRow, RecordEntry, Store, StoreError, open_store
 from roomlink.topology import Pipe, PipeRoom, Topology
-from store.conftest import _pg_admin
+from store.conftest import pg_database
 
 AGENCY, ACME = RoomRef("agency-api", "lobby"), RoomRef("acme-api", "lobby")
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    name = f"rl_{secrets.token_hex(6)}"
-    admin = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with pg_database() as url:
+        yield url
 
 
 async def _refuse_poison(refuser: str, sqlite_path: Path, pg_url: str) -> None:
