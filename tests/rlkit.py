@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +20,19 @@ import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_beside(test_file: str, module: str, unique_name: str) -> Any:
+    """Import ``module``.py from the folder of ``test_file`` under ``unique_name``: several
+    connectors' test folders hold a ``server.py``, and pytest would mix them up."""
+    if unique_name not in sys.modules:
+        path = Path(test_file).with_name(f"{module}.py")
+        spec = importlib.util.spec_from_file_location(unique_name, path)
+        assert spec is not None and spec.loader is not None
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[unique_name] = loaded
+        spec.loader.exec_module(loaded)
+    return sys.modules[unique_name]
 
 
 def free_port() -> int:

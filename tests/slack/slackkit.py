@@ -4,26 +4,12 @@ one Slack channel with an API room."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
-from rlkit import free_port, write_config
+from rlkit import free_port, load_beside, write_config
 
-
-def _load_server() -> Any:
-    name = "roomlink_tests_slack_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("server.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-server = _load_server()
+server = load_beside(__file__, "server", "roomlink_tests_slack_server")
 SlackServer = server.SlackServer
 slack_server = server.slack_server
 pings = server.pings

@@ -4,29 +4,14 @@ a Telegram group with an API room, and how a group member reads what the bridge 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlkit import free_port, write_config
+from rlkit import free_port, load_beside, write_config
 
-
-def _load_server() -> Any:
-    # imported under its own name: other connectors' tests have a server.py too
-    name = "roomlink_tests_telegram_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("server.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-server = _load_server()
+server = load_beside(__file__, "server", "roomlink_tests_telegram_server")
 BotApiServer = server.BotApiServer
 parse_html = server.parse_html
 utf16_slice = server.utf16_slice
