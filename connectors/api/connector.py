@@ -294,12 +294,24 @@ class ApiConnector(Connector):
         data = json.dumps(frame, ensure_ascii=False)
         size = len(data.encode())
         waiting: dict[asyncio.Future[bool], StreamClient] = {}
+        on_socket = False
         for client in list(self._clients.get(room, ())):
+            if client.can_write_now(size):
+                try:
+                    await client.ws.send_str(data)  # cannot wait: see can_write_now
+                    on_socket = True
+                    continue
+                except (ConnectionError, RuntimeError):
+                    client.close(GOING_AWAY, "")
+                    self._drop(room, client)
+                    continue
             written = client.offer(key, data, size)
             if written is None:
                 self._drop(room, client)
             else:
                 waiting[written] = client
+        if on_socket:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STALL
         while waiting:

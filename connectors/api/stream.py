@@ -23,6 +23,9 @@ GOING_AWAY = 1001  # the daemon is stopping
 CLOSE_WAIT = 2.0  # seconds the closing handshake may take
 STALL = 15.0  # seconds a frame may wait on every client of a room before they are cut
 FLUSH_WAIT = 30.0  # seconds a closed client has to read what was buffered for it
+# a frame up to this size may be written by delivery itself when the client's socket is
+# empty: it stays under the transport's high-water mark, so the write cannot wait
+DIRECT_MAX = 16_384
 
 Frame = tuple[str, str]  # (key: message id and part, JSON text)
 
@@ -38,6 +41,7 @@ class StreamClient:
         self._wake = asyncio.Event()
         self._skip: set[str] = set()  # keys already sent by the replay
         self.closing = False
+        self._idle = False  # the writer task waits for frames: nothing of its is in flight
         self._task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
@@ -63,6 +67,15 @@ class StreamClient:
         self._wake.set()
         return written
 
+    def can_write_now(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes may be written at once, by the caller, without
+        waiting: nothing is queued or being written for this client and its socket took
+        everything so far. That saves delivery a trip through the writer task."""
+        transport = self.transport
+        return (self._idle and not self.closing and size <= DIRECT_MAX
+                and transport is not None and not transport.is_closing()
+                and transport.get_write_buffer_size() == 0)
+
     def _backed_up(self) -> bool:
         """Whether the client's socket is full. Until it is, a long queue only means that
         the writer has not had its turn on the loop yet (delivery queues in bursts)."""
@@ -87,7 +100,9 @@ class StreamClient:
                         written.set_result(True)
                 self._skip.clear()
                 self._wake.clear()
+                self._idle = True
                 await self._wake.wait()
+                self._idle = False
         except (ConnectionError, RuntimeError):
             self.close(GOING_AWAY, "")
 

@@ -62,9 +62,7 @@ class BatchWriter:
                 per_store.setdefault(party, []).extend(entries)
         since = utcnow()
         parties = list(per_store)
-        results = await asyncio.gather(
-            *(self.owner.stores[p].record(per_store[p]) for p in parties), return_exceptions=True
-        )
+        results = await self._record(per_store)
         failed = [(p, r) for p, r in zip(parties, results, strict=True)
                   if isinstance(r, BaseException)]  # fmt: skip
         if not failed:
@@ -99,9 +97,7 @@ class BatchWriter:
         error: BaseException | None = None
         for attempt in range(len(RETRY_DELAYS) + 1):
             parties = list(todo)
-            results = await asyncio.gather(
-                *(self.owner.stores[p].record(todo[p]) for p in parties), return_exceptions=True
-            )
+            results = await self._record(todo)
             for party, result in zip(parties, results, strict=True):
                 if isinstance(result, BaseException):
                     error = result
@@ -126,6 +122,29 @@ class BatchWriter:
             self._push(party, [row for rows in result for row in rows])
         _resolve(future, ids)
         metrics.INGESTED.inc(len(messages))
+
+    async def _record(
+        self, per_store: Mapping[str, Sequence[RecordEntry]]
+    ) -> list[list[list[OutboxRow]] | BaseException]:
+        """Record into every store at once (each its own transaction); the result or the
+        error of each, in the order of ``per_store``. No task per store: SQLite commits
+        inline, PostgreSQL in its store's writer task."""
+        started: list[asyncio.Future[list[list[OutboxRow]]] | BaseException] = []
+        for party, entries in per_store.items():
+            try:
+                started.append(self.owner.stores[party].start_record(entries))
+            except Exception as exc:  # a closed store
+                started.append(exc)
+        results: list[list[list[OutboxRow]] | BaseException] = []
+        for item in started:
+            if isinstance(item, BaseException):
+                results.append(item)
+                continue
+            try:
+                results.append(await item)
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     def _push(self, party: str, rows: list[OutboxRow]) -> None:
         if rows:

@@ -5,6 +5,7 @@ Every test runs on SQLite and on the real PostgreSQL server (the ``store`` fixtu
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -280,3 +281,55 @@ async def test_taking_back_the_newest_records_keeps_the_chain(store: Store) -> N
     await store.record([RecordEntry(msg(i)) for i in range(3, 6)])
     walk = (await walk_store(store)).pipes["project"]
     assert walk.broken is None and walk.count == 6
+
+
+async def _fts_intact(store: Store) -> None:
+    """SQLite: the search index holds exactly the indexed rows of the messages table."""
+    if store.dialect == "sqlite":
+        await store.write_with(lambda c: c.execute(
+            "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)"))
+
+
+async def test_search_finds_what_was_recorded_again_after_a_take_back(store: Store) -> None:
+    """SQLite gives the seq of removed newest rows to the next messages: those must be
+    indexed, the removed ones must be gone from the index (migration 0003)."""
+    await store.record([RecordEntry(msg(i, text=f"early words {i}")) for i in range(3)])
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    await store.record([RecordEntry(msg(i, text="refused elsewhere")) for i in range(3, 5)])
+    assert [h.id for h in await search(store, "refused")] == ["m00004", "m00003"]
+    assert await store.forget(["m00003", "m00004"], since) == 2
+    assert await search(store, "refused") == []
+    await store.record([RecordEntry(msg(i, text=f"recorded again {i}")) for i in range(5, 8)])
+    assert [h.id for h in await search(store, "again")] == ["m00007", "m00006", "m00005"]
+    assert len(await search(store, "words")) == 3
+    await _fts_intact(store)
+
+
+async def test_search_finds_new_messages_after_retention_removed_all(store: Store) -> None:
+    await _ten(store)
+    assert len(await search(store, "hello")) == 10
+    await retention.apply(store, 1, datetime.now(UTC) + timedelta(days=2))
+    assert await search(store, "hello") == []
+    await store.record([RecordEntry(msg(10, text="after the cut"))])
+    assert [h.id for h in await search(store, "cut")] == ["m00010"]
+    await _fts_intact(store)
+
+
+async def test_sqlite_indexes_for_search_by_itself_a_moment_after_recording(
+    store: Store,
+) -> None:
+    if store.dialect != "sqlite":
+        pytest.skip("PostgreSQL's GIN index is kept within each commit")
+    await _ten(store)
+
+    def waiting(conn: sqlite3.Connection) -> int:
+        (n,) = conn.execute("SELECT count(*) FROM messages WHERE seq > "
+                            "(SELECT indexed_seq FROM messages_fts_state)").fetchone()
+        return int(n)
+
+    for _ in range(50):
+        if await store.read_with(waiting) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await store.read_with(waiting) == 0
+    await _fts_intact(store)

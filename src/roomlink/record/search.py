@@ -1,7 +1,8 @@
 """Full-text search over a party's record.
 
 SQLite: the FTS5 table ``messages_fts`` (unicode61 tokenizer: words of every script,
-case-folded, diacritics removed), kept by triggers. PostgreSQL: a GIN index over
+case-folded, diacritics removed), filled in batches a moment after each commit and
+brought up to date before every search (migration 0003). PostgreSQL: a GIN index over
 ``to_tsvector('simple', text)`` ('simple' does not stem, so Russian and English alike
 match word for word). Both made by migration 0002; both see every message recorded,
 edits included (an edit is a record with the new text). Every word must match.
@@ -68,6 +69,7 @@ async def search(
     cols = ("m.ts, m.author_name, m.author_party, m.author_platform, m.pipe, m.id, m.kind, "
             "m.target")
     if store.dialect == "sqlite":
+        await store.index_for_search()  # what was recorded in the last moment
         # each word quoted: the user's text is never FTS5 query syntax
         params["q"] = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
         sql = (

@@ -28,6 +28,10 @@ from roomlink.urls import redact
 T = TypeVar("T")
 
 CHECKPOINT_INTERVAL = 1.0  # seconds
+# SQLite's search index (migration 0003): what is recorded within INDEX_DELAY is indexed
+# together, INDEX_BATCH messages per transaction so that the loop is free in between
+INDEX_DELAY = 0.25
+INDEX_BATCH = 256
 
 log = logging.getLogger("roomlink.store")
 
@@ -60,6 +64,10 @@ class Backend(Protocol):
     # a read that may scan much (counts for the status page): never on the loop's connection
     async def read_aside(self, fn: Callable[[Any], T]) -> T: ...
     async def close(self) -> None: ...
+    # messages were just recorded (SQLite indexes them for search a moment later)
+    def recorded(self) -> None: ...
+    # bring the search index up to everything recorded
+    async def index_for_search(self) -> None: ...
 
 
 @runtime_checkable
@@ -145,6 +153,9 @@ class SqliteBackend:
         # so that it never closes the connection under a checkpoint in progress
         self._checkpoint_lock = threading.Lock()
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop())
+        self._unindexed = asyncio.Event()
+        self._unindexed.set()  # what a previous run recorded and did not index yet
+        self._indexer = asyncio.get_running_loop().create_task(self._index_loop())
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -153,6 +164,32 @@ class SqliteBackend:
                 await asyncio.to_thread(self._checkpoint)
             except sqlite3.Error as e:  # the next one will catch up
                 log.warning("sqlite checkpoint failed: %s", e)
+
+    def recorded(self) -> None:
+        self._unindexed.set()
+
+    async def _index_loop(self) -> None:
+        while True:
+            await self._unindexed.wait()
+            await asyncio.sleep(INDEX_DELAY)
+            self._unindexed.clear()
+            try:
+                await self.index_for_search()
+            except sqlite3.Error as e:  # messages stay recorded; the index catches up later
+                log.warning("search indexing failed (%s); trying again", e)
+                self._unindexed.set()
+                await asyncio.sleep(CHECKPOINT_INTERVAL)
+
+    @staticmethod
+    def _index_batch(conn: sqlite3.Connection) -> int:
+        return sqlite_ops.index_pending(conn, INDEX_BATCH)
+
+    async def index_for_search(self) -> None:
+        full = True
+        while full:
+            full = self.write_now(self._index_batch) == INDEX_BATCH
+            if full:
+                await asyncio.sleep(0)  # let deliveries run between two batches
 
     def _checkpoint(self) -> None:
         # PASSIVE: copies what it can without waiting for, or blocking, the writer
@@ -206,7 +243,8 @@ class SqliteBackend:
 
     async def close(self) -> None:
         self._checkpoints.cancel()
-        await asyncio.gather(self._checkpoints, return_exceptions=True)
+        self._indexer.cancel()
+        await asyncio.gather(self._checkpoints, self._indexer, return_exceptions=True)
 
         def close_checkpointer() -> None:
             with self._checkpoint_lock:

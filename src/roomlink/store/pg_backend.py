@@ -71,6 +71,12 @@ class PostgresBackend:
         sa.exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError
     )
 
+    def recorded(self) -> None:
+        """Nothing to do: the GIN index is kept by PostgreSQL within each commit."""
+
+    async def index_for_search(self) -> None:
+        """Nothing to do (see recorded)."""
+
     def __init__(self, engine: AsyncEngine, dsn: str, async_marks: bool) -> None:
         self._engine = engine
         self._dsn = dsn

@@ -130,6 +130,22 @@ def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[lis
     return result
 
 
+def index_pending(conn: sqlite3.Connection, limit: int) -> int:
+    """Add up to ``limit`` of the messages recorded since the last run to the search index
+    (migration 0003: one FTS5 segment per batch, not per message); how many it added."""
+    (indexed,) = conn.execute("SELECT indexed_seq FROM messages_fts_state").fetchone()
+    (top, count) = conn.execute(
+        "SELECT max(seq), count(*) FROM "
+        "(SELECT seq FROM messages WHERE seq > ? ORDER BY seq LIMIT ?)", (indexed, limit)
+    ).fetchone()
+    if not count:
+        return 0
+    conn.execute("INSERT INTO messages_fts(rowid, text) "
+                 "SELECT seq, text FROM messages WHERE seq > ? AND seq <= ?", (indexed, top))
+    conn.execute("UPDATE messages_fts_state SET indexed_seq = ?", (top,))
+    return int(count)
+
+
 def _update_outbox(conn: sqlite3.Connection, outbox_id: int, sql: str, *params: Any) -> None:
     if conn.execute(f"UPDATE outbox SET {sql} WHERE id = ?", (*params, outbox_id)).rowcount == 0:
         raise UnknownOutboxRow(f"no outbox row {outbox_id}")

@@ -135,9 +135,10 @@ class Store:
             raise StoreError(f"store {self.party} is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         write_now = self._backend.write_now
-        if entries is None and write_now is not None:
-            # a delivery mark or a cursor: committing it now saves the delivery worker a
-            # round trip through the loop per message (bench/README.md)
+        if write_now is not None:
+            # SQLite commits inline on the loop: the router already groups what arrives
+            # together into one record() call, and committing now saves the caller a round
+            # trip through the writer task (bench/README.md)
             try:
                 fut.set_result(write_now(fn))
             except Exception as e:
@@ -237,10 +238,19 @@ class Store:
         An entry whose message id is already stored (or earlier in the same call) inserts
         nothing and gets ``[]``; every other entry gets its new outbox rows, in order.
         """
+        return await self.start_record(entries)
+
+    def start_record(self, entries: Sequence[RecordEntry]) -> asyncio.Future[list[list[OutboxRow]]]:
+        """:meth:`record`, begun now: a future of its result (already done on SQLite), so that
+        a caller can write to several stores at once without a task for each."""
         entries = tuple(entries)
         if not entries:
-            return []
-        return await self._submit(lambda c: self._ops.record(c, entries), entries)
+            done: asyncio.Future[list[list[OutboxRow]]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        started = self._submit(lambda c: self._ops.record(c, entries), entries)
+        self._backend.recorded()
+        return started
 
     async def forget(self, message_ids: Sequence[str], since: datetime) -> int:
         """Undo recording these messages where it happened at or after ``since`` (they must
@@ -345,6 +355,16 @@ class Store:
         return found
 
     # -- for roomlink.record: its own queries on this store's connection -----------------
+
+    async def index_for_search(self) -> None:
+        """Make the search index hold every message recorded so far (SQLite indexes in
+        batches a moment after recording)."""
+        if self._closed:
+            raise StoreError(f"store {self.party} is closed")
+        try:
+            await self._backend.index_for_search()
+        except self._errors as e:
+            raise _wrap(e, self._errors) from e
 
     @property
     def dialect(self) -> str:
