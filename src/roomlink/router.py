@@ -97,8 +97,11 @@ class Router:
         if not pipes or self.is_echo(ref, inbound.native_id):
             return []
         origin_store = self.stores[self.topology.party_of[ref]]
-        reply_to = await self._resolve(origin_store, ref, inbound.reply_to_native)
-        target = await self._resolve(origin_store, ref, inbound.target_native)
+        reply_to = target = None
+        if inbound.reply_to_native is not None:
+            reply_to = await self._resolve(origin_store, ref, inbound.reply_to_native)
+        if inbound.target_native is not None:
+            target = await self._resolve(origin_store, ref, inbound.target_native)
         if inbound.kind in (Kind.EDIT, Kind.DELETE):
             original = None if target is None else await origin_store.get_message(target)
             if original is None or original.origin != ref:

@@ -36,7 +36,7 @@ _COLS = (
 )
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({_COLS}, recorded_at, chain, chain_n) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (message_id, pipe, connector, room, state, attempts, created_at) "
@@ -99,13 +99,6 @@ def chain_head(conn: sqlite3.Connection, pipe: str) -> tuple[int, str]:
 
 
 def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
-    ids = list({e.message.id: None for e in entries})
-    seen: set[str] = set()
-    for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i : i + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        found = conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", chunk)
-        seen.update(r[0] for r in found)
     now = _ts(utcnow())
     result: list[list[OutboxRow]] = []
     heads: dict[str, tuple[int, str]] = (
@@ -113,14 +106,15 @@ def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[lis
     )
     for e in entries:
         m = e.message
-        if m.id in seen:
-            result.append([])
-            continue
-        seen.add(m.id)
         n, head = heads.get(m.pipe) or chain_head(conn, m.pipe)
         head = link(head, canonical(m))
+        # a message already on record (or earlier in this call) inserts nothing: no query
+        # beforehand, the unique id decides, and the pipe's head stays where it was
+        cur = conn.execute(_INSERT_MESSAGE, (*_message_params(m, now), head, n + 1))
+        if cur.rowcount == 0:
+            result.append([])
+            continue
         heads[m.pipe] = (n + 1, head)
-        conn.execute(_INSERT_MESSAGE, (*_message_params(m, now), head, n + 1))
         rows = []
         for ref in e.outbox:
             cur = conn.execute(_INSERT_OUTBOX, (m.id, m.pipe, ref.connector, ref.room, now))
