@@ -26,7 +26,10 @@ _MAX_BATCH = 4096  # operations per group-committed transaction
 
 @dataclass(slots=True)
 class _Op:
-    """One queued write: ``fn`` alone, or (when ``entries`` is set) a mergeable record()."""
+    """One queued write: ``fn`` alone, or (when ``entries`` is set) a mergeable record().
+
+    Only PostgreSQL stores queue writes: SQLite commits inline (``Store._submit``).
+    """
 
     fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
@@ -46,7 +49,8 @@ class _Batch:
     record: Callable[[Any, Sequence[RecordEntry]], list[list[OutboxRow]]]
 
     def run(self, conn: Any) -> list[Any]:
-        """All ops in one transaction; consecutive record() calls become one executemany."""
+        """All ops in one transaction; consecutive record() calls become one executemany
+        (PostgreSQL, when a batch mixes record() with other writes)."""
         results: list[Any] = []
         i, n = 0, len(self.ops)
         while i < n:

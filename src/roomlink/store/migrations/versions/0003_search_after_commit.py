@@ -19,6 +19,7 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 
 from alembic import op
@@ -50,19 +51,14 @@ UPGRADE = (
     f"SELECT new.seq, new.text WHERE new.seq <= {_INDEXED}; END",
 )
 
+# Back to 0002's triggers (its SQLITE_FTS after the table itself), then a full rebuild,
+# since rows recorded after indexed_seq are not in the index yet.
+_V0002 = importlib.import_module("roomlink.store.migrations.versions.0002_record")
 DOWNGRADE = (
     "DROP TRIGGER messages_fts_ad",
     "DROP TRIGGER messages_fts_au",
     "DROP TABLE messages_fts_state",
-    "CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN "
-    "INSERT INTO messages_fts(rowid, text) VALUES (new.seq, new.text); END",
-    "CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.seq, old.text); "
-    "END",
-    "CREATE TRIGGER messages_fts_au AFTER UPDATE OF seq, text ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.seq, old.text); "
-    "INSERT INTO messages_fts(rowid, text) VALUES (new.seq, new.text); END",
-    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+    *_V0002.SQLITE_FTS[1:],
 )
 
 
