@@ -283,6 +283,20 @@ async def test_taking_back_the_newest_records_keeps_the_chain(store: Store) -> N
     assert walk.broken is None and walk.count == 6
 
 
+async def test_a_known_message_among_new_ones_is_skipped_and_the_chain_stays_whole(
+    store: Store,
+) -> None:
+    """A platform delivers a message again in a batch with new ones (PostgreSQL records
+    in one statement from the heads it remembers, and must notice the known one)."""
+    await store.record([RecordEntry(msg(i), (IRC,)) for i in range(2)])
+    again = await store.record([RecordEntry(msg(1), (IRC,)), RecordEntry(msg(2), (IRC,))])
+    assert again[0] == [] and [r.message.id for r in again[1]] == ["m00002"]
+    await store.record([RecordEntry(msg(3), (IRC,))])
+    walk = (await walk_store(store)).pipes["project"]
+    assert walk.broken is None and walk.count == 4
+    assert [m.id for _, m in await store.messages()] == [f"m{i:05d}" for i in range(4)]
+
+
 async def _fts_intact(store: Store) -> None:
     """SQLite: the search index holds exactly the indexed rows of the messages table."""
     if store.dialect == "sqlite":

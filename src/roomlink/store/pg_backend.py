@@ -83,6 +83,7 @@ class PostgresBackend:
         self._async_marks = async_marks
         self._writer: asyncpg.Connection | None = None
         self._marker: asyncpg.Connection | None = None
+        self._heads = pg_ops.Heads()  # what the record connection chained on last
 
     @classmethod
     async def open(cls, url: URL, async_marks: bool = False) -> PostgresBackend:
@@ -116,8 +117,11 @@ class PostgresBackend:
         return conn
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(fn)
+        try:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(fn)
+        finally:  # it may have recorded or removed messages: heads are looked up again
+            self._heads.forget()
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         async with self._engine.connect() as conn:
@@ -125,7 +129,7 @@ class PostgresBackend:
 
     async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
         """``ops.record``, atomically, on the record connection."""
-        return await pg_ops.record(await self._connection(marks=False), entries)
+        return await pg_ops.record(await self._connection(marks=False), entries, self._heads)
 
     async def mark_delivered_many(
         self, marks: Sequence[tuple[int, Sequence[str]]]

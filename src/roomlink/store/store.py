@@ -121,6 +121,7 @@ class Store:
         # of their own, every mark that is ready in one statement (group commit across rooms)
         self._pg = backend if isinstance(backend, FastWrites) else None
         self._marks: asyncio.Queue[_Mark | None] = asyncio.Queue()
+        self._marking = asyncio.Lock()  # one statement at a time on the marks connection
         self._marker = (
             loop.create_task(self._mark_loop(), name=f"roomlink-store-marks[{party}]")
             if self._pg is not None
@@ -198,14 +199,15 @@ class Store:
             first = await self._marks.get()
             if first is None:
                 break
-            batch = [first]
-            while len(batch) < _MAX_BATCH and not self._marks.empty():
-                nxt = self._marks.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            await self._commit_marks(batch)
+            async with self._marking:
+                batch = [first]
+                while len(batch) < _MAX_BATCH and not self._marks.empty():
+                    nxt = self._marks.get_nowait()
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                await self._commit_marks(batch)
 
     async def _commit_marks(self, batch: list[_Mark]) -> None:
         assert self._pg is not None
@@ -234,6 +236,8 @@ class Store:
         if self._marker is not None:
             with contextlib.suppress(Exception):
                 await self._marker
+            async with self._marking:  # a mark committed by its caller may be in flight
+                pass
         await self._backend.close()
 
     async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
@@ -271,7 +275,14 @@ class Store:
         if self._closed:
             raise StoreError(f"store {self.party} is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._marks.put_nowait(_Mark(outbox_id, ids, fut))
+        mark = _Mark(outbox_id, ids, fut)
+        if self._marks.empty() and not self._marking.locked():
+            # the lane is idle: commit this mark now rather than wake the lane's task
+            # (a task switch each way in a room's send -> mark -> send chain)
+            async with self._marking:
+                await self._commit_marks([mark])
+        else:
+            self._marks.put_nowait(mark)
         await fut
 
     async def mark_failed(self, outbox_id: int, error: str, attempts: int) -> None:
