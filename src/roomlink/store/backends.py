@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -48,6 +49,17 @@ def _open_lock() -> asyncio.Lock:
     if lock is None:
         lock = _open_locks[loop] = asyncio.Lock()
     return lock
+
+
+# SQLite files are migrated one opener at a time each (others at once, in child processes)
+_file_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _file_lock(path: str) -> asyncio.Lock:
+    locks = _file_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(str(Path(path).resolve()), asyncio.Lock())
 
 
 class Backend(Protocol):
@@ -126,6 +138,48 @@ def _sqlite_migrate(path: str) -> None:
         engine.dispose()
 
 
+class MigrationFailed(Exception):
+    """The child process that migrates a SQLite store failed: its one-line reason."""
+
+
+def migrate_child(path: str) -> int:
+    """What the child process of :func:`_sqlite_migrate_lean` runs: the reason for a
+    failure as one line on stderr (never a traceback full of SQL), and exit status 1."""
+    try:
+        _sqlite_migrate(path)
+    except Exception as e:
+        from roomlink.store.store import describe
+
+        print(describe(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+_MIGRATE_CHILD = (
+    "import sys; from roomlink.store.backends import migrate_child as m; sys.exit(m(sys.argv[1]))"
+)
+
+
+async def _sqlite_migrate_lean(path: str) -> None:
+    """Migrate without loading SQLAlchemy and Alembic into this process for good: in a
+    child process, unless they are loaded already (a PostgreSQL store, the tests). They
+    would stay for the daemon's lifetime, about 25 MiB of a first start's RSS for a
+    schema that is then current (bench/README.md)."""
+    if "sqlalchemy" in sys.modules:
+        async with _open_lock():
+            await asyncio.to_thread(_sqlite_migrate, path)
+        return
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MIGRATE_CHILD, path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await child.communicate()
+    if child.returncode != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise MigrationFailed(lines[-1][:300] if lines else f"exit status {child.returncode}")
+
+
 class SqliteBackend:
     """One ``sqlite3`` connection, used inline on the event loop.
 
@@ -198,8 +252,9 @@ class SqliteBackend:
 
     @classmethod
     async def open(cls, path: str) -> SqliteBackend:
-        if not sqlite_is_current(path):
-            await asyncio.to_thread(_sqlite_migrate, path)
+        async with _file_lock(path):
+            if not sqlite_is_current(path):
+                await _sqlite_migrate_lean(path)
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, factory=sqlite_ops.Connection
         )
@@ -261,9 +316,9 @@ async def open_backend(url: str, async_marks: bool = False) -> Backend:
     """Connect and migrate; any failure becomes a StoreError that shows no password."""
     scheme, target = parse_url(url)
     try:
+        if scheme == "sqlite":
+            return await SqliteBackend.open(target)
         async with _open_lock():
-            if scheme == "sqlite":
-                return await SqliteBackend.open(target)
             from roomlink.store.pg_backend import PostgresBackend, pg_url
 
             return await PostgresBackend.open(pg_url(url), async_marks)
