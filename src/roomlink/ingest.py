@@ -75,7 +75,8 @@ class BatchWriter:
             return
         for party, error in failed:
             log.warning("store of party %s refused a batch of %d requests (%s); recording "
-                        "them one by one", party, len(batch), describe(error))
+                        "them one by one", party, len(batch), describe(error),
+                        extra={"party": party})
         ids = [m.id for messages, _ in batch for m in messages]
         for party, result in zip(parties, results, strict=True):
             if not isinstance(result, BaseException):
@@ -112,8 +113,12 @@ class BatchWriter:
         if todo:
             assert error is not None
             struggling.update(todo)
+            first = messages[0]
             log.error("message %s refused by the store of %s (%s); taken back from the "
-                      "others", ", ".join(ids), ", ".join(sorted(todo)), describe(error))
+                      "others", ", ".join(ids), ", ".join(sorted(todo)), describe(error),
+                      extra={"message_id": ", ".join(ids), "party": ", ".join(sorted(todo)),
+                             "pipe": first.pipe, "connector": first.origin_connector,
+                             "room": first.origin_room})
             for party in done:
                 await self._forget(party, ids, since)
             _fail(future, error)
@@ -155,7 +160,8 @@ class BatchWriter:
             await self.owner.stores[party].forget(ids, since)
         except Exception as exc:
             log.error("store of party %s could not take back %d refused messages (%s); "
-                      "no new input until it can", party, len(ids), describe(exc))
+                      "no new input until it can", party, len(ids), describe(exc),
+                      extra={"party": party})
             self._undo.append((party, ids, since))
 
     async def _retry_undo(self) -> None:

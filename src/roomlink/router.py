@@ -107,7 +107,9 @@ class Router:
             if original is None or original.origin != ref:
                 # platforms let people change only their own messages, which were said
                 # in this room; anything else is a confused or hostile client
-                log.info("%s: %s of a message not said in this room; ignored", ref, inbound.kind)
+                log.info("%s: %s of a message not said in this room; ignored", ref, inbound.kind,
+                         extra={"connector": ref.connector, "room": ref.room,
+                                "party": origin_store.party})
                 return []
         try:
             messages = self._messages(connector, ref, inbound, pipes, reply_to, target)

@@ -79,6 +79,10 @@ async def test_json_lines_with_fields_and_no_secret(tmp_path: Path) -> None:
     try:
         async with aiohttp.ClientSession() as http:
             said = await Room(http, port, "lobby").post("hello", "alice")
+            # an edit of a message never said in this room is refused and logged
+            async with http.patch(f"http://127.0.0.1:{port}/v1/rooms/lobby/messages/nope",
+                                  json={"text": "forged", "author": "mallory"}) as resp:
+                assert resp.status == 404
         deadline = time.monotonic() + 20
         while "marked failed" not in daemon.log():
             assert time.monotonic() < deadline, daemon.log()
@@ -104,6 +108,8 @@ async def test_json_lines_with_fields_and_no_secret(tmp_path: Path) -> None:
     assert failed["level"] == "ERROR" and "***" in failed["message"]
     assert (failed["connector"], failed["room"], failed["party"], failed["message_id"]) == (
         "chat", "general", "agency", said["id"])
+    ignored = next(r for r in records if "not said in this room" in r["message"])
+    assert (ignored["connector"], ignored["room"], ignored["party"]) == ("api", "lobby", "agency")
     issue = next(r for r in records if r["message"].endswith("unknown key 'rom'; did you mean "
                                                              "'room'?"))
     assert issue["file"] == str(path) and isinstance(issue["line"], int)
