@@ -20,6 +20,7 @@ from typing import Protocol
 
 from roomlink import metrics
 from roomlink.model import Message, utcnow
+from roomlink.record.chain import canonical
 from roomlink.store import OutboxRow, RecordEntry, Store, StoreError
 from roomlink.store.store import describe
 from roomlink.topology import Topology
@@ -49,9 +50,10 @@ class BatchWriter:
         per_store: dict[str, list[RecordEntry]] = {}
         for message in messages:
             pipe = self.owner.topology.pipe(message.pipe)
+            data = canonical(message)  # the same bytes chain on in every party's store
             for party in pipe.parties:
                 outbox = pipe.destinations(message.origin, party)
-                per_store.setdefault(party, []).append(RecordEntry(message, outbox))
+                per_store.setdefault(party, []).append(RecordEntry(message, outbox, data))
         return per_store
 
     async def write(self, batch: Sequence[Item]) -> None:

@@ -25,6 +25,10 @@ class RecordEntry:
 
     message: Message
     outbox: tuple[RoomRef, ...] = ()
+    # the message's canonical bytes (roomlink.record.chain.canonical), when the caller
+    # already has them: every party's store records the same message, so the ingest
+    # encodes it once for all of them; empty means the store encodes it
+    canonical: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,7 @@ async def _insert(
         seen.add(m.id)
         new.append(True)
         n, head = known[m.pipe]
-        head = link(head, canonical(m))
+        head = link(head, e.canonical or canonical(m))
         known[m.pipe] = (n + 1, head)
         a = m.author
         for col, value in zip(columns, (

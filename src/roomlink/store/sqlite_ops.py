@@ -107,7 +107,7 @@ def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[lis
     for e in entries:
         m = e.message
         n, head = heads.get(m.pipe) or chain_head(conn, m.pipe)
-        head = link(head, canonical(m))
+        head = link(head, e.canonical or canonical(m))
         # a message already on record (or earlier in this call) inserts nothing: no query
         # beforehand, the unique id decides, and the pipe's head stays where it was
         cur = conn.execute(_INSERT_MESSAGE, (*_message_params(m, now), head, n + 1))
