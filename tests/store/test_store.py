@@ -151,6 +151,25 @@ async def test_a_failing_write_does_not_take_its_batch_down(store: Store) -> Non
     assert await store.native_id("m00001", IRC.connector, IRC.room) == "ok"
 
 
+async def test_marks_from_many_rooms_at_once_all_land(store: Store) -> None:
+    """Rooms mark their copies at the same time (PostgreSQL commits the first at once and
+    the rest together, split posts included); an unknown row fails alone."""
+    recorded = await store.record([RecordEntry(msg(i), (IRC, API)) for i in range(30)])
+    rows = [row for rows in recorded for row in rows]
+    marks = [store.mark_delivered(r.id, [f"n{r.id}", f"n{r.id}b"] if r.id % 3 == 0
+                                  else [f"n{r.id}"]) for r in rows]
+    results = await asyncio.gather(marks[0], store.mark_delivered(987_654, ["x"]), *marks[1:],
+                                   return_exceptions=True)
+    assert isinstance(results.pop(1), UnknownOutboxRow) and results == [None] * len(rows)
+    assert await store.pending(IRC.connector, IRC.room) == []
+    assert await store.pending(API.connector, API.room) == []
+    for r in rows:
+        assert await store.native_id(r.message.id, r.connector, r.room) == f"n{r.id}"
+        if r.id % 3 == 0:
+            found = await store.message_id_for_native(r.connector, r.room, f"n{r.id}b")
+            assert found == r.message.id
+
+
 async def test_closed_store_refuses_work(open_: StoreFactory) -> None:
     store = await open_()
     await store.close()
