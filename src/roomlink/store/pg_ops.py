@@ -2,12 +2,13 @@
 
 Through SQLAlchemy's asyncpg dialect a group of messages cost a pool checkout, a
 greenlet hop and six round trips (BEGIN, two lookups, two inserts, COMMIT). Here it is
-one statement that inserts the messages and their outbox rows (arrays through ``unnest``)
-and commits by itself, with a lookup before it only when the chain heads are not known
-or a message is stored already; every statement is prepared once per
-connection by asyncpg's statement cache. A group of delivery marks, from any number of
-rooms, is one statement too. Same contract, same tables and same results
-as ``ops.record`` and ``ops.mark_delivered``; the contract suite in tests/store runs them.
+one statement that inserts the messages and their outbox rows (arrays through ``unnest``,
+plain VALUES for a single message) and commits by itself, with a lookup before it only
+when the chain heads are not known or a message is stored already; every statement is
+prepared once per connection by asyncpg's statement cache. A group of delivery marks,
+from any number of rooms, is one statement too. Same contract, same tables and same
+results as ``ops.record`` and ``ops.mark_delivered``; the contract suite in tests/store
+runs them.
 Everything else on PostgreSQL still goes through ``ops`` (SQLAlchemy Core).
 """
 
