@@ -8,6 +8,7 @@ one thing to catch before it reconnects.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import ssl
@@ -238,4 +239,29 @@ class Mailbox:
 
 
 def _quote(name: str) -> str:
+    """A mailbox name as an IMAP quoted string, in modified UTF-7 (RFC 3501 5.1.3), the
+    only form a server without UTF8=ACCEPT takes for names beyond ASCII."""
+    name = mutf7(name)
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mutf7(name: str) -> str:
+    """RFC 3501's modified UTF-7: printable ASCII as is ("&" as "&-"), every other run of
+    characters as "&" + base64 of its UTF-16BE (with "," for "/", no padding) + "-"."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            encoded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
+            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for ch in name:
+        if " " <= ch <= "~":
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)

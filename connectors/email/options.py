@@ -40,8 +40,22 @@ class SmtpOptions(ServerOptions):
         return self.port or {"none": 25, "starttls": 587, "tls": 465}[self.security]
 
 
+def check_folder(value: str | None) -> str | None:
+    """A mailbox name: any characters (sent in modified UTF-7) but control characters."""
+    if value is not None and any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError("a folder name cannot contain control characters (line breaks, tabs)")
+    return value
+
+
 class ImapOptions(ServerOptions):
     folder: str = Field(default="INBOX", min_length=1)  # where the bridge's mail arrives
+
+    @field_validator("folder")
+    @classmethod
+    def _folder_ok(cls, value: str) -> str:
+        checked = check_folder(value)
+        assert checked is not None
+        return checked
 
     @property
     def effective_port(self) -> int:
@@ -72,6 +86,11 @@ class EmailOptions(ConnectorOptions):
     @classmethod
     def _address_ok(cls, value: str) -> str:
         return check_address(value)
+
+    @field_validator("reject_folder")
+    @classmethod
+    def _reject_folder_ok(cls, value: str | None) -> str | None:
+        return check_folder(value)
 
     @field_validator("allowed_senders")
     @classmethod

@@ -23,6 +23,7 @@ from roomlink_connectors.email.convert import (
     strip_reply,
     tag_of,
 )
+from roomlink_connectors.email.imap import mutf7
 from roomlink_connectors.email.options import EmailOptions
 
 LANGS = ["en", "de", "fr", "es", "it", "nl", "ru"]
@@ -189,6 +190,16 @@ def test_options_check_addresses_and_formats() -> None:
     assert (opts.smtp.effective_port, opts.imap.effective_port) == (465, 993)
     for bad in ({"address": "not an address"}, {"allowed_senders": ["@"]},
                 {"display_name_format": "{nick} {oops}"}, {"subject_format": "{pipe"},
-                {"address": "a@b.example\r\nBcc: x@y.example"}, {"reply_languages": ["xx"]}):
+                {"address": "a@b.example\r\nBcc: x@y.example"}, {"reply_languages": ["xx"]},
+                {"reject_folder": "Dropped\r\nA1 DELETE INBOX"},
+                {"imap": {"host": "i", "folder": "INBOX\n"}}):
         with pytest.raises(ValueError):
             EmailOptions.model_validate({**base, **bad})
+    assert EmailOptions.model_validate({**base, "reject_folder": "Отклонено"}).reject_folder
+
+
+def test_mailbox_names_are_sent_in_modified_utf7() -> None:
+    # RFC 3501 5.1.3's own example, and its "&" rule
+    assert mutf7("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+    assert mutf7("R&D") == "R&-D" and mutf7("INBOX") == "INBOX"
+    assert mutf7("🙂") == "&2D3eQg-"  # beyond the BMP: a UTF-16 surrogate pair
