@@ -73,6 +73,9 @@ class EmailOptions(ConnectorOptions):
     allowed_senders: list[str] = Field(default_factory=list)  # addresses or "@domain"
     reject_folder: str | None = None  # dropped mail is moved here; default: left unread
     max_message_bytes: int = Field(default=10_000_000, gt=0)  # bigger mail is skipped
+    # SMTP has no Retry-After: how long to wait when the server says "too much, later"
+    # (421/450/451/452 with 4.7.x, "rate" or "too many"); such waits use up no attempt
+    rate_limit_wait: float = Field(default=60.0, gt=0)
     poll_interval: float = Field(default=60.0, gt=0)  # without IDLE: check this often
     idle_renew: float = Field(default=600.0, gt=0, le=1500)  # re-issue IDLE (servers cut at 29 min)
     reconnect_initial: float = Field(default=1.0, gt=0)

@@ -12,8 +12,6 @@ from roomlink.connector import ConnectorError, PermanentError, RateLimited
 
 from .options import EmailOptions
 
-RATE_LIMIT_WAIT = 60.0  # SMTP has no Retry-After: what providers' "try later" usually means
-
 
 def tls_context(verify: bool) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
@@ -23,11 +21,13 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return ctx
 
 
-def _temporary(code: int, text: str, what: str) -> ConnectorError:
+def _temporary(code: int, text: str, what: str, wait: float) -> ConnectorError:
+    """A 4xx answer: RateLimited (sent again after ``wait`` s, no attempt used up) when
+    the server says it is being sent too much, else an ordinary failed attempt."""
     lowered = text.lower()
     if code in (421, 450, 451, 452) and ("4.7." in text or "rate" in lowered
                                          or "too many" in lowered):
-        return RateLimited(f"{what}: {code} {text}", RATE_LIMIT_WAIT)
+        return RateLimited(f"{what}: {code} {text}", wait)
     return ConnectorError(f"{what}: {code} {text}")
 
 
@@ -56,16 +56,19 @@ async def send_mail(opts: EmailOptions, msg: EmailMessage, recipients: list[str]
         replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
         if all(r.code >= 500 for r in exc.recipients):
             raise PermanentError(f"every recipient refused: {replies}") from None
-        raise ConnectorError(f"recipients refused for now: {replies}") from None
+        deferred = next(r for r in exc.recipients if r.code < 500)
+        raise _temporary(deferred.code, replies, "recipients refused for now",
+                         opts.rate_limit_wait) from None
     except (aiosmtplib.SMTPDataError, aiosmtplib.SMTPRecipientRefused) as exc:
         if exc.code >= 500:
             raise PermanentError(f"the server refused the mail: {exc.code} {exc.message}"
                                  ) from None
-        raise _temporary(exc.code, exc.message, "the server deferred the mail") from None
+        raise _temporary(exc.code, exc.message, "the server deferred the mail",
+                         opts.rate_limit_wait) from None
     except aiosmtplib.SMTPResponseException as exc:
         # authentication, sender and greeting failures are the bridge's configuration or
         # the server's state, not this message: worth retrying
-        raise _temporary(exc.code, exc.message, "SMTP") from None
+        raise _temporary(exc.code, exc.message, "SMTP", opts.rate_limit_wait) from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise ConnectorError(f"SMTP {o.host}:{o.effective_port}: "
                              f"{exc or type(exc).__name__}") from None

@@ -2,7 +2,8 @@
 
 Run as a process: ``smtp_sink.py --port P --dovecot-conf CONF``. Recipients are
 ``user@anything``: the local part names the Dovecot user. ``refuse@...`` is refused
-with a 550 (a mailbox that does not exist) and ``later@...`` with a 451.
+with a 550 (a mailbox that does not exist), ``later@...`` with a 451, and ``slow@...``
+twice with a provider's rate limit (451 4.7.1), then accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Handler:
     def __init__(self, conf: str, mailroot: str) -> None:
         self.conf = conf
         self.mailroot = mailroot
+        self.slowed = 0
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -32,6 +34,9 @@ class Handler:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if local == "later":
             return f"451 4.3.0 <{address}>: try again later"
+        if local == "slow" and self.slowed < 2:
+            self.slowed += 1
+            return f"451 4.7.1 <{address}>: sending rate exceeded, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

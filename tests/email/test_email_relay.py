@@ -21,7 +21,7 @@ ROOM = f"{CAROL}, {ALICE}"  # normalised to "alice@test.local, carol@test.local"
 
 
 def bridge_config(tmp_path: Path, server: MailServer, room: str = ROOM,
-                  **options: Any) -> tuple[Path, int]:
+                  delivery: dict[str, Any] | None = None, **options: Any) -> tuple[Path, int]:
     port = free_port()
     path = write_config(tmp_path / "roomlink.yaml", {
         "parties": {p: {"store": f"sqlite:///{tmp_path}/{p}.db"} for p in ("agency", "acme")},
@@ -31,15 +31,16 @@ def bridge_config(tmp_path: Path, server: MailServer, room: str = ROOM,
         },
         "pipes": {"deal": {"rooms": [{"connector": "mail", "room": room},
                                      {"connector": "web", "room": "lobby"}]}},
-        "delivery": {"backoff_initial": 0.1, "backoff_max": 1.0},
+        "delivery": {"backoff_initial": 0.1, "backoff_max": 1.0, **(delivery or {})},
     })
     return path, port
 
 
 @contextlib.asynccontextmanager
-async def bridge(tmp_path: Path, server: MailServer, room: str = ROOM, **options: Any
+async def bridge(tmp_path: Path, server: MailServer, room: str = ROOM,
+                 delivery: dict[str, Any] | None = None, **options: Any
                  ) -> AsyncIterator[tuple[Daemon, Room, Stream]]:
-    path, port = bridge_config(tmp_path, server, room, **options)
+    path, port = bridge_config(tmp_path, server, room, delivery, **options)
     daemon = Daemon(path, [port])
     await daemon.start()
     try:

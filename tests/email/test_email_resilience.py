@@ -85,6 +85,24 @@ async def test_refused_recipients_fail_for_good_with_the_servers_reply(
         assert daemon.terminate() == 0, daemon.log()
 
 
+async def test_a_providers_rate_limit_is_waited_out_without_using_up_attempts(
+    tmp_path: Path, mail_server: MailServer
+) -> None:
+    """The server answers "451 4.7.1 sending rate exceeded" twice: with max_attempts 1 an
+    ordinary failure would mark the copy failed at once; a rate limit is waited out."""
+    async with bridge(tmp_path, mail_server, room="slow@test.local", rate_limit_wait=0.3,
+                      delivery={"max_attempts": 1}) as (daemon, api, _):
+        await api.post("worth the wait", "bob")
+        [mail] = await mail_server.wait_mails("slow", 1)
+        assert plain(mail) == "worth the wait"
+        log = daemon.log()
+        assert log.count("rate limited") == 2 and "451 4.7.1" in log
+        assert "marked failed" not in log
+        await asyncio.sleep(0.5)
+        assert len(mail_server.mails("slow")) == 1
+        assert daemon.terminate() == 0, daemon.log()
+
+
 async def test_batch_seconds_makes_one_mail_and_survives_a_crash(
     tmp_path: Path, mail_server: MailServer
 ) -> None:
