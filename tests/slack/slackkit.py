@@ -4,10 +4,14 @@ one Slack channel with an API room."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from rlkit import free_port, load_beside, write_config
+import aiohttp
+
+from rlkit import Daemon, Room, Stream, free_port, load_beside, running, write_config
 
 server = load_beside(__file__, "server", "roomlink_tests_slack_server")
 SlackServer = server.SlackServer
@@ -43,3 +47,17 @@ def bridge_config(tmp_path: Path, server: SlackServer, room: str = "#acme-projec
         "delivery": {"backoff_initial": 0.1, "backoff_max": 1.0},
     })
     return config, port
+
+
+@contextlib.asynccontextmanager
+async def bridged(tmp_path: Path, server: SlackServer, connect_timeout: float = 20,
+                  **config: Any) -> AsyncIterator[tuple[Daemon, Room, Stream]]:
+    """roomlink running :func:`bridge_config`'s link (``config`` goes to it), acme's API
+    room with its stream open, once the connector's Socket Mode connection is up."""
+    path, port = bridge_config(tmp_path, server, **config)
+    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
+        room = Room(http, port, "lobby")
+        async with room.stream() as stream:
+            await server.wait(lambda: server.connections > 0, connect_timeout,
+                              "a Socket Mode connection")
+            yield daemon, room, stream

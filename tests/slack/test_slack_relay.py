@@ -16,6 +16,7 @@ from slackkit import (
     PRIVATE,
     SlackServer,
     bridge_config,
+    bridged,
     pings,
 )
 
@@ -24,37 +25,33 @@ from rlkit import Room, export, running
 
 async def test_slack_channel_and_api_room_talk_both_ways(tmp_path: Path,
                                                          slack: SlackServer) -> None:
-    path, port = bridge_config(tmp_path, slack)
-    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
-        room = Room(http, port, "lobby")
-        async with room.stream() as stream:
-            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
-            slack.say(LOBBY, ALICE, "hello *acme*, see <https://example.org|the docs> &amp; "
-                                    f"ask <@{BOB}>")
-            slack.say(LOBBY, BOB, "waves", subtype="me_message")
-            frames = await stream.wait_for(2)
-            assert [(f["author"]["name"], f["kind"], f["text"]) for f in frames] == [
-                ("Alice A.", "message",
-                 "hello **acme**, see [the docs](https://example.org) \\& ask @Bob Builder"),
-                ("Bob Builder", "action", "waves"),
-            ]
-            assert frames[0]["author"] == {"name": "Alice A.", "party": "agency",
-                                           "platform": "slack"}
+    async with bridged(tmp_path, slack) as (daemon, room, stream):
+        slack.say(LOBBY, ALICE, "hello *acme*, see <https://example.org|the docs> &amp; "
+                                f"ask <@{BOB}>")
+        slack.say(LOBBY, BOB, "waves", subtype="me_message")
+        frames = await stream.wait_for(2)
+        assert [(f["author"]["name"], f["kind"], f["text"]) for f in frames] == [
+            ("Alice A.", "message",
+             "hello **acme**, see [the docs](https://example.org) \\& ask @Bob Builder"),
+            ("Bob Builder", "action", "waves"),
+        ]
+        assert frames[0]["author"] == {"name": "Alice A.", "party": "agency",
+                                       "platform": "slack"}
 
-            await room.post("hi **alice**, see [docs](https://example.org/d?a=1&b=2)", "carol")
-            [post] = await slack.wait_posts(LOBBY, 1)
-            assert post["username"] == "carol"
-            assert post["subtype"] == "bot_message" and post["bot_id"] == BOT_ID
-            assert post["text"] == "hi *alice*, see <https://example.org/d?a=1&amp;b=2|docs>"
-            # the bridge's own post came back as an event: it is not relayed
-            slack.say(LOBBY, ALICE, "last")
-            frames = await stream.wait_for(3)
-            assert [f["text"] for f in frames][2] == "last"
-            await slack.wait(lambda: all(slack.is_acked(m["ts"])
-                                         for m in slack.channels[LOBBY].messages),
-                             what="every envelope acknowledged")
-            await asyncio.sleep(0.5)
-            assert len(stream.frames) == 3
+        await room.post("hi **alice**, see [docs](https://example.org/d?a=1&b=2)", "carol")
+        [post] = await slack.wait_posts(LOBBY, 1)
+        assert post["username"] == "carol"
+        assert post["subtype"] == "bot_message" and post["bot_id"] == BOT_ID
+        assert post["text"] == "hi *alice*, see <https://example.org/d?a=1&amp;b=2|docs>"
+        # the bridge's own post came back as an event: it is not relayed
+        slack.say(LOBBY, ALICE, "last")
+        frames = await stream.wait_for(3)
+        assert [f["text"] for f in frames][2] == "last"
+        await slack.wait(lambda: all(slack.is_acked(m["ts"])
+                                     for m in slack.channels[LOBBY].messages),
+                         what="every envelope acknowledged")
+        await asyncio.sleep(0.5)
+        assert len(stream.frames) == 3
         assert daemon.terminate() == 0, daemon.log()
 
 
@@ -100,81 +97,70 @@ async def test_rooms_by_name_and_id_across_pages_and_bad_rooms_named_in_the_log(
 
 async def test_threads_edits_deletes_files_and_renames_from_slack(
         tmp_path: Path, slack: SlackServer) -> None:
-    path, port = bridge_config(tmp_path, slack)
-    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
-        room = Room(http, port, "lobby")
-        async with room.stream() as stream:
-            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
-            root = slack.say(LOBBY, ALICE, "root")
-            slack.say(LOBBY, BOB, "in the thread", thread_ts=root)
-            slack.edit(LOBBY, root, "root, edited")
-            slack.say(LOBBY, ALICE, "the plan", files=[{
-                "id": "F1", "name": "plan.pdf", "title": "plan", "mimetype": "application/pdf",
-                "size": 12345, "permalink": "https://files.example/F1/plan.pdf",
-                "url_private": "https://files.example/private/F1"}])
-            slack.delete(LOBBY, root)
-            await stream.wait_for(5)
-            slack.rename_user(ALICE, "Alice the Great")
-            slack.say(LOBBY, ALICE, "renamed")
-            frames = await stream.wait_for(6)
-            assert [(f["kind"], f["author"]["name"], f["text"]) for f in frames] == [
-                ("message", "Alice A.", "root"),
-                ("message", "Bob Builder", "in the thread"),
-                ("edit", "Alice A.", "root, edited"),
-                ("message", "Alice A.", "the plan"),
-                ("delete", "Alice A.", ""),
-                ("message", "Alice the Great", "renamed"),
-            ]
-            assert frames[1]["reply_to"] == frames[0]["id"]
-            assert frames[2]["target"] == frames[0]["id"] == frames[4]["target"]
-            # the API answers in the thread
-            await room.post("answer", "carol", reply_to=frames[1]["id"])
-            [answer] = await slack.wait_posts(LOBBY, 1)
-            assert answer["thread_ts"] == root
-        [record] = [m for m in export(path, "acme", "p") if m["text"] == "the plan"]
+    async with bridged(tmp_path, slack) as (daemon, room, stream):
+        root = slack.say(LOBBY, ALICE, "root")
+        slack.say(LOBBY, BOB, "in the thread", thread_ts=root)
+        slack.edit(LOBBY, root, "root, edited")
+        slack.say(LOBBY, ALICE, "the plan", files=[{
+            "id": "F1", "name": "plan.pdf", "title": "plan", "mimetype": "application/pdf",
+            "size": 12345, "permalink": "https://files.example/F1/plan.pdf",
+            "url_private": "https://files.example/private/F1"}])
+        slack.delete(LOBBY, root)
+        await stream.wait_for(5)
+        slack.rename_user(ALICE, "Alice the Great")
+        slack.say(LOBBY, ALICE, "renamed")
+        frames = await stream.wait_for(6)
+        assert [(f["kind"], f["author"]["name"], f["text"]) for f in frames] == [
+            ("message", "Alice A.", "root"),
+            ("message", "Bob Builder", "in the thread"),
+            ("edit", "Alice A.", "root, edited"),
+            ("message", "Alice A.", "the plan"),
+            ("delete", "Alice A.", ""),
+            ("message", "Alice the Great", "renamed"),
+        ]
+        assert frames[1]["reply_to"] == frames[0]["id"]
+        assert frames[2]["target"] == frames[0]["id"] == frames[4]["target"]
+        # the API answers in the thread
+        await room.post("answer", "carol", reply_to=frames[1]["id"])
+        [answer] = await slack.wait_posts(LOBBY, 1)
+        assert answer["thread_ts"] == root
+        [record] = [m for m in export(daemon.config, "acme", "p") if m["text"] == "the plan"]
         assert record["attachments"] == [{"url": "https://files.example/F1/plan.pdf",
-                                          "name": "plan.pdf", "mime": "application/pdf",
-                                          "size": 12345}]
+                                      "name": "plan.pdf", "mime": "application/pdf",
+                                      "size": 12345}]
         assert daemon.terminate() == 0, daemon.log()
 
 
 async def test_as_the_bot_with_a_prefix_and_other_bots_relayed_when_asked(
         tmp_path: Path, slack: SlackServer) -> None:
-    path, port = bridge_config(tmp_path, slack, post_as_author=False, relay_bots=True)
-    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
-        room = Room(http, port, "lobby")
-        async with room.stream() as stream:
-            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
-            await room.post("hello <b>", "<!channel>")
-            [post] = await slack.wait_posts(LOBBY, 1)
-            assert "username" not in post
-            assert post["text"] == "*&lt;!channel&gt;*: hello &lt;b&gt;"
-            assert pings(post) == []
-            slack.say(LOBBY, "U0OTHERBOT", "deploy done", subtype="bot_message",
-                      bot_id="B0OTHER", username="CI")
-            frames = await stream.wait_for(1)
-            assert [(f["author"]["name"], f["text"]) for f in frames] == [("CI", "deploy done")]
-            await asyncio.sleep(0.5)
-            assert len(stream.frames) == 1  # its own post was not relayed back
+    async with bridged(tmp_path, slack, post_as_author=False, relay_bots=True) as (
+            daemon, room, stream):
+        await room.post("hello <b>", "<!channel>")
+        [post] = await slack.wait_posts(LOBBY, 1)
+        assert "username" not in post
+        assert post["text"] == "*&lt;!channel&gt;*: hello &lt;b&gt;"
+        assert pings(post) == []
+        slack.say(LOBBY, "U0OTHERBOT", "deploy done", subtype="bot_message",
+                  bot_id="B0OTHER", username="CI")
+        frames = await stream.wait_for(1)
+        assert [(f["author"]["name"], f["text"]) for f in frames] == [("CI", "deploy done")]
+        await asyncio.sleep(0.5)
+        assert len(stream.frames) == 1  # its own post was not relayed back
         assert daemon.terminate() == 0, daemon.log()
 
 
 async def test_slack_to_slack_shows_the_authors_name_and_avatar(
         tmp_path: Path, slack: SlackServer) -> None:
-    path, port = bridge_config(tmp_path, slack, extra_rooms=["#secret"])
-    async with running(path, [port]) as daemon, aiohttp.ClientSession() as http:
-        room = Room(http, port, "lobby")
-        async with room.stream() as stream:
-            await slack.wait(lambda: slack.connections > 0, what="a Socket Mode connection")
-            slack.say(LOBBY, ALICE, "to the other channel")
-            [post] = await slack.wait_posts(PRIVATE, 1)
-            assert post["username"] == "Alice A."
-            assert post["icons"] == {"image_48": f"https://avatars.example/{ALICE}_192.png"}
-            await room.post("from the web", "carol")  # no avatar known: none sent
-            posts = await slack.wait_posts(PRIVATE, 2)
-            assert "icons" not in posts[1]
-            await stream.wait_for(1)
-            await asyncio.sleep(0.5)
-            assert len(stream.frames) == 1  # the copy in #secret did not come back
-            assert len(slack.history(LOBBY)) == 1
+    async with bridged(tmp_path, slack, extra_rooms=["#secret"]) as (daemon, room, stream):
+        slack.say(LOBBY, ALICE, "to the other channel")
+        [post] = await slack.wait_posts(PRIVATE, 1)
+        assert post["username"] == "Alice A."
+        assert post["icons"] == {"image_48": f"https://avatars.example/{ALICE}_192.png"}
+        await room.post("from the web", "carol")  # no avatar known: none sent
+        posts = await slack.wait_posts(PRIVATE, 2)
+        assert "icons" not in posts[1]
+        await stream.wait_for(1)
+        await asyncio.sleep(0.5)
+        assert len(stream.frames) == 1  # the copy in #secret did not come back
+        assert len(slack.history(LOBBY)) == 1
         assert daemon.terminate() == 0, daemon.log()
