@@ -42,7 +42,7 @@ from .convert import (
 )
 from .imap import ImapError, ImapRefused, Mailbox
 from .options import EmailOptions
-from .smtp import send_mail
+from .smtp import SmtpSender
 
 THREAD_KEEP = 20  # References: the thread's first mail and the latest ones
 FIRST_RUN_DAYS = 1  # with no cursor yet, unread mail this recent is taken
@@ -63,6 +63,7 @@ class EmailConnector(Connector):
         self.batches: dict[str, dict[str, dict[str, Any]]] = {}  # room -> pipe -> batch
         self.flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.mailbox = Mailbox(options, ctx.log)
+        self.smtp = SmtpSender(options, ctx.log)
         self.cursor_key = f"imap:{options.imap.folder}"
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -100,9 +101,10 @@ class EmailConnector(Connector):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.mailbox.close()
+        await self.smtp.close()
 
     def is_ready(self, room: str) -> bool:
-        return True  # SMTP is reached per mail; a failure there is a retry, not a down room
+        return True  # SMTP is reached when a mail goes out; a failure is a retry there
 
     async def wait_ready(self, room: str) -> None:
         return None
@@ -158,7 +160,7 @@ class EmailConnector(Connector):
             html=render_html(canonical),
             date=datetime.now(UTC),
         ))
-        await send_mail(self.opts, mail, list(self.addresses[room]), self.log)
+        await self.smtp.send(mail, list(self.addresses[room]))
         await self._remember(pipe, room, message_id)
 
     async def send(self, out: Outbound) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from email.message import EmailMessage
@@ -31,17 +32,47 @@ def _temporary(code: int, text: str, what: str, wait: float) -> ConnectorError:
     return ConnectorError(f"{what}: {code} {text}")
 
 
-async def send_mail(opts: EmailOptions, msg: EmailMessage, recipients: list[str],
-                    log: logging.Logger) -> None:
-    """Hand the mail to the SMTP server. PermanentError when it refuses for good (5xx for
-    every recipient, or for the message), ConnectorError (or RateLimited) otherwise."""
-    o = opts.smtp
-    password = o.password.get_secret_value() if o.password else None
-    try:
-        refused, _ = await aiosmtplib.send(
-            msg,
-            sender=opts.address,
-            recipients=recipients,
+class SmtpSender:
+    """One SMTP connection, kept open between mails: a busy room's mails then cost one
+    transaction each, not a TCP and TLS handshake and a login each (providers also limit
+    how often a client may connect). A kept connection is used only after it answered a
+    NOOP, so a mail is never sent on one the server has dropped; it is closed after
+    ``IDLE_CLOSE`` seconds unused (servers cut idle clients after about five minutes),
+    and after any error, since its state is then unknown."""
+
+    IDLE_CLOSE = 30.0
+
+    def __init__(self, opts: EmailOptions, log: logging.Logger) -> None:
+        self.opts = opts
+        self.log = log
+        self._client: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()  # one transaction at a time on the connection
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    async def send(self, msg: EmailMessage, recipients: list[str]) -> None:
+        """As :func:`send_mail`."""
+        async with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+            try:
+                await send_mail(self.opts, msg, recipients, self.log, await self._ready())
+            except BaseException:
+                self._abandon()
+                raise
+            self._idle = asyncio.get_running_loop().call_later(self.IDLE_CLOSE, self._on_idle)
+
+    async def _ready(self) -> aiosmtplib.SMTP:
+        client = self._client
+        if client is not None:
+            try:
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                self._abandon()
+        o, opts = self.opts.smtp, self.opts
+        password = o.password.get_secret_value() if o.password else None
+        client = aiosmtplib.SMTP(
             hostname=o.host,
             port=o.effective_port,
             username=(o.username or opts.address) if password is not None else None,
@@ -52,6 +83,51 @@ async def send_mail(opts: EmailOptions, msg: EmailMessage, recipients: list[str]
             tls_context=tls_context(opts.tls_verify) if o.security != "none" else None,
             timeout=opts.timeout,
         )
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            raise _temporary(exc.code, exc.message, "SMTP", opts.rate_limit_wait) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client.close()
+            raise ConnectorError(f"SMTP {o.host}:{o.effective_port}: "
+                                 f"{exc or type(exc).__name__}") from None
+        self._client = client
+        return client
+
+    def _on_idle(self) -> None:
+        if not self._lock.locked():
+            self._closing = asyncio.ensure_future(self.close())
+
+    def _abandon(self) -> None:
+        """Drop the connection without a word: its state is unknown."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def close(self) -> None:
+        """QUIT and close the kept connection, if any, after the mail in flight."""
+        async with self._lock:
+            client, self._client = self._client, None
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            if client is not None and client.is_connected:
+                try:
+                    await asyncio.wait_for(client.quit(), self.opts.timeout)
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+
+
+async def send_mail(opts: EmailOptions, msg: EmailMessage, recipients: list[str],
+                    log: logging.Logger, client: aiosmtplib.SMTP) -> None:
+    """Hand the mail to the SMTP server through ``client`` (connected). PermanentError
+    when it refuses for good (5xx for every recipient, or for the message),
+    ConnectorError (or RateLimited) otherwise."""
+    o = opts.smtp
+    try:
+        refused, _ = await client.send_message(msg, sender=opts.address,
+                                               recipients=recipients)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
         if all(r.code >= 500 for r in exc.recipients):

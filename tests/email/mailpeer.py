@@ -187,6 +187,15 @@ service imap-login {{
     async def start(self) -> None:
         self._write_config()
         await self.start_dovecot()
+        try:
+            await self.start_smtp()
+        except OSError:
+            self.stop()
+            raise
+        self.tap = ImapTap(self.imap_port)
+        await self.tap.start()
+
+    async def start_smtp(self) -> None:
         log = (self.work / "smtp.log").open("ab")
         self.sink = subprocess.Popen(
             [sys.executable, str(SINK), "--port", str(self.smtp_port),
@@ -194,13 +203,16 @@ service imap-login {{
              *(["--tls-dir", str(self.work)] if self.tls else [])],
             stdout=log, stderr=log)
         log.close()
-        try:
-            await wait_port(self.smtp_port, timeout=20, proc=self.sink)
-        except OSError:
-            self.stop()
-            raise
-        self.tap = ImapTap(self.imap_port)
-        await self.tap.start()
+        await wait_port(self.smtp_port, timeout=20, proc=self.sink)
+
+    async def restart_smtp(self) -> None:
+        """Stop the SMTP server (every connection to it drops), then start it again."""
+        _stop(self.sink)
+        await self.start_smtp()
+
+    def smtp_connections(self) -> int:
+        """How many connections the SMTP server has taken so far."""
+        return (self.work / "smtp.log").read_text(errors="replace").count("SMTP connection\n")
 
     async def start_dovecot(self) -> None:
         out = (self.work / "dovecot.stdout").open("ab")

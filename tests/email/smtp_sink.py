@@ -77,11 +77,13 @@ async def main() -> None:
     if args.tls_dir:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(f"{args.tls_dir}/cert.pem", f"{args.tls_dir}/key.pem")
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname="smtp.test.local", enable_SMTPUTF8=True,
-                     data_size_limit=64 * 1024 * 1024, tls_context=tls,
-                     require_starttls=tls is not None),
-        "127.0.0.1", args.port)
+    def connection() -> SMTP:
+        print("SMTP connection", flush=True)  # MailServer.smtp_connections counts these
+        return SMTP(handler, hostname="smtp.test.local", enable_SMTPUTF8=True,
+                    data_size_limit=64 * 1024 * 1024, tls_context=tls,
+                    require_starttls=tls is not None)
+
+    server = await loop.create_server(connection, "127.0.0.1", args.port)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set_result, None)

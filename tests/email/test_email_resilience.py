@@ -85,6 +85,30 @@ async def test_refused_recipients_fail_for_good_with_the_servers_reply(
         assert daemon.terminate() == 0, daemon.log()
 
 
+async def test_one_smtp_connection_serves_many_mails_and_a_dropped_one_is_replaced(
+    tmp_path: Path, mail_server: MailServer
+) -> None:
+    async with bridge(tmp_path, mail_server, room=ALICE) as (daemon, api, _):
+        before = mail_server.smtp_connections()  # the fixture's own check that it is up
+        for i in range(5):
+            await api.post(f"mail {i}", "bob")
+        mails = await mail_server.wait_mails("alice", 5)
+        assert sorted(plain(m) for m in mails) == [f"mail {i}" for i in range(5)]
+        assert mail_server.smtp_connections() - before == 1  # no handshake, login per mail
+        # the server goes away and comes back: the kept connection is dead, and is
+        # noticed before a mail is sent on it (no failed attempt, nothing sent twice)
+        await mail_server.restart_smtp()
+        before = mail_server.smtp_connections()
+        await api.post("after the restart", "bob")
+        mails = await mail_server.wait_mails("alice", 6)
+        assert sorted(plain(m) for m in mails)[0] == "after the restart"
+        assert mail_server.smtp_connections() - before == 1
+        await asyncio.sleep(0.5)
+        assert len(mail_server.mails("alice")) == 6
+        assert "send failed" not in daemon.log()
+        assert daemon.terminate() == 0, daemon.log()
+
+
 async def test_a_providers_rate_limit_is_waited_out_without_using_up_attempts(
     tmp_path: Path, mail_server: MailServer
 ) -> None:
