@@ -211,7 +211,7 @@ service imap-login {{
         await self.start_smtp()
 
     def smtp_connections(self) -> int:
-        """How many connections the SMTP server has taken so far."""
+        """How many connections have sent mail to the SMTP server so far."""
         return (self.work / "smtp.log").read_text(errors="replace").count("SMTP connection\n")
 
     async def start_dovecot(self) -> None:

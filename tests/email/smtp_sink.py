@@ -14,6 +14,7 @@ import os
 import signal
 import ssl
 import subprocess
+import weakref
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -26,6 +27,16 @@ class Handler:
         self.conf = conf
         self.mailroot = mailroot
         self.slowed = 0
+        self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # that sent mail
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if session not in self.sessions:  # MailServer.smtp_connections counts these
+            self.sessions.add(session)
+            print("SMTP connection", flush=True)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -77,13 +88,11 @@ async def main() -> None:
     if args.tls_dir:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(f"{args.tls_dir}/cert.pem", f"{args.tls_dir}/key.pem")
-    def connection() -> SMTP:
-        print("SMTP connection", flush=True)  # MailServer.smtp_connections counts these
-        return SMTP(handler, hostname="smtp.test.local", enable_SMTPUTF8=True,
-                    data_size_limit=64 * 1024 * 1024, tls_context=tls,
-                    require_starttls=tls is not None)
-
-    server = await loop.create_server(connection, "127.0.0.1", args.port)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="smtp.test.local", enable_SMTPUTF8=True,
+                     data_size_limit=64 * 1024 * 1024, tls_context=tls,
+                     require_starttls=tls is not None),
+        "127.0.0.1", args.port)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set_result, None)

@@ -89,7 +89,7 @@ async def test_one_smtp_connection_serves_many_mails_and_a_dropped_one_is_replac
     tmp_path: Path, mail_server: MailServer
 ) -> None:
     async with bridge(tmp_path, mail_server, room=ALICE) as (daemon, api, _):
-        before = mail_server.smtp_connections()  # the fixture's own check that it is up
+        before = mail_server.smtp_connections()
         for i in range(5):
             await api.post(f"mail {i}", "bob")
         mails = await mail_server.wait_mails("alice", 5)
