@@ -40,9 +40,9 @@ class SmtpOptions(ServerOptions):
         return self.port or {"none": 25, "starttls": 587, "tls": 465}[self.security]
 
 
-def check_folder(value: str | None) -> str | None:
+def check_folder(value: str) -> str:
     """A mailbox name: any characters (sent in modified UTF-7) but control characters."""
-    if value is not None and any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
         raise ValueError("a folder name cannot contain control characters (line breaks, tabs)")
     return value
 
@@ -53,9 +53,7 @@ class ImapOptions(ServerOptions):
     @field_validator("folder")
     @classmethod
     def _folder_ok(cls, value: str) -> str:
-        checked = check_folder(value)
-        assert checked is not None
-        return checked
+        return check_folder(value)
 
     @property
     def effective_port(self) -> int:
@@ -93,7 +91,7 @@ class EmailOptions(ConnectorOptions):
     @field_validator("reject_folder")
     @classmethod
     def _reject_folder_ok(cls, value: str | None) -> str | None:
-        return check_folder(value)
+        return None if value is None else check_folder(value)
 
     @field_validator("allowed_senders")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -56,13 +57,15 @@ class SmtpSender:
             if self._idle is not None:
                 self._idle.cancel()
             try:
-                await send_mail(self.opts, msg, recipients, self.log, await self._ready())
+                await send_mail(self.opts, msg, recipients, self.log, self._ready)
             except BaseException:
                 self._abandon()
                 raise
             self._idle = asyncio.get_running_loop().call_later(self.IDLE_CLOSE, self._on_idle)
 
     async def _ready(self) -> aiosmtplib.SMTP:
+        """The kept connection if it still answers, else a new one (connected, logged in);
+        aiosmtplib's errors as they come, for send_mail to name."""
         client = self._client
         if client is not None:
             try:
@@ -85,13 +88,9 @@ class SmtpSender:
         )
         try:
             await client.connect()
-        except aiosmtplib.SMTPResponseException as exc:
+        except BaseException:
             client.close()
-            raise _temporary(exc.code, exc.message, "SMTP", opts.rate_limit_wait) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            client.close()
-            raise ConnectorError(f"SMTP {o.host}:{o.effective_port}: "
-                                 f"{exc or type(exc).__name__}") from None
+            raise
         self._client = client
         return client
 
@@ -120,12 +119,14 @@ class SmtpSender:
 
 
 async def send_mail(opts: EmailOptions, msg: EmailMessage, recipients: list[str],
-                    log: logging.Logger, client: aiosmtplib.SMTP) -> None:
-    """Hand the mail to the SMTP server through ``client`` (connected). PermanentError
-    when it refuses for good (5xx for every recipient, or for the message),
-    ConnectorError (or RateLimited) otherwise."""
+                    log: logging.Logger,
+                    connect: Callable[[], Awaitable[aiosmtplib.SMTP]]) -> None:
+    """Hand the mail to the SMTP server through the client ``connect`` gives.
+    PermanentError when it refuses for good (5xx for every recipient, or for the
+    message), ConnectorError (or RateLimited) otherwise, connecting included."""
     o = opts.smtp
     try:
+        client = await connect()
         refused, _ = await client.send_message(msg, sender=opts.address,
                                                recipients=recipients)
     except aiosmtplib.SMTPRecipientsRefused as exc:
