@@ -170,9 +170,8 @@ async def _insert(
     conn: asyncpg.Connection, entries: Sequence[RecordEntry], seen: set[str],
     known: dict[str, tuple[int, str]], heads: Heads,
 ) -> list[list[OutboxRow]]:
-    """Insert what is not in ``seen``, chained on from ``known``; on success ``heads``
-    learns the new heads."""
-    seen = set(seen)
+    """Insert what is not in ``seen``, chained on from ``known`` (both are the caller's
+    own, and change here); on success ``heads`` learns the new heads."""
     now = utcnow()
     columns: list[list[Any]] = [[] for _ in _MESSAGE_COLS]
     box: list[list[Any]] = [[], [], [], []]
