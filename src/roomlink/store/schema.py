@@ -64,7 +64,15 @@ messages = sa.Table(
     sa.Column("chain", sa.Text, nullable=True),
     sa.Column("chain_n", sa.Integer, nullable=True),
     sa.UniqueConstraint("id", name="uq_messages_id"),
-    sa.Index("ix_messages_origin", "origin_connector", "origin_room", "origin_native_id"),
+    # only messages with a platform id (migration 0004): one from IRC adds no entry
+    sa.Index(
+        "ix_messages_origin",
+        "origin_connector",
+        "origin_room",
+        "origin_native_id",
+        sqlite_where=sa.text("origin_native_id IS NOT NULL"),
+        postgresql_where=sa.text("origin_native_id IS NOT NULL"),
+    ),
     sa.Index("ix_messages_pipe_seq", "pipe", "seq"),
 )
 
@@ -93,7 +101,15 @@ outbox = sa.Table(
         sqlite_where=sa.text("state = 'pending'"),
         postgresql_where=sa.text("state = 'pending'"),
     ),
-    sa.Index("ix_outbox_native", "connector", "room", "native_id"),
+    # only copies that have a platform id (migration 0004): a waiting copy adds no entry
+    sa.Index(
+        "ix_outbox_native",
+        "connector",
+        "room",
+        "native_id",
+        sqlite_where=sa.text("native_id IS NOT NULL"),
+        postgresql_where=sa.text("native_id IS NOT NULL"),
+    ),
 )
 
 # The platform ids of the second and later parts of a copy split into several posts
