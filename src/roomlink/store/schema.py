@@ -39,6 +39,13 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 metadata = sa.MetaData()
 
+
+def _partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index of only the rows ``where`` holds for, the same on SQLite and PostgreSQL."""
+    condition = sa.text(where)
+    return sa.Index(name, *columns, sqlite_where=condition, postgresql_where=condition)
+
+
 messages = sa.Table(
     "messages",
     metadata,
@@ -65,14 +72,8 @@ messages = sa.Table(
     sa.Column("chain_n", sa.Integer, nullable=True),
     sa.UniqueConstraint("id", name="uq_messages_id"),
     # only messages with a platform id (migration 0004): one from IRC adds no entry
-    sa.Index(
-        "ix_messages_origin",
-        "origin_connector",
-        "origin_room",
-        "origin_native_id",
-        sqlite_where=sa.text("origin_native_id IS NOT NULL"),
-        postgresql_where=sa.text("origin_native_id IS NOT NULL"),
-    ),
+    _partial_index("ix_messages_origin", "origin_connector", "origin_room", "origin_native_id",
+                   where="origin_native_id IS NOT NULL"),
     sa.Index("ix_messages_pipe_seq", "pipe", "seq"),
 )
 
@@ -93,23 +94,10 @@ outbox = sa.Table(
     sa.Column("done_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("message_id", "connector", "room", name="uq_outbox_message_room"),
     # only pending rows: a delivery leaves this index, and it stays small
-    sa.Index(
-        "ix_outbox_pending",
-        "connector",
-        "room",
-        "id",
-        sqlite_where=sa.text("state = 'pending'"),
-        postgresql_where=sa.text("state = 'pending'"),
-    ),
+    _partial_index("ix_outbox_pending", "connector", "room", "id", where="state = 'pending'"),
     # only copies that have a platform id (migration 0004): a waiting copy adds no entry
-    sa.Index(
-        "ix_outbox_native",
-        "connector",
-        "room",
-        "native_id",
-        sqlite_where=sa.text("native_id IS NOT NULL"),
-        postgresql_where=sa.text("native_id IS NOT NULL"),
-    ),
+    _partial_index("ix_outbox_native", "connector", "room", "native_id",
+                   where="native_id IS NOT NULL"),
 )
 
 # The platform ids of the second and later parts of a copy split into several posts
