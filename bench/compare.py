@@ -8,7 +8,9 @@ and the range of each ratio over the rounds. Run from the repository root::
     .venv/bin/python bench/compare.py [--rounds 3] [-n 2000] [--stores sqlite,postgresql]
 
 A store kind may carry relay.py store options after a colon, e.g.
-``postgresql:async_delivery_marks=true``.
+``postgresql:async_delivery_marks=true``. With ``--matterbridge BIN``, each round also
+runs ``matterbridge.py`` (the same client against a Matterbridge binary) and prints each
+store kind's hop, burst and peak RSS over Matterbridge's in that round.
 """
 
 from __future__ import annotations
@@ -86,10 +88,13 @@ def main() -> int:
                    help="comma-separated store kinds, each optionally kind:KEY=VALUE")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="PostgreSQL admin URL (for relay.py and the commit probe)")
+    p.add_argument("--matterbridge", metavar="BIN",
+                   help="also run bench/matterbridge.py with this binary in every round")
     args = p.parse_args()
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     floors: list[dict[str, float]] = []
+    mbs: list[dict[str, float]] = []
     for r in range(args.rounds):
         floor = run_json(["bench/floor.py", "--transport-only", "-n", str(args.n),
                           "--serial", str(args.latency)])
@@ -117,6 +122,16 @@ def main() -> int:
                   f" ({fig['sustained'] / floor['sustained']:.2f} of floor)"
                   f"  RSS start {fig['rss_start']:.0f} MiB, peak {fig['peak_rss']:.0f} MiB"
                   f"  {'OK' if fig['ok'] else 'FAIL'}", flush=True)
+        if args.matterbridge:
+            mb = run_json(["bench/matterbridge.py", "--bin", args.matterbridge,
+                           "-n", str(args.n), "--latency", str(args.latency),
+                           "--warmup", str(args.warmup)])
+            mbs.append(mb)
+            print(f"  {'matterbridge':<40} hop {mb['hop_median'] * 1e3:6.2f} ms"
+                  f" ({mb['hop_median'] / floor['hop_median']:.2f}x floor)"
+                  f"  p99 {mb['hop_p99'] * 1e3:6.2f} ms  burst {mb['sustained']:6.0f} msg/s"
+                  f"  RSS start {mb['rss_start']:.0f} MiB, peak {mb['peak_rss']:.0f} MiB"
+                  f"  arrived {mb['received']}/{args.n}", flush=True)
     print(f"\n== over {args.rounds} rounds (ranges)")
     print(f"  floor: hop {span([f['hop_median'] * 1e3 for f in floors], '{:.2f}')} ms,"
           f" {span([f['sustained'] for f in floors], '{:.0f}')} msg/s")
@@ -146,6 +161,16 @@ def main() -> int:
             line += ("  hop/(two commits at once) "
                      + span([f["hop_median"] / f["pg_commit_two"] for f in figs], "{:.2f}"))
         print(line)
+    if mbs:
+        print("  against matterbridge (issue 13's goals: hop <= 0.7x, burst >= 1.5x,"
+              " peak RSS <= 1x after a 5,000-message burst)")
+        for kind in kinds:
+            pairs = list(zip(rows[kind], mbs, strict=True))
+            print(f"  {kind:<40}"
+                  + "".join(f"  {label}/matterbridge "
+                            + span([f[key] / m[key] for f, m in pairs], "{:.2f}")
+                            for label, key in (("hop", "hop_median"), ("burst", "sustained"),
+                                               ("peak RSS", "peak_rss"))))
     return 0 if all(f["ok"] for figs in rows.values() for f in figs) else 1
 
 
