@@ -5,10 +5,11 @@ Matterbridge (github.com/42wim/matterbridge, Go) is not installed by this projec
 none of its code is here: pass the path of a binary with its API bridge (``--bin``). The
 script writes a config with two API bridges joined by one gateway, starts the binary,
 reads the second bridge's ``/api/websocket`` (the same kind of stream as roomlink's
-room stream; ``/api/stream`` sleeps 200 ms after every message) and posts into the
-first bridge's ``/api/message``. Then, as in relay.py: hop latency one message at a time,
-then ``-n`` messages from ``--concurrency`` keep-alive posters ("burst": ``n`` / first
-POST -> last frame), every text counted on arrival, and the process's peak RSS.
+room stream; ``/api/stream`` sleeps 100-200 ms after every message, by version) and
+posts into the first bridge's ``/api/message``. Then, as in relay.py: hop latency one
+message at a time, then ``-n`` messages from ``--concurrency`` keep-alive posters
+("burst": ``n`` / first POST -> last frame), every text counted on arrival, and the
+process's peak RSS.
 
 Matterbridge stores nothing and answers a POST as soon as its gateway has taken the
 message, so these figures are a bridge without durability.
