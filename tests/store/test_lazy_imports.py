@@ -1,16 +1,21 @@
-"""A SQLite store opens without loading Alembic or SQLAlchemy into the process (about
-25 MiB of a daemon's memory): a current schema is told by a version check, and a new or
-older file is migrated by a child process; a store that is behind is still migrated."""
+"""A store opens without loading Alembic or SQLAlchemy into the process (about 25 MiB of
+a daemon's memory): a current schema is told by a version check, and a new or older one
+is migrated by a child process; a store that is behind is still migrated. A PostgreSQL
+store then reads and writes on asyncpg alone."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import asyncpg
+
 from roomlink.store.migrate import alembic_config, head_revision
+from store.conftest import pg_database
 
 
 def test_head_revision_read_from_the_files_is_alembics_head() -> None:
@@ -83,3 +88,85 @@ def test_a_store_behind_the_newest_revision_is_migrated(tmp_path: Path) -> None:
         asyncio.run(main())
     """)
     assert out == "StoreError"  # Alembic ran 0001 -> head, and the missing table stopped it
+
+
+PG_WORK = """
+    import asyncio, sys
+    from roomlink.model import RoomRef
+    from roomlink.record import db
+    from roomlink.store import open_store, RecordEntry
+    from tests_msg import msg
+    async def main():
+        s = await open_store("a", sys.argv[1])
+        room = RoomRef(connector="irc", room="#x")
+        [[row]] = await s.record([RecordEntry(msg("m1"), (room,))])
+        assert [r.id for r in await s.pending("irc", "#x")] == [row.id]
+        await s.mark_delivered(row.id, ["n1"])
+        assert await s.native_id("m1", "irc", "#x") == "n1"
+        assert await s.message_id_for_native("irc", "#x", "n1") == "m1"
+        await s.set_cursor("irc", "k", "v")
+        counts = await s.counts()
+        heads = await db.heads(s)  # what the status page shows
+        await s.close()
+        print(counts["delivered"], len(heads),
+              sorted(m for m in ("alembic", "sqlalchemy") if m in sys.modules))
+    asyncio.run(main())
+"""
+
+
+def run_with(code: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "tests_msg.py").write_text(textwrap.dedent("""
+        from datetime import UTC, datetime
+        from roomlink.model import Author, Message
+        def msg(i):
+            return Message(id=i, pipe="p", origin_connector="api", origin_room="r",
+                           origin_native_id="o-" + i, author=Author(name="a", party="x",
+                           platform="api"), text="hello", ts=datetime.now(UTC))
+    """))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+
+
+async def test_a_postgresql_store_works_without_sqlalchemy_even_when_it_migrates(
+    tmp_path: Path,
+) -> None:
+    """Its reads and writes run on asyncpg; a new database is migrated by a child."""
+    async with pg_database() as url:
+        first = run_with(PG_WORK, url, tmp_path=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == "1 1 []"
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == head_revision()
+            await conn.execute("DELETE FROM outbox; DELETE FROM cursors; DELETE FROM messages")
+        finally:
+            await conn.close()
+        again = run_with(PG_WORK, url, tmp_path=tmp_path)  # current: a version check only
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == "1 1 []"
+
+
+async def test_a_postgresql_store_that_fails_to_migrate_says_why_in_one_line(
+    tmp_path: Path,
+) -> None:
+    async with pg_database() as url:
+        conn = await asyncpg.connect(url)
+        try:  # as if written by an older roomlink, then damaged by hand
+            await conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
+                               "INSERT INTO alembic_version VALUES ('0001')")
+        finally:
+            await conn.close()
+        done = run_with("""
+            import asyncio, sys
+            from roomlink.store import open_store
+            async def main():
+                try:
+                    await open_store("a", sys.argv[1])
+                except Exception as e:
+                    print(type(e).__name__, e)
+            asyncio.run(main())
+        """, url, tmp_path=tmp_path)
+        out = done.stdout.strip()
+        assert out.startswith("StoreError cannot open store postgresql://"), out
+        assert "MigrationFailed" in out and "\n" not in out

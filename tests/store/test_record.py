@@ -256,12 +256,25 @@ def test_canonical_bytes_are_exactly_the_sorted_json_specification(text: str) ->
         assert chain.canonical_fields(**both) == chain.reference_bytes(**both)  # type: ignore[arg-type]
 
 
+_COPY_AS_M1 = (
+    "INSERT INTO messages (id, pipe, kind, origin_connector, origin_room, author_name, "
+    "author_party, author_platform, text, attachments, ts, recorded_at, chain, chain_n) "
+    "SELECT 'm00001', pipe, kind, origin_connector, origin_room, author_name, author_party, "
+    "author_platform, text, attachments, ts, recorded_at, 'x', chain_n + 1 FROM messages"
+)
+
+
 async def test_a_rolled_back_record_leaves_the_chain_intact(store: Store) -> None:
-    """SQLite remembers each pipe's head between transactions: never one rolled back."""
+    """SQLite remembers each pipe's head between transactions: never one rolled back.
+    (PostgreSQL's write_with gets a SQLAlchemy Core connection, and a row written there.)"""
     await store.record([RecordEntry(msg(0))])
 
     def record_then_fail(conn: object) -> None:
-        store._ops.record(conn, [RecordEntry(msg(1))])
+        if isinstance(conn, sqlite3.Connection):
+            store._ops.record(conn, [RecordEntry(msg(1))])
+        else:
+            assert isinstance(conn, sa.Connection)
+            conn.execute(sa.text(_COPY_AS_M1))
         raise RuntimeError("the rest of this transaction failed")
 
     with pytest.raises(RuntimeError):

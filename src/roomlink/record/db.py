@@ -1,12 +1,16 @@
-"""The record's own SQL, on either store connection (sqlite3 or SQLAlchemy Core).
+"""The record's own SQL, on any store connection: sqlite3, asyncpg (PostgreSQL's reads)
+or SQLAlchemy Core (PostgreSQL's writes through ``Store.write_with``).
 
-Both take ``:name`` parameters; this module evens out the rest (row shape, timestamps).
+The SQL takes ``:name`` parameters; this module evens out the rest (parameter style, row
+shape, timestamps).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +49,29 @@ def _time(value: Any) -> Any:
     return value
 
 
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # :name, but not a ::type cast
+
+
+def _positional(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``:name`` parameters as asyncpg's ``$1``, ``$2``, ...; a name used twice is one."""
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m[1] not in names:
+            names.append(m[1])
+        return f"${names.index(m[1]) + 1}"
+
+    return _NAMED.sub(number, sql), [params[n] for n in names]
+
+
+def _times(rows: list[Row]) -> list[Row]:
+    for r in rows:
+        for k in _TIMES:
+            if k in r:
+                r[k] = _time(r[k])
+    return rows
+
+
 class Db:
     def __init__(self, conn: Any, dialect: str) -> None:
         self.conn = conn
@@ -56,21 +83,21 @@ class Db:
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         return value
 
-    def rows(self, sql: str, **params: Any) -> list[Row]:
+    def rows(self, sql: str, **params: Any) -> Any:
+        """The rows as dicts; on an asyncpg connection a coroutine of them (the store's
+        read awaits it)."""
         p = {k: self.param(v) for k, v in params.items()}
         if isinstance(self.conn, sqlite3.Connection):
             cur = self.conn.execute(sql, p)
             names = [d[0] for d in cur.description]
-            out = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        else:
-            import sqlalchemy as sa  # PostgreSQL only: a SQLite daemon never loads it
+            return _times([dict(zip(names, r, strict=True)) for r in cur.fetchall()])
+        sa = sys.modules.get("sqlalchemy")  # loaded only for a write_with on PostgreSQL
+        if sa is not None and isinstance(self.conn, sa.Connection):
+            return _times([dict(r) for r in self.conn.execute(sa.text(sql), p).mappings()])
+        return self._fetch(*_positional(sql, p))
 
-            out = [dict(r) for r in self.conn.execute(sa.text(sql), p).mappings().all()]
-        for r in out:
-            for k in _TIMES:
-                if k in r:
-                    r[k] = _time(r[k])
-        return out
+    async def _fetch(self, sql: str, args: list[Any]) -> list[Row]:
+        return _times([dict(r) for r in await self.conn.fetch(sql, *args)])
 
     def execute(self, sql: str, **params: Any) -> int:
         p = {k: self.param(v) for k, v in params.items()}
@@ -82,7 +109,8 @@ class Db:
 
 
 async def read(store: Store, sql: str, **params: Any) -> list[Row]:
-    return await store.read_with(lambda c: Db(c, store.dialect).rows(sql, **params))
+    rows: list[Row] = await store.read_with(lambda c: Db(c, store.dialect).rows(sql, **params))
+    return rows
 
 
 async def anchors(store: Store) -> dict[str, Anchor]:

@@ -1,9 +1,10 @@
 """Where store transactions run: a ``sqlite3`` connection, or PostgreSQL (``pg_backend``).
 
 Each backend brings its module of operations with one contract: ``sqlite_ops`` on the
-sqlite3 connection, ``ops`` (SQLAlchemy Core) on PostgreSQL. One call of ``write`` is
-one transaction. SQLAlchemy, Alembic and asyncpg are imported only by a PostgreSQL store
-or a migration: a daemon with SQLite stores whose schema is current never loads them.
+sqlite3 connection, ``pg_queries`` (coroutines) on an asyncpg one. One call of ``write``
+is one transaction. asyncpg is imported only by a PostgreSQL store, SQLAlchemy and
+Alembic only by a migration (or the record's writes on PostgreSQL): a daemon whose
+stores' schema is current never loads them.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def _file_lock(path: str) -> asyncio.Lock:
 
 class Backend(Protocol):
     ops: Any  # the module of store operations for this backend's connection type
-    dialect: str  # "sqlite" (a sqlite3 connection) or "postgresql" (a Core Connection)
-    errors: tuple[type[BaseException], ...]  # the driver's errors, reported as StoreError
+    dialect: str  # "sqlite" (a sqlite3 connection) or "postgresql" (an asyncpg one)
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]: ...  # reported as StoreError
     # set when transactions run synchronously on the loop (SQLite): then a single small
     # write need not wait for the group-commit writer
     @property
@@ -84,7 +86,12 @@ class Backend(Protocol):
 
 @runtime_checkable
 class FastWrites(Protocol):
-    """A backend with its own path for the two hot writes (PostgreSQL)."""
+    """A backend with its own path for the two hot writes (PostgreSQL), whose writes
+    are queued for the Store's writer task."""
+
+    async def write(self, fn: Callable[[Any], Any]) -> Any: ...
+    # fn on a SQLAlchemy Core connection (the record's multi-statement writes)
+    async def write_core(self, fn: Callable[[Any], T]) -> T: ...
 
     async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]: ...
     async def mark_delivered_many(
@@ -319,9 +326,9 @@ async def open_backend(url: str, async_marks: bool = False) -> Backend:
         if scheme == "sqlite":
             return await SqliteBackend.open(target)
         async with _open_lock():
-            from roomlink.store.pg_backend import PostgresBackend, pg_url
+            from roomlink.store.pg_backend import PostgresBackend
 
-            return await PostgresBackend.open(pg_url(url), async_marks)
+            return await PostgresBackend.open(url, async_marks)
     except StoreError:
         raise
     except Exception as e:

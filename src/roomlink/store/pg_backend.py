@@ -1,37 +1,57 @@
-"""The PostgreSQL backend: SQLAlchemy's asyncpg engine, and asyncpg itself for the hot
-writes. Imported only when a party's store is on PostgreSQL."""
+"""The PostgreSQL backend, on asyncpg. Imported only when a party's store is on PostgreSQL.
+
+SQLAlchemy and Alembic (about 21 MiB of a daemon, and part of its start-up) are loaded
+only to migrate a store that is not at the newest revision (by a child process, unless
+they are loaded already) and for the record's multi-statement writes (retention, through
+``write_core``); a version check tells a current store (bench/README.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import asyncpg
-import sqlalchemy as sa
-from sqlalchemy import Connection
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from roomlink import urls
-from roomlink.store import ops as core_ops
-from roomlink.store import pg_ops
+from roomlink.store import pg_ops, pg_queries
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
-from roomlink.store.migrate import upgrade
+from roomlink.store.migrate import head_revision
 from roomlink.urls import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 T = TypeVar("T")
 
 _MIGRATION_LOCK = 0x726F6F6D6C696E6B  # "roomlink": serialises concurrent openers on PostgreSQL
 
 
-def pg_url(url: str) -> URL:
-    """The URL with the driver this module uses.
+def connect_args(url: str) -> dict[str, Any]:
+    """asyncpg's arguments for the store URL: the DSN without its userinfo, and the user
+    and password apart, so that a password with an unencoded '@' or '/' is used as
+    written rather than misread as the host (see roomlink.urls)."""
+    parts = urls.split(url)
+    if parts is None:
+        raise StoreError(f"bad store URL {redact(url)!r}")
+    args: dict[str, Any] = {"dsn": f"postgresql://{parts.rest}"}
+    if parts.user:
+        args["user"] = unquote(parts.user)
+    if parts.password is not None:
+        args["password"] = unquote(parts.password)
+    return args
 
-    The user and password are split off first (see roomlink.urls), so that a password
-    with an unencoded '@' or '/' is used as written rather than misread as the host.
-    """
+
+def pg_url(url: str) -> URL:
+    """The URL as SQLAlchemy's asyncpg dialect takes it (migrations, ``write_core``)."""
+    from sqlalchemy.engine import make_url
+
     parts = urls.split(url)
     try:
         if parts is None or parts.user is None:
@@ -46,16 +66,83 @@ def pg_url(url: str) -> URL:
     return u.set(drivername="postgresql+asyncpg")
 
 
+def _engine(url: str) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    return create_async_engine(
+        pg_url(url), pool_size=1, max_overflow=0, connect_args={"timeout": 10},
+        hide_parameters=True,  # errors must never carry message content into logs
+    )
+
+
 def _pg_upgrade(conn: Connection) -> None:
+    import sqlalchemy as sa
+
+    from roomlink.store.migrate import upgrade
+
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
     upgrade(conn)
 
 
+async def _migrate_here(url: str) -> None:
+    engine = _engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_pg_upgrade)
+    finally:
+        await engine.dispose()
+
+
+def migrate_child() -> int:
+    """What the child process of :func:`_migrate` runs, the URL read from stdin (never
+    from its command line, which every user of the machine can read): the reason for a
+    failure as one line on stderr, and exit status 1."""
+    try:
+        asyncio.run(_migrate_here(sys.stdin.readline().rstrip("\n")))
+    except Exception as e:
+        from roomlink.store.store import describe
+
+        print(describe(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+_MIGRATE_CHILD = (
+    "import sys; from roomlink.store.pg_backend import migrate_child as m; sys.exit(m())"
+)
+
+
+class MigrationFailed(Exception):
+    """The child process that migrates a PostgreSQL store failed: its one-line reason."""
+
+
+async def _migrate(url: str) -> None:
+    """Alembic's upgrade, in a child process unless SQLAlchemy is loaded already (the
+    tests, a CLI command): it would stay loaded for the daemon's lifetime."""
+    if "sqlalchemy" in sys.modules:
+        await _migrate_here(url)
+        return
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MIGRATE_CHILD, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await child.communicate(url.encode() + b"\n")
+    if child.returncode != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise MigrationFailed(lines[-1][:300] if lines else f"exit status {child.returncode}")
+
+
+async def _is_current(conn: asyncpg.Connection) -> bool:
+    head = head_revision()
+    if head is None or not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+        return False
+    return [r[0] for r in await conn.fetch("SELECT version_num FROM alembic_version")] == [head]
+
+
 class PostgresBackend:
-    """An asyncpg engine for migrations, reads and the rarer writes (SQLAlchemy Core
-    through run_sync), plus two plain asyncpg connections for the hot writes
-    (``pg_ops``): one for ``record``, one for delivery marks, so that a room's next
-    send never waits behind another group's record commit (bench/README.md).
+    """asyncpg all the way: a connection for ``record`` and every other write, one for
+    delivery marks (so that a room's next send never waits behind another group's record
+    commit; bench/README.md), and a pool of two for reads.
 
     With ``async_marks``, the marks connection runs with ``synchronous_commit = off``:
     a mark is visible at once and survives a crash of roomlink, but a crash of the
@@ -64,12 +151,19 @@ class PostgresBackend:
     (never lost). ``record`` always waits for the server's flush.
     """
 
-    ops: Any = core_ops
+    ops: Any = pg_queries
     dialect = "postgresql"
     write_now: Callable[[Callable[[Any], Any]], Any] | None = None
-    errors: tuple[type[BaseException], ...] = (
-        sa.exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError
-    )
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """asyncpg's errors, a server that cannot be reached (a read's pool reconnects),
+        and SQLAlchemy's once something has loaded it."""
+        sa = sys.modules.get("sqlalchemy")
+        own: tuple[type[BaseException], ...] = (
+            asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError
+        )
+        return own if sa is None else (*own, sa.exc.SQLAlchemyError)
 
     def recorded(self) -> None:
         """Nothing to do: the GIN index is kept by PostgreSQL within each commit."""
@@ -77,29 +171,33 @@ class PostgresBackend:
     async def index_for_search(self) -> None:
         """Nothing to do (see recorded)."""
 
-    def __init__(self, engine: AsyncEngine, dsn: str, async_marks: bool) -> None:
-        self._engine = engine
-        self._dsn = dsn
+    def __init__(self, url: str, pool: asyncpg.Pool, async_marks: bool) -> None:
+        self._url = url
+        self._connect = connect_args(url)
+        self._pool = pool
         self._async_marks = async_marks
         self._writer: asyncpg.Connection | None = None
         self._marker: asyncpg.Connection | None = None
+        self._engine: AsyncEngine | None = None  # made for the first write_core
         self._heads = pg_ops.Heads()  # what the record connection chained on last
 
     @classmethod
-    async def open(cls, url: URL, async_marks: bool = False) -> PostgresBackend:
-        engine = create_async_engine(
-            url, pool_size=2, max_overflow=0, connect_args={"timeout": 10},
-            hide_parameters=True,  # errors must never carry message content into logs
-        )
+    async def open(cls, url: str, async_marks: bool = False) -> PostgresBackend:
+        args = connect_args(url)
+        conn = await asyncpg.connect(**args, timeout=10)
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(_pg_upgrade)
-            dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-            backend = cls(engine, dsn, async_marks)
+            current = await _is_current(conn)
+        finally:
+            await conn.close()
+        if not current:
+            await _migrate(url)
+        pool = await asyncpg.create_pool(**args, min_size=1, max_size=2, timeout=10)
+        backend = cls(url, pool, async_marks)
+        try:
             await backend._connection(marks=False)
             await backend._connection(marks=True)
         except BaseException:
-            await engine.dispose()
+            await backend.close()
             raise
         return backend
 
@@ -109,23 +207,40 @@ class PostgresBackend:
         if conn is not None and not conn.is_closed():
             return conn
         settings = {"synchronous_commit": "off"} if marks and self._async_marks else None
-        conn = await asyncpg.connect(self._dsn, timeout=10, server_settings=settings)
+        conn = await asyncpg.connect(**self._connect, timeout=10, server_settings=settings)
         if marks:
             self._marker = conn
         else:
             self._writer = conn
         return conn
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    async def write(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
+        """``fn(connection)`` (a ``pg_queries`` coroutine, or plain code) in a transaction
+        on the writing connection."""
+        conn = await self._connection(marks=False)
         try:
-            async with self._engine.begin() as conn:
-                return await conn.run_sync(fn)
+            async with conn.transaction():
+                result = fn(conn)
+                return await result if inspect.isawaitable(result) else result
         finally:  # it may have recorded or removed messages: heads are looked up again
             self._heads.forget()
 
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(fn)
+    async def write_core(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on a SQLAlchemy Core connection, in a transaction: the record's own
+        multi-statement writes (``Store.write_with``). Loads SQLAlchemy the first time."""
+        if self._engine is None:
+            self._engine = _engine(self._url)
+        try:
+            async with self._engine.begin() as conn:
+                result: T = await conn.run_sync(fn)
+                return result
+        finally:
+            self._heads.forget()
+
+    async def read(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
+        async with self._pool.acquire() as conn:
+            result = fn(conn)
+            return await result if inspect.isawaitable(result) else result
 
     async def record(self, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
         """``ops.record``, atomically, on the record connection."""
@@ -136,7 +251,7 @@ class PostgresBackend:
     ) -> list[Exception | None]:
         return await pg_ops.mark_delivered_many(await self._connection(marks=True), marks)
 
-    async def read_aside(self, fn: Callable[[Connection], T]) -> T:
+    async def read_aside(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
         return await self.read(fn)  # already off the loop: the server does the work
 
     async def close(self) -> None:
@@ -146,6 +261,9 @@ class PostgresBackend:
                     await asyncio.wait_for(conn.close(), 5)
                 except (OSError, TimeoutError, asyncpg.InterfaceError):
                     conn.terminate()
-        await self._engine.dispose()
-
-
+        try:
+            await asyncio.wait_for(self._pool.close(), 5)
+        except (OSError, TimeoutError, asyncpg.InterfaceError):
+            self._pool.terminate()
+        if self._engine is not None:
+            await self._engine.dispose()

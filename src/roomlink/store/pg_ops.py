@@ -7,9 +7,8 @@ plain VALUES for a single message) and commits by itself, with a lookup before i
 when the chain heads are not known or a message is stored already; every statement is
 prepared once per connection by asyncpg's statement cache. A group of delivery marks,
 from any number of rooms, is one statement too. Same contract, same tables and same
-results as ``ops.record`` and ``ops.mark_delivered``; the contract suite in tests/store
-runs them.
-Everything else on PostgreSQL still goes through ``ops`` (SQLAlchemy Core).
+results as ``sqlite_ops.record`` and ``sqlite_ops.mark_delivered``; the contract suite in
+tests/store runs them. Everything else on PostgreSQL is in ``pg_queries``.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from roomlink.record.chain import GENESIS, canonical, link
 from roomlink.store.base import OutboxRow, RecordEntry, UnknownOutboxRow
 
 # which ids are known already, and each pipe's head: the pipe's last record in this
-# store, else its retention anchor (as ops.chain_head)
+# store, else its retention anchor (as sqlite_ops.chain_head)
 _LOOKUP = (
     "SELECT 0, id, NULL::int, NULL::int, NULL::text, NULL::int, NULL::text "
     "FROM messages WHERE id = ANY($1::text[]) "

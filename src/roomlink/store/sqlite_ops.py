@@ -1,9 +1,10 @@
 """The store operations for SQLite, on the ``sqlite3`` connection itself.
 
-The same contract as ``ops`` (SQLAlchemy Core, used for PostgreSQL) and the same tables
-(created by the Alembic migrations), but without SQLAlchemy's per-statement overhead:
-on the benchmark machine one relayed message cost 3.6 ms of store time through Core and
-0.14 ms here (bench/README.md). The contract suite in tests/store runs both.
+The same contract as ``pg_queries`` and ``pg_ops`` (PostgreSQL, on asyncpg) and the same
+tables (created by the Alembic migrations), without SQLAlchemy's per-statement overhead:
+on the benchmark machine one relayed message cost 3.6 ms of store time through
+SQLAlchemy Core and 0.14 ms here (bench/README.md). The contract suite in tests/store
+runs both.
 Timestamps use SQLAlchemy's SQLite format (naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``).
 """
 
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from roomlink.model import Attachment, Author, Kind, Message, utcnow
+from roomlink.model import Message, utcnow
 from roomlink.record.chain import GENESIS, canonical, link
+from roomlink.store import columns
 from roomlink.store.base import (
     DELIVERED,
     FAILED,
@@ -30,10 +32,9 @@ from roomlink.store.base import (
 
 _IN_CHUNK = 500  # ids per IN (...): far below SQLite's parameter limit
 
-_COLS = (
-    "id, pipe, kind, origin_connector, origin_room, origin_native_id, author_name, "
-    "author_id, author_party, author_platform, text, attachments, reply_to, target, ts"
-)
+_COLS = columns.COLUMNS
+_MESSAGE_COLS = columns.M_COLUMNS
+
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({_COLS}, recorded_at, chain, chain_n) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
@@ -42,7 +43,6 @@ _INSERT_OUTBOX = (
     "INSERT INTO outbox (message_id, pipe, connector, room, state, attempts, created_at) "
     "VALUES (?, ?, ?, ?, 'pending', 0, ?)"
 )
-_MESSAGE_COLS = ", ".join(f"m.{c.strip()}" for c in _COLS.split(","))
 
 
 def _ts(value: datetime) -> str:
@@ -67,13 +67,7 @@ def _message_params(m: Message, now: str) -> tuple[Any, ...]:
 
 def _message(r: Sequence[Any]) -> Message:
     """A message from the 15 columns of ``_COLS``, in order."""
-    attachments = tuple(Attachment(**x) for x in json.loads(r[11])) if r[11] != "[]" else ()
-    return Message.model_construct(
-        id=r[0], pipe=r[1], kind=Kind(r[2]), origin_connector=r[3], origin_room=r[4],
-        origin_native_id=r[5],
-        author=Author.model_construct(name=r[6], id=r[7], party=r[8], platform=r[9]),
-        text=r[10], attachments=attachments, reply_to=r[12], target=r[13], ts=_from_ts(r[14]),
-    )  # fmt: skip
+    return columns.message(r, _from_ts(r[14]))
 
 
 class Connection(sqlite3.Connection):

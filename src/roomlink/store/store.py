@@ -34,6 +34,7 @@ class _Op:
     fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
     entries: Sequence[RecordEntry] | None = None
+    core: bool = False  # fn takes a SQLAlchemy Core connection (Store.write_with)
 
 
 @dataclass(slots=True)
@@ -41,32 +42,6 @@ class _Mark:
     outbox_id: int
     native_ids: tuple[str, ...]
     future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Batch:
-    ops: list[_Op]
-    record: Callable[[Any, Sequence[RecordEntry]], list[list[OutboxRow]]]
-
-    def run(self, conn: Any) -> list[Any]:
-        """All ops in one transaction; consecutive record() calls become one executemany
-        (PostgreSQL, when a batch mixes record() with other writes)."""
-        results: list[Any] = []
-        i, n = 0, len(self.ops)
-        while i < n:
-            op = self.ops[i]
-            if op.entries is None:
-                results.append(op.fn(conn))
-                i += 1
-                continue
-            j = i
-            merged: list[RecordEntry] = []
-            while j < n and (entries := self.ops[j].entries) is not None:
-                merged.extend(entries)
-                j += 1
-            results.extend(_split(self.ops[i:j], self.record(conn, merged)))
-            i = j
-        return results
 
 
 def _split(ops: Sequence[_Op], rows: list[list[OutboxRow]]) -> list[list[list[OutboxRow]]]:
@@ -112,7 +87,6 @@ class Store:
         self.url_for_display = redact(url)
         self._backend = backend
         self._ops = backend.ops
-        self._errors = backend.errors
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._closed = False
         loop = asyncio.get_running_loop()
@@ -131,10 +105,15 @@ class Store:
     def __repr__(self) -> str:
         return f"<Store {self.party} {self.url_for_display}>"
 
+    @property
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        return self._backend.errors  # PostgreSQL's grow once SQLAlchemy is loaded
+
     # -- writing ------------------------------------------------------------------------
 
     def _submit(
-        self, fn: Callable[[Any], T], entries: Sequence[RecordEntry] | None = None
+        self, fn: Callable[[Any], T], entries: Sequence[RecordEntry] | None = None,
+        core: bool = False,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreError(f"store {self.party} is closed")
@@ -149,47 +128,58 @@ class Store:
             except Exception as e:
                 fut.set_exception(_wrap(e, self._errors))
             return fut
-        self._queue.put_nowait(_Op(fn, fut, entries))
+        self._queue.put_nowait(_Op(fn, fut, entries, core))
         return fut
 
     async def _write_loop(self) -> None:
+        """PostgreSQL's writes, in order: what is queued together goes together."""
         stop = False
         while not stop:
             first = await self._queue.get()
             if first is None:
                 break
-            batch = _Batch([first], self._ops.record)
-            while len(batch.ops) < _MAX_BATCH and not self._queue.empty():
+            ops = [first]
+            while len(ops) < _MAX_BATCH and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     stop = True
                     break
-                batch.ops.append(nxt)
-            await self._commit(batch)
+                ops.append(nxt)
+            i = 0
+            while i < len(ops):  # each run of record() calls is one statement
+                j = i + 1
+                while ops[i].entries is not None and j < len(ops) and ops[j].entries is not None:
+                    j += 1
+                await self._commit(ops[i:j])
+                i = j
 
-    async def _run(self, batch: _Batch) -> list[Any]:
-        if self._pg is not None and all(op.entries is not None for op in batch.ops):
-            merged = [e for op in batch.ops for e in op.entries or ()]
-            return _split(batch.ops, await self._pg.record(merged))
-        return await self._backend.write(batch.run)
+    async def _run(self, ops: list[_Op]) -> list[Any]:
+        assert self._pg is not None
+        if ops[0].entries is not None:
+            merged = [e for op in ops for e in op.entries or ()]
+            return _split(ops, await self._pg.record(merged))
+        (op,) = ops
+        if op.core:
+            return [await self._pg.write_core(op.fn)]
+        return [await self._pg.write(op.fn)]
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, ops: list[_Op]) -> None:
         try:
-            results = await self._run(batch)
+            results = await self._run(ops)
         except Exception as e:
-            if len(batch.ops) == 1:
-                _settle(batch.ops[0].future, exc=_wrap(e, self._errors))
+            if len(ops) == 1:
+                _settle(ops[0].future, exc=_wrap(e, self._errors))
                 return
             log.warning(
                 "store %s: batch of %d failed (%s); retrying one by one",
                 self.party,
-                len(batch.ops),
+                len(ops),
                 describe(e),
             )
-            for op in batch.ops:
-                await self._commit(_Batch([op], batch.record))
+            for op in ops:
+                await self._commit([op])
             return
-        for op, result in zip(batch.ops, results, strict=True):
+        for op, result in zip(ops, results, strict=True):
             _settle(op.future, result=result)
 
     async def _mark_loop(self) -> None:
@@ -383,16 +373,18 @@ class Store:
 
     @property
     def dialect(self) -> str:
-        """"sqlite" (functions get a sqlite3 connection) or "postgresql" (a Core one)."""
+        """"sqlite" (functions get a sqlite3 connection) or "postgresql" (see below)."""
         return self._backend.dialect
 
-    async def read_with(self, fn: Callable[[Any], T]) -> T:
-        """``fn(connection)`` outside the write queue (reads only)."""
+    async def read_with(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(connection)`` outside the write queue (reads only). On PostgreSQL the
+        connection is asyncpg's, and what ``fn`` returns may be awaitable."""
         return await self._read(fn)
 
     async def write_with(self, fn: Callable[[Any], T]) -> T:
-        """``fn(connection)`` in one write transaction, in order with every other write."""
-        return await self._submit(fn)
+        """``fn(connection)`` in one write transaction, in order with every other write;
+        on PostgreSQL a SQLAlchemy Core connection (loaded for it)."""
+        return await self._submit(fn, core=True)
 
     async def counts(self) -> dict[str, int]:
         found: dict[str, int] = await self._read_aside(self._ops.counts)
