@@ -146,20 +146,39 @@ def _sqlite_migrate(path: str) -> None:
 
 
 class MigrationFailed(Exception):
-    """The child process that migrates a SQLite store failed: its one-line reason."""
+    """The child process that migrates a store failed: its one-line reason."""
 
 
-def migrate_child(path: str) -> int:
-    """What the child process of :func:`_sqlite_migrate_lean` runs: the reason for a
-    failure as one line on stderr (never a traceback full of SQL), and exit status 1."""
+def child_main(migrate: Callable[[], None]) -> int:
+    """A migrating child's body: the reason for a failure as one line on stderr (never a
+    traceback full of SQL), and exit status 1."""
     try:
-        _sqlite_migrate(path)
+        migrate()
     except Exception as e:
         from roomlink.store.store import describe
 
         print(describe(e), file=sys.stderr)
         return 1
     return 0
+
+
+async def migrate_in_child(code: str, *args: str, stdin: bytes | None = None) -> None:
+    """Run ``python -c code args`` (which migrates with Alembic and ends in child_main);
+    its failure becomes MigrationFailed with the child's one line."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await child.communicate(stdin)
+    if child.returncode != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise MigrationFailed(lines[-1][:300] if lines else f"exit status {child.returncode}")
+
+
+def migrate_child(path: str) -> int:
+    """What the child process of :func:`_sqlite_migrate_lean` runs."""
+    return child_main(lambda: _sqlite_migrate(path))
 
 
 _MIGRATE_CHILD = (
@@ -176,15 +195,7 @@ async def _sqlite_migrate_lean(path: str) -> None:
         async with _open_lock():
             await asyncio.to_thread(_sqlite_migrate, path)
         return
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _MIGRATE_CHILD, path,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await child.communicate()
-    if child.returncode != 0:
-        lines = err.decode("utf-8", "replace").strip().splitlines()
-        raise MigrationFailed(lines[-1][:300] if lines else f"exit status {child.returncode}")
+    await migrate_in_child(_MIGRATE_CHILD, path)
 
 
 class SqliteBackend:

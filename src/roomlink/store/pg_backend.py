@@ -19,6 +19,7 @@ import asyncpg
 
 from roomlink import urls
 from roomlink.store import pg_ops, pg_queries
+from roomlink.store.backends import child_main, migrate_in_child
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
 from roomlink.store.migrate import head_revision
 from roomlink.urls import redact
@@ -95,25 +96,14 @@ async def _migrate_here(url: str) -> None:
 
 def migrate_child() -> int:
     """What the child process of :func:`_migrate` runs, the URL read from stdin (never
-    from its command line, which every user of the machine can read): the reason for a
-    failure as one line on stderr, and exit status 1."""
-    try:
-        asyncio.run(_migrate_here(sys.stdin.readline().rstrip("\n")))
-    except Exception as e:
-        from roomlink.store.store import describe
-
-        print(describe(e), file=sys.stderr)
-        return 1
-    return 0
+    from its command line, which every user of the machine can read)."""
+    url = sys.stdin.readline().rstrip("\n")
+    return child_main(lambda: asyncio.run(_migrate_here(url)))
 
 
 _MIGRATE_CHILD = (
     "import sys; from roomlink.store.pg_backend import migrate_child as m; sys.exit(m())"
 )
-
-
-class MigrationFailed(Exception):
-    """The child process that migrates a PostgreSQL store failed: its one-line reason."""
 
 
 async def _migrate(url: str) -> None:
@@ -122,14 +112,7 @@ async def _migrate(url: str) -> None:
     if "sqlalchemy" in sys.modules:
         await _migrate_here(url)
         return
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _MIGRATE_CHILD, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await child.communicate(url.encode() + b"\n")
-    if child.returncode != 0:
-        lines = err.decode("utf-8", "replace").strip().splitlines()
-        raise MigrationFailed(lines[-1][:300] if lines else f"exit status {child.returncode}")
+    await migrate_in_child(_MIGRATE_CHILD, stdin=url.encode() + b"\n")
 
 
 async def _is_current(conn: asyncpg.Connection) -> bool:
