@@ -12,7 +12,7 @@ import re
 import sqlite3
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -44,27 +44,40 @@ def head_revision() -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
+def _at_head(versions: list[str]) -> bool:
+    """Whether alembic_version's rows say the newest revision (and only it)."""
+    head = head_revision()
+    return head is not None and versions == [head]
+
+
 def sqlite_is_current(path: str) -> bool:
     """Whether the SQLite file at ``path`` exists with its schema at the newest revision."""
-    head = head_revision()
-    if head is None or not Path(path).exists():
+    if head_revision() is None or not Path(path).exists():
         return False
     conn = sqlite3.connect(path)
     try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.Error:
         return False
     finally:
         conn.close()
-    return row == [(head,)]
+    return _at_head([r[0] for r in rows])
+
+
+async def pg_is_current(conn: Any) -> bool:
+    """The same for the PostgreSQL database behind an asyncpg connection."""
+    if head_revision() is None or not await conn.fetchval(
+        "SELECT to_regclass('alembic_version') IS NOT NULL"
+    ):
+        return False
+    return _at_head([r[0] for r in await conn.fetch("SELECT version_num FROM alembic_version")])
 
 
 def is_current(connection: Connection) -> bool:
     """Whether the store behind this SQLAlchemy connection is at the newest revision."""
     import sqlalchemy as sa
 
-    head = head_revision()
-    if head is None:
+    if head_revision() is None:
         return False
     if connection.dialect.name == "postgresql":
         exists = connection.scalar(sa.text("SELECT to_regclass('alembic_version') IS NOT NULL"))
@@ -75,7 +88,7 @@ def is_current(connection: Connection) -> bool:
     if not exists:
         return False
     rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    return [tuple(r) for r in rows] == [(head,)]
+    return _at_head([r[0] for r in rows])
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

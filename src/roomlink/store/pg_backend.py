@@ -21,7 +21,7 @@ from roomlink import urls
 from roomlink.store import pg_ops, pg_queries
 from roomlink.store.backends import child_main, migrate_in_child
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
-from roomlink.store.migrate import head_revision
+from roomlink.store.migrate import pg_is_current
 from roomlink.urls import redact
 
 if TYPE_CHECKING:
@@ -50,21 +50,16 @@ def connect_args(url: str) -> dict[str, Any]:
 
 
 def pg_url(url: str) -> URL:
-    """The URL as SQLAlchemy's asyncpg dialect takes it (migrations, ``write_core``)."""
+    """The same target as SQLAlchemy's asyncpg dialect takes it (migrations, ``write_core``)."""
     from sqlalchemy.engine import make_url
 
-    parts = urls.split(url)
+    args = connect_args(url)
     try:
-        if parts is None or parts.user is None:
-            u = make_url(url)
-        else:
-            u = make_url(parts.without_userinfo()).set(
-                username=unquote(parts.user) or None,
-                password=None if parts.password is None else unquote(parts.password),
-            )
+        u = make_url(args["dsn"])
     except Exception as e:
         raise StoreError(f"bad store URL {redact(url)!r}: {type(e).__name__}") from None
-    return u.set(drivername="postgresql+asyncpg")
+    return u.set(drivername="postgresql+asyncpg", username=args.get("user"),
+                 password=args.get("password"))
 
 
 def _engine(url: str) -> AsyncEngine:
@@ -115,13 +110,6 @@ async def _migrate(url: str) -> None:
     await migrate_in_child(_MIGRATE_CHILD, stdin=url.encode() + b"\n")
 
 
-async def _is_current(conn: asyncpg.Connection) -> bool:
-    head = head_revision()
-    if head is None or not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
-        return False
-    return [r[0] for r in await conn.fetch("SELECT version_num FROM alembic_version")] == [head]
-
-
 class PostgresBackend:
     """asyncpg all the way: a connection for ``record`` and every other write, one for
     delivery marks (so that a room's next send never waits behind another group's record
@@ -154,9 +142,11 @@ class PostgresBackend:
     async def index_for_search(self) -> None:
         """Nothing to do (see recorded)."""
 
-    def __init__(self, url: str, pool: asyncpg.Pool, async_marks: bool) -> None:
+    def __init__(
+        self, url: str, connect: dict[str, Any], pool: asyncpg.Pool, async_marks: bool
+    ) -> None:
         self._url = url
-        self._connect = connect_args(url)
+        self._connect = connect  # connect_args(url)
         self._pool = pool
         self._async_marks = async_marks
         self._writer: asyncpg.Connection | None = None
@@ -167,16 +157,13 @@ class PostgresBackend:
     @classmethod
     async def open(cls, url: str, async_marks: bool = False) -> PostgresBackend:
         args = connect_args(url)
-        conn = await asyncpg.connect(**args, timeout=10)
-        try:
-            current = await _is_current(conn)
-        finally:
-            await conn.close()
-        if not current:
-            await _migrate(url)
         pool = await asyncpg.create_pool(**args, min_size=1, max_size=2, timeout=10)
-        backend = cls(url, pool, async_marks)
+        backend = cls(url, args, pool, async_marks)
         try:
+            async with pool.acquire() as conn:
+                current = await pg_is_current(conn)
+            if not current:
+                await _migrate(url)
             await backend._connection(marks=False)
             await backend._connection(marks=True)
         except BaseException:
