@@ -5,7 +5,6 @@ store then reads and writes on asyncpg alone."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -24,9 +23,9 @@ def test_head_revision_read_from_the_files_is_alembics_head() -> None:
     assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def run(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120)
+def run(code: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -94,8 +93,13 @@ PG_WORK = """
     import asyncio, sys
     from roomlink.model import RoomRef
     from roomlink.record import db
+    from datetime import UTC, datetime
+    from roomlink.model import Author, Message
     from roomlink.store import open_store, RecordEntry
-    from tests_msg import msg
+    def msg(i):
+        return Message(id=i, pipe="p", origin_connector="api", origin_room="r",
+                       origin_native_id="o-" + i, author=Author(name="a", party="x",
+                       platform="api"), text="hello", ts=datetime.now(UTC))
     async def main():
         s = await open_store("a", sys.argv[1])
         room = RoomRef(connector="irc", room="#x")
@@ -114,42 +118,20 @@ PG_WORK = """
 """
 
 
-def run_with(code: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "tests_msg.py").write_text(textwrap.dedent("""
-        from datetime import UTC, datetime
-        from roomlink.model import Author, Message
-        def msg(i):
-            return Message(id=i, pipe="p", origin_connector="api", origin_room="r",
-                           origin_native_id="o-" + i, author=Author(name="a", party="x",
-                           platform="api"), text="hello", ts=datetime.now(UTC))
-    """))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
-
-
-async def test_a_postgresql_store_works_without_sqlalchemy_even_when_it_migrates(
-    tmp_path: Path,
-) -> None:
+async def test_a_postgresql_store_works_without_sqlalchemy_even_when_it_migrates() -> None:
     """Its reads and writes run on asyncpg; a new database is migrated by a child."""
     async with pg_database() as url:
-        first = run_with(PG_WORK, url, tmp_path=tmp_path)
-        assert first.returncode == 0, first.stderr
-        assert first.stdout.strip() == "1 1 []"
+        assert run(PG_WORK, url) == "1 1 []"
         conn = await asyncpg.connect(url)
         try:
             assert await conn.fetchval("SELECT version_num FROM alembic_version") == head_revision()
             await conn.execute("DELETE FROM outbox; DELETE FROM cursors; DELETE FROM messages")
         finally:
             await conn.close()
-        again = run_with(PG_WORK, url, tmp_path=tmp_path)  # current: a version check only
-        assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "1 1 []"
+        assert run(PG_WORK, url) == "1 1 []"  # current: a version check only
 
 
-async def test_a_postgresql_store_that_fails_to_migrate_says_why_in_one_line(
-    tmp_path: Path,
-) -> None:
+async def test_a_postgresql_store_that_fails_to_migrate_says_why_in_one_line() -> None:
     async with pg_database() as url:
         conn = await asyncpg.connect(url)
         try:  # as if written by an older roomlink, then damaged by hand
@@ -157,7 +139,7 @@ async def test_a_postgresql_store_that_fails_to_migrate_says_why_in_one_line(
                                "INSERT INTO alembic_version VALUES ('0001')")
         finally:
             await conn.close()
-        done = run_with("""
+        out = run("""
             import asyncio, sys
             from roomlink.store import open_store
             async def main():
@@ -166,7 +148,6 @@ async def test_a_postgresql_store_that_fails_to_migrate_says_why_in_one_line(
                 except Exception as e:
                     print(type(e).__name__, e)
             asyncio.run(main())
-        """, url, tmp_path=tmp_path)
-        out = done.stdout.strip()
+        """, url)
         assert out.startswith("StoreError cannot open store postgresql://"), out
         assert "MigrationFailed" in out and "\n" not in out
