@@ -26,6 +26,6 @@ WORKDIR /data
 # asks the admin server's /healthz (keep `admin: {listen: "127.0.0.1:9090"}` in your
 # config, or set ROOMLINK_HEALTH_URL); /healthz never wants the admin token
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "roomlink.healthcheck"]
+    CMD ["python", "-m", "roomlink.admin.healthcheck"]
 ENTRYPOINT ["roomlink"]
 CMD ["run", "-c", "/config/roomlink.yaml"]

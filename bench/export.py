@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import yaml
 
-from roomlink.model import Author, Kind, Message
+from roomlink.message.model import Author, Kind, Message
 from roomlink.store import RecordEntry, open_store
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"

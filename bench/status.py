@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from roomlink.model import Author, Message, RoomRef, utcnow
+from roomlink.message.model import Author, Message, RoomRef, utcnow
 from roomlink.store import RecordEntry, Store, open_store, sqlite_ops
 
 ROOMS = [RoomRef(f"c{i}", f"r{j}") for i in range(3) for j in range(3)]

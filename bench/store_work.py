@@ -29,9 +29,9 @@ import time
 import uuid
 from pathlib import Path
 
-from roomlink.model import Author, Kind, Message, RoomRef, utcnow
-from roomlink.record.chain import canonical
+from roomlink.message.model import Author, Kind, Message, RoomRef, utcnow
 from roomlink.store import RecordEntry, open_store
+from roomlink.store.chain import canonical
 
 DESTINATION = [RoomRef("acme-api", "lobby")]
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
-from roomlink.config import (
+from roomlink.config.models import (
     Config,
     ConfigError,
     ConfigIssue,
     DeliveryConfig,
     load_config,
 )
-from roomlink.connector import Connector, ConnectorOptions
-from roomlink.model import Outbound
+from roomlink.connector.base import Connector, ConnectorOptions
+from roomlink.message.model import Outbound
 
 
 class Auth(BaseModel):

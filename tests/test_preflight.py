@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rlkit import free_port, run_cli, running, write_config
-from roomlink.urls import redact, unencoded_password
+from roomlink.store.urls import redact, unencoded_password
 
 
 def _config(tmp_path: Path, *, agency_store: str = "sqlite:///a.db",

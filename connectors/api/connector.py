@@ -26,10 +26,17 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import Field, SecretStr, field_validator
 
-from roomlink.connector import Connector, ConnectorOptions, Limits, RoomDown, check_host_port
-from roomlink.httpserve import HttpLimitOptions, HttpServer
-from roomlink.model import BadInput, Inbound, InboundAuthor, Kind, Outbound
-from roomlink.router import ShuttingDown
+from roomlink.connector import (
+    BadInput,
+    Connector,
+    ConnectorOptions,
+    Limits,
+    RoomDown,
+    ShuttingDown,
+    check_host_port,
+)
+from roomlink.connector.httpserve import HttpLimitOptions, HttpServer
+from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound
 
 from .stream import GOING_AWAY, STALL, TOO_SLOW, Frame, StreamClient
 

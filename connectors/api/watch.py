@@ -1,12 +1,12 @@
 """Kept for old instructions: ``python -m roomlink_connectors.api.watch URL`` is
-``roomlink watch URL`` (see roomlink.watch)."""
+``roomlink watch URL`` (see roomlink.cli.watch)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from roomlink.watch import run
+from roomlink.cli.watch import run
 
 
 def main() -> None:

@@ -22,11 +22,16 @@ from typing import Any
 
 import aioimaplib
 
-from roomlink.connector import Connector, ConnectorError, Limits, PermanentError
-from roomlink.markup import escape
-from roomlink.model import Inbound, InboundAuthor, Kind, Outbound
-from roomlink.pacing import backoff
-from roomlink.router import ShuttingDown
+from roomlink.connector import (
+    Connector,
+    ConnectorError,
+    Limits,
+    PermanentError,
+    ShuttingDown,
+    backoff,
+)
+from roomlink.message.markup import escape
+from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound
 
 from .convert import (
     Incoming,

@@ -24,8 +24,8 @@ from mailparser_reply.constants import MAIL_LANGUAGES
 from mailparser_reply.parser import EmailMessage as ReplyParser
 from markdownify import MarkdownConverter
 
-from roomlink.markup import Style, escape, render, to_html
-from roomlink.model import Attachment
+from roomlink.message.markup import Style, escape, render, to_html
+from roomlink.message.model import Attachment
 
 # -- rooms and ids -------------------------------------------------------------------------
 

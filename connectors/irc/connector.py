@@ -16,11 +16,9 @@ from typing import Any
 from irc.client import Event, is_channel
 from irc.strings import lower
 
-from roomlink.connector import Connector, ConnectorOptions, Limits
-from roomlink.markup import escape
-from roomlink.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
-from roomlink.pacing import backoff
-from roomlink.router import ShuttingDown
+from roomlink.connector import Connector, ConnectorOptions, Limits, ShuttingDown, backoff
+from roomlink.message.markup import escape
+from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
 
 from .lines import LINE_LIMIT, no_ping, prefix_length, render_irc, split_lines, to_canonical
 from .options import IrcOptions

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from roomlink.markup import Style, escape, render
+from roomlink.message.markup import Style, escape, render
 
 BOLD, ITALIC, MONO, STRIKE, UNDERLINE, RESET, COLOR, HEX_COLOR, REVERSE = (
     "\x02", "\x1d", "\x11", "\x1e", "\x1f", "\x0f", "\x03", "\x04", "\x16"

@@ -23,8 +23,7 @@ from irc.client import Event, ServerNotConnectedError
 from irc.client_aio import AioReactor
 from irc.strings import lower
 
-from roomlink.connector import ConnectorError, RoomDown
-from roomlink.pacing import TokenBucket, backoff
+from roomlink.connector import ConnectorError, RoomDown, TokenBucket, backoff
 
 from .options import IrcOptions
 from .wire import RelayConnection, ssl_context

@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from roomlink.connector import (
+    BadInput,
     Connector,
     ConnectorError,
     ConnectorOptions,
@@ -34,10 +35,10 @@ from roomlink.connector import (
     PermanentError,
     RateLimited,
     RoomDown,
+    ShuttingDown,
+    backoff,
 )
-from roomlink.model import BadInput, Inbound, Kind, Outbound
-from roomlink.pacing import backoff
-from roomlink.router import ShuttingDown
+from roomlink.message.model import Inbound, Kind, Outbound
 
 from .convert import escape_mrkdwn, to_mrkdwn
 from .inbound import Directory, Me, to_inbound

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from roomlink.markup import Style, escape, render
+from roomlink.message.markup import Style, escape, render
 
 # -- canonical -> mrkdwn -------------------------------------------------------------------
 

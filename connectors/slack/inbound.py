@@ -19,8 +19,8 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from roomlink.markup import escape
-from roomlink.model import Attachment, Inbound, InboundAuthor, Kind
+from roomlink.message.markup import escape
+from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind
 
 from .convert import avatar, display_name, mentioned_users, to_canonical
 

@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
-from roomlink.pacing import backoff
+from roomlink.connector import backoff
 
 
 class BackoffSocketModeClient(SocketModeClient):

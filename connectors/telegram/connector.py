@@ -29,10 +29,16 @@ from telegram.error import (
     TimedOut,
 )
 
-from roomlink.connector import Connector, ConnectorOptions, Limits, PermanentError
-from roomlink.model import BadInput, Inbound, Kind, Outbound
-from roomlink.pacing import backoff
-from roomlink.router import ShuttingDown
+from roomlink.connector import (
+    BadInput,
+    Connector,
+    ConnectorOptions,
+    Limits,
+    PermanentError,
+    ShuttingDown,
+    backoff,
+)
+from roomlink.message.model import Inbound, Kind, Outbound
 
 from .bot import RawBot, delivery_error, make_bot, retry_seconds
 from .convert import MAX_VISIBLE, compose, split_html

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from roomlink.markup import Style, escape, render
+from roomlink.message.markup import Style, escape, render
 
 MAX_VISIBLE = 4096  # Telegram's limit on a message's text after entity parsing
 SAFE_SCHEMES = ("http://", "https://", "mailto:", "tg://")

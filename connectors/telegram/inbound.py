@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from telegram import Message, User
 
-from roomlink.markup import escape
-from roomlink.model import Attachment, Inbound, InboundAuthor, Kind
+from roomlink.message.markup import escape
+from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind
 
 from .convert import to_canonical
 

@@ -1,3 +1,3 @@
-from roomlink.cli import main
+from roomlink.cli.main import main
 
 raise SystemExit(main())

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from roomlink.logsetup import setup_logging
+from roomlink.admin.logs import setup_logging
 
 SECRET = "xoxb-very-secret-token"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from roomlink.markup import PLAIN, Style, escape, render, to_plain
+from roomlink.message.markup import PLAIN, Style, escape, render, to_plain
 
 SLACKISH = Style(bold=("*", "*"), italic=("_", "_"), strike=("~", "~"), code=("`", "`"),
                  code_block=("```\n", "\n```"), link=lambda text, href: f"<{href}|{text}>")

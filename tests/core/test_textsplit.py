@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roomlink.textsplit import split_text
+from roomlink.message.textsplit import split_text
 
 
 def test_short_text_and_no_limit_stay_whole() -> None:

@@ -16,8 +16,8 @@ from rlkit import Room, export, free_port, plugin_env, running, write_config
 
 REPEATER_PLUGIN = '''
 """Hands over one message, then one edit and one delete, each twice."""
-from roomlink.connector import Connector, ConnectorOptions
-from roomlink.model import Inbound, InboundAuthor, Kind
+from roomlink.connector.base import Connector, ConnectorOptions
+from roomlink.message.model import Inbound, InboundAuthor, Kind
 
 class Options(ConnectorOptions):
     pass

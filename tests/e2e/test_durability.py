@@ -98,7 +98,8 @@ async def test_backlog_survives_a_restart(tmp_path: Path) -> None:
 FLAKY_PLUGIN = '''
 """A third-party connector shipped the way any plugin is: an entry point."""
 import asyncio
-from roomlink.connector import Connector, ConnectorError, ConnectorOptions, Limits
+from roomlink.connector.base import Connector, ConnectorOptions, Limits
+from roomlink.errors import ConnectorError
 
 class Options(ConnectorOptions):
     log: str

@@ -14,7 +14,8 @@ from rlkit import Room, export, free_port, plugin_env, running, write_config
 LIMITED_PLUGIN = '''
 """Says 429 to the first sends of every message, as a busy platform would."""
 import json, time
-from roomlink.connector import Connector, ConnectorOptions, Limits, RateLimited
+from roomlink.connector.base import Connector, ConnectorOptions, Limits
+from roomlink.errors import RateLimited
 
 class Options(ConnectorOptions):
     log: str

@@ -18,7 +18,7 @@ from roomlink_connectors.irc.lines import (
     to_canonical,
 )
 
-from roomlink.markup import escape
+from roomlink.message.markup import escape
 
 
 def lines_of(canonical: str, budget: int = 100, max_lines: int = 100, prefix: str = "<a> ",

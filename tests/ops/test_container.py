@@ -14,20 +14,20 @@ from rlkit import ROOT, free_port, run_cli, running, write_config
 
 
 def healthcheck(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roomlink.healthcheck"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "roomlink.admin.healthcheck"], capture_output=True,
                           text=True, timeout=30, env={"ROOMLINK_HEALTH_URL": url})
 
 
 def test_the_dockerfile_checks_health_and_labels_the_image() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r'^HEALTHCHECK .*\\\n\s+CMD \["python", "-m", "roomlink.healthcheck"\]',
+    assert re.search(r'^HEALTHCHECK .*\\\n\s+CMD \["python", "-m", "roomlink.admin.healthcheck"\]',
                      dockerfile, re.M)
     assert 'LABEL org.opencontainers.image.title="roomlink"' in dockerfile
     assert "COPY docker/roomlink.yaml /config/roomlink.yaml" in dockerfile
 
 
 def test_the_image_config_is_valid_and_serves_the_health_check() -> None:
-    from roomlink.healthcheck import DEFAULT_URL
+    from roomlink.admin.healthcheck import DEFAULT_URL
 
     done = run_cli("check", "-c", str(ROOT / "docker/roomlink.yaml"))
     assert done.returncode == 0, done.stderr

@@ -21,7 +21,8 @@ ADMIN_SECRET = "admin-s3cret-42"
 # a platform that refuses every message and, as some do, echoes the token in its error
 REFUSING_PLUGIN = '''
 from pydantic import SecretStr
-from roomlink.connector import Connector, ConnectorOptions, PermanentError
+from roomlink.connector.base import Connector, ConnectorOptions
+from roomlink.errors import PermanentError
 
 class Options(ConnectorOptions):
     token: SecretStr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from roomlink import status
-from roomlink.statuspage import render_page
+from roomlink.admin import status
+from roomlink.admin.page import render_page
 
 HOSTILE = '<img src=x onerror="alert(1)">{{rooms}}'
 

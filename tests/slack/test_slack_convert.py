@@ -6,7 +6,7 @@ import pytest
 from roomlink_connectors.slack.convert import display_name, to_canonical, to_mrkdwn
 from slackkit import pings
 
-from roomlink.markup import escape, to_plain
+from roomlink.message.markup import escape, to_plain
 
 USERS = {"U1": "Alice *A*", "U2": "bob"}
 CHANNELS = {"C1": "general"}

@@ -14,12 +14,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from roomlink.model import Author, Inbound, InboundAuthor, Kind, Message, RoomRef, utcnow
+from roomlink.message.model import Author, Inbound, InboundAuthor, Kind, Message, RoomRef, utcnow
 from roomlink.record.compare import compare
 from roomlink.record.verify import walk_store
-from roomlink.router import Router
+from roomlink.relay.router import Router
+from roomlink.relay.topology import Pipe, PipeRoom, Topology
 from roomlink.store import OutboxRow, RecordEntry, Store, StoreError, open_store
-from roomlink.topology import Pipe, PipeRoom, Topology
 from store.conftest import pg_database
 
 AGENCY, ACME = RoomRef("agency-api", "lobby"), RoomRef("acme-api", "lobby")

@@ -91,10 +91,10 @@ def test_a_store_behind_the_newest_revision_is_migrated(tmp_path: Path) -> None:
 
 PG_WORK = """
     import asyncio, sys
-    from roomlink.model import RoomRef
+    from roomlink.message.model import RoomRef
     from roomlink.record import db
     from datetime import UTC, datetime
-    from roomlink.model import Author, Message
+    from roomlink.message.model import Author, Message
     from roomlink.store import open_store, RecordEntry
     def msg(i):
         return Message(id=i, pipe="p", origin_connector="api", origin_room="r",

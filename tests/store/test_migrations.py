@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the tables the code uses (roomlink.store.schema),
+"""The Alembic migrations build exactly the tables the code uses (roomlink.store.tables),
 with the indexes the lookups need."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from roomlink.store import RecordEntry, open_store, sqlite_ops
-from roomlink.store.schema import include_name, metadata
+from roomlink.store.tables import include_name, metadata
 from store.test_store import IRC, msg
 
 

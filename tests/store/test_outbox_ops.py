@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roomlink.model import RoomRef
+from roomlink.message.model import RoomRef
 from roomlink.store import RecordEntry, RoomCount, Store
 from store.test_store import API, IRC, msg
 

@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from roomlink.model import Attachment, Kind
-from roomlink.record import chain, db, retention
+from roomlink.message.model import Attachment, Kind
+from roomlink.record import db, retention
 from roomlink.record.search import search
 from roomlink.record.verify import ALTERED, INSERTED, REMOVED, REORDERED, walk_store
-from roomlink.store import RecordEntry, Store, open_store
+from roomlink.store import RecordEntry, Store, chain, open_store
 from roomlink.store.migrate import alembic_config
 from store.conftest import StoreFactory
 from store.test_store import IRC, msg

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from roomlink.model import Attachment, Author, Kind, Message, RoomRef
+from roomlink.message.model import Attachment, Author, Kind, Message, RoomRef
 from roomlink.store import RecordEntry, Store, StoreError, UnknownOutboxRow, open_store
 from store.conftest import StoreFactory
 

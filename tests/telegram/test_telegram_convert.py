@@ -18,7 +18,7 @@ from roomlink_connectors.telegram.convert import (
 )
 from tgkit import parse_html
 
-from roomlink.markup import to_plain
+from roomlink.message.markup import to_plain
 
 
 @dataclass

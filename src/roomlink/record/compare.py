@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from roomlink.record import db
-from roomlink.record.chain import canonical_row
 from roomlink.record.verify import PipeWalk
 from roomlink.store import Store
+from roomlink.store.chain import canonical_row
 
 
 async def _next(it: AsyncIterator[db.Row]) -> db.Row | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from roomlink.model import Attachment, Author, Kind, Message
+from roomlink.message.model import Attachment, Author, Kind, Message
 from roomlink.store import Store
 
 COLUMNS = (

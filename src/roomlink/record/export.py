@@ -19,7 +19,7 @@ from email.utils import format_datetime, formataddr
 from typing import BinaryIO
 from urllib.parse import quote
 
-from roomlink.model import Kind, Message
+from roomlink.message.model import Kind, Message
 from roomlink.record import db
 from roomlink.record.sign import digest_line
 from roomlink.record.verify import Break, Walker

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from roomlink.model import utcnow
+from roomlink.message.model import utcnow
 from roomlink.record import db
-from roomlink.record.chain import GENESIS, canonical_row, link
 from roomlink.store import Store
+from roomlink.store.chain import GENESIS, canonical_row, link
 
 log = logging.getLogger("roomlink.record.retention")
 

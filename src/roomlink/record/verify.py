@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from roomlink.record import db
-from roomlink.record.chain import GENESIS, canonical_row, link
 from roomlink.record.db import Anchor, Row
 from roomlink.store import Store
+from roomlink.store.chain import GENESIS, canonical_row, link
 
 # kinds of break
 ALTERED, REMOVED, INSERTED, REORDERED = "altered", "removed", "inserted", "reordered"

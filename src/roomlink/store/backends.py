@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import unquote
 
-from roomlink import urls
-from roomlink.store import sqlite_ops
+from roomlink.store import sqlite_ops, urls
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
 from roomlink.store.migrate import sqlite_is_current, upgrade
-from roomlink.urls import redact
+from roomlink.store.urls import redact
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from roomlink.model import Message, RoomRef
+from roomlink.message.model import Message, RoomRef
 
 # the states of an outbox row
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -25,7 +25,7 @@ class RecordEntry:
 
     message: Message
     outbox: tuple[RoomRef, ...] = ()
-    # the message's canonical bytes (roomlink.record.chain.canonical), when the caller
+    # the message's canonical bytes (roomlink.store.chain.canonical), when the caller
     # already has them: every party's store records the same message, so the ingest
     # encodes it once for all of them; empty means the store encodes it
     canonical: bytes = b""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from roomlink.model import Attachment, Author, Kind, Message
+from roomlink.message.model import Attachment, Author, Kind, Message
 
 COLUMNS = (
     "id, pipe, kind, origin_connector, origin_room, origin_native_id, author_name, "

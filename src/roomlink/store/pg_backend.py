@@ -17,12 +17,11 @@ from urllib.parse import unquote
 
 import asyncpg
 
-from roomlink import urls
-from roomlink.store import pg_ops, pg_queries
+from roomlink.store import pg_ops, pg_queries, urls
 from roomlink.store.backends import child_main, migrate_in_child
 from roomlink.store.base import OutboxRow, RecordEntry, StoreError
 from roomlink.store.migrate import pg_is_current
-from roomlink.urls import redact
+from roomlink.store.urls import redact
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -37,7 +36,7 @@ _MIGRATION_LOCK = 0x726F6F6D6C696E6B  # "roomlink": serialises concurrent opener
 def connect_args(url: str) -> dict[str, Any]:
     """asyncpg's arguments for the store URL: the DSN without its userinfo, and the user
     and password apart, so that a password with an unencoded '@' or '/' is used as
-    written rather than misread as the host (see roomlink.urls)."""
+    written rather than misread as the host (see roomlink.store.urls)."""
     parts = urls.split(url)
     if parts is None:
         raise StoreError(f"bad store URL {redact(url)!r}")

@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from roomlink.model import Message, utcnow
-from roomlink.record.chain import GENESIS, canonical, link
+from roomlink.message.model import Message, utcnow
 from roomlink.store.base import OutboxRow, RecordEntry, UnknownOutboxRow
+from roomlink.store.chain import GENESIS, canonical, link
 
 # which ids are known already, and each pipe's head: the pipe's last record in this
 # store, else its retention anchor (as sqlite_ops.chain_head)

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from roomlink.model import Message, utcnow
+from roomlink.message.model import Message, utcnow
 from roomlink.store.base import (
     DELIVERED,
     FAILED,

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from roomlink.model import Message, utcnow
-from roomlink.record.chain import GENESIS, canonical, link
+from roomlink.message.model import Message, utcnow
 from roomlink.store import columns
 from roomlink.store.base import (
     DELIVERED,
@@ -29,6 +28,7 @@ from roomlink.store.base import (
     RoomCount,
     UnknownOutboxRow,
 )
+from roomlink.store.chain import GENESIS, canonical, link
 
 _IN_CHUNK = 500  # ids per IN (...): far below SQLite's parameter limit
 
@@ -323,7 +323,7 @@ def size_bytes(conn: sqlite3.Connection) -> int:
 
 def forget(conn: sqlite3.Connection, message_ids: Sequence[str], since: datetime) -> int:
     """Undo recording these messages where it happened at or after ``since``, with their
-    outbox rows; only ever used on the newest messages of a store (see roomlink.ingest),
+    outbox rows; only ever used on the newest messages of a store (see roomlink.relay.ingest),
     so that the hash chains and the order stay intact. Returns how many were removed."""
     ids = list(dict.fromkeys(message_ids))
     removed = 0

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from roomlink.model import Message
+from roomlink.message.model import Message
 from roomlink.store.backends import Backend, FastWrites, open_backend
 from roomlink.store.base import OutboxEntry, OutboxRow, RecordEntry, RoomCount, StoreError
-from roomlink.urls import redact
+from roomlink.store.urls import redact
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """the party's record: per-pipe hash chain, chain anchors, full-text search
 
 Adds messages.chain / messages.chain_n and back-fills them for every existing row in seq
-order (roomlink.record.chain, encoding v1); adds chain_anchors (what retention removed);
+order (roomlink.store.chain, encoding v1); adds chain_anchors (what retention removed);
 adds the search index: an FTS5 table kept by triggers on SQLite, a GIN index over
 to_tsvector('simple', text) on PostgreSQL ('simple': no stemming, so every language,
 Russian included, is searched word for word).
@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from roomlink.record.chain import GENESIS, canonical_row, link
-from roomlink.store.schema import UTCDateTime
+from roomlink.store.chain import GENESIS, canonical_row, link
+from roomlink.store.tables import UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"

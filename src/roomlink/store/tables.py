@@ -67,7 +67,7 @@ messages = sa.Table(
     sa.Column("ts", UTCDateTime, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
     # the pipe's hash chain after this message and its position in the pipe
-    # (roomlink.record.chain); null only on a row added behind roomlink's back
+    # (roomlink.store.chain); null only on a row added behind roomlink's back
     sa.Column("chain", sa.Text, nullable=True),
     sa.Column("chain_n", sa.Integer, nullable=True),
     sa.UniqueConstraint("id", name="uq_messages_id"),

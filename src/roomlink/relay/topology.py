@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from roomlink.model import Kind, RoomRef
+from roomlink.message.model import Kind, RoomRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from roomlink.config import Config
+from roomlink.config.models import Config
 from roomlink.record import db
 from roomlink.record.sign import digest_line
 from roomlink.record.verify import Walker, walk_store

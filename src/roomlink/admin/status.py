@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
-from roomlink import __version__, metrics
-from roomlink.logsetup import connector_of
-from roomlink.model import utcnow
+from roomlink import __version__
+from roomlink.admin.logs import connector_of
+from roomlink.message.model import utcnow
 from roomlink.record import db as record_db
+from roomlink.relay import metrics
 
 if TYPE_CHECKING:
-    from roomlink.app import Daemon
+    from roomlink.daemon import Daemon
 
 RATE_MINUTES = 10  # the page shows per-minute rates over this many minutes
 SAMPLE_EVERY = 5.0  # seconds

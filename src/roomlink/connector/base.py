@@ -16,40 +16,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from roomlink.model import Inbound, Outbound
+from roomlink.errors import NotSupported
+from roomlink.message.model import Inbound, Outbound
 
 ENTRY_POINT_GROUP = "roomlink.connectors"
-
-
-class ConnectorError(Exception):
-    """A send failed in a way worth retrying; counts against the retry budget."""
-
-
-class RoomDown(ConnectorError):
-    """The room cannot take messages now (disconnected, no listener).
-
-    The core waits for :meth:`Connector.wait_ready` and does not spend the retry budget.
-    """
-
-
-class RateLimited(ConnectorError):
-    """The platform asked to slow down (HTTP 429 and the like).
-
-    The core waits ``retry_after`` seconds and sends the same message again; this spends
-    no attempt of the retry budget, so a rate limit never makes a message fail.
-    """
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(0.0, float(retry_after))
-
-
-class PermanentError(ConnectorError):
-    """The platform refused this message for good (too large, forbidden); no retry."""
-
-
-class NotSupported(PermanentError):
-    """The platform has no such operation (edit, delete)."""
 
 
 @dataclass(frozen=True, slots=True)

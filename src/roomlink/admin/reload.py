@@ -16,14 +16,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from roomlink.config import Config, ConfigError, load_config
-from roomlink.logsetup import add_secrets, set_connector_names
-from roomlink.model import RoomRef, utcnow
+from roomlink.admin.logs import add_secrets, set_connector_names
+from roomlink.config.models import Config, ConfigError, load_config
+from roomlink.message.model import RoomRef, utcnow
 from roomlink.record.retention import RetentionJob
 from roomlink.store import Store, open_store
 
 if TYPE_CHECKING:
-    from roomlink.app import Daemon
+    from roomlink.daemon import Daemon
 
 log = logging.getLogger("roomlink.reload")
 
@@ -81,7 +81,7 @@ class Reloader:
             return ReloadResult(True, changes=changes)
 
     async def _apply(self, new: Config) -> list[str]:
-        from roomlink.app import build_topology
+        from roomlink.daemon import build_topology
 
         d = self.daemon
         old = d.config

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from roomlink.config import Config, ConfigError
-from roomlink.configfile import did_you_mean
+from roomlink.config.loader import did_you_mean
+from roomlink.config.models import Config, ConfigError
 from roomlink.store.base import FAILED, PENDING
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -67,7 +67,7 @@ def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def print_schema(out: TextIO) -> int:
-    from roomlink.schema import config_schema
+    from roomlink.config.jsonschema import config_schema
 
     out.write(json.dumps(config_schema(), indent=2) + "\n")
     return EXIT_OK

@@ -11,9 +11,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from roomlink import __version__
-from roomlink.config import Config, ConfigError, load_config
-from roomlink.logsetup import log_format, setup_logging
-from roomlink.opscli import (
+from roomlink.admin.logs import log_format, setup_logging
+from roomlink.cli import history as record_commands
+from roomlink.cli.admin import (
     PidFile,
     add_ops_commands,
     outbox_command,
@@ -22,7 +22,7 @@ from roomlink.opscli import (
     reload_daemon,
     reload_unchecked,
 )
-from roomlink.record import commands as record_commands
+from roomlink.config.models import Config, ConfigError, load_config
 
 log = logging.getLogger("roomlink")
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_schema(sys.stdout)
     fmt = log_format(getattr(args, "log_format", None)) if args.command == "run" else "text"
     if args.command == "watch":
-        from roomlink.watch import run
+        from roomlink.cli.watch import run
 
         return run(args.url, args.token, args.after)
     try:
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "outbox":
         return outbox_command(config, args)
     if args.command == "check":
-        from roomlink.preflight import store_notes
+        from roomlink.config.preflight import store_notes
 
         for note in store_notes(config):
             if note.level >= logging.WARNING:
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config: Config, level: str, fmt: str = "text", pid_file: str | None = None,
          source: str | None = None) -> int:
     setup_logging(level, config.secrets(), fmt)
-    from roomlink.preflight import store_notes
+    from roomlink.config.preflight import store_notes
 
     for note in store_notes(config):
         log.log(note.level, "%s", note.text)
@@ -143,7 +143,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 
 async def _serve(config: Config, source: str | None = None) -> None:
-    from roomlink.app import Daemon
+    from roomlink.daemon import Daemon
 
     daemon = Daemon(config)
     daemon.reloader.source = source

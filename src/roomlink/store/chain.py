@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _str
 from typing import Any
 
-from roomlink.model import Message
+from roomlink.message.model import Message
 
 VERSION = 1
 PREFIX = b"roomlink.record.v1\n"

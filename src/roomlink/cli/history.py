@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from roomlink.config import Config
+from roomlink.config.models import Config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -165,7 +165,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    from roomlink.record import actions
+    from roomlink.cli import history_actions as actions
 
     action: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]] = getattr(
         actions, cmd.replace("-", "_"))

@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from roomlink import metrics
-from roomlink.model import Message, utcnow
-from roomlink.record.chain import canonical
+from roomlink.message.model import Message, utcnow
+from roomlink.relay import metrics
+from roomlink.relay.topology import Topology
 from roomlink.store import OutboxRow, RecordEntry, Store, StoreError
+from roomlink.store.chain import canonical
 from roomlink.store.store import describe
-from roomlink.topology import Topology
 
 log = logging.getLogger("roomlink.router")
 

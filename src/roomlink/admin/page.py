@@ -19,7 +19,7 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 @cache
 def _template() -> str:
-    return files("roomlink").joinpath("templates/status.html").read_text(encoding="utf-8")
+    return files("roomlink.admin").joinpath("templates/status.html").read_text(encoding="utf-8")
 
 
 def _td(value: object, cls: str = "") -> str:

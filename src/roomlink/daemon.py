@@ -7,20 +7,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-from roomlink.admin import AdminServer
-from roomlink.config import Config, ConnectorConfig
-from roomlink.connector import Connector, ConnectorContext, load_connector_type
-from roomlink.delivery import RetryPolicy, RoomWorker
-from roomlink.logsetup import set_connector_names
-from roomlink.model import RoomRef, utcnow
-from roomlink.pacing import TokenBucket
+from roomlink.admin.logs import set_connector_names
+from roomlink.admin.reload import Reloader
+from roomlink.admin.server import AdminServer
+from roomlink.admin.status import Health
+from roomlink.config.models import Config, ConnectorConfig
+from roomlink.connector.base import Connector, ConnectorContext, load_connector_type
+from roomlink.connector.pacing import TokenBucket
+from roomlink.message.model import RoomRef, utcnow
 from roomlink.record.retention import RetentionJob
-from roomlink.reload import Reloader
-from roomlink.replay import history_after
-from roomlink.router import Router
-from roomlink.status import Health
+from roomlink.relay.delivery import RetryPolicy, RoomWorker
+from roomlink.relay.replay import history_after
+from roomlink.relay.router import Router
+from roomlink.relay.topology import Pipe, PipeRoom, Topology
 from roomlink.store import OutboxRow, Store, open_store
-from roomlink.topology import Pipe, PipeRoom, Topology
 
 log = logging.getLogger("roomlink")
 

@@ -15,23 +15,17 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from roomlink import metrics
-from roomlink.connector import (
-    Connector,
-    ConnectorError,
-    NotSupported,
-    PermanentError,
-    RateLimited,
-    RoomDown,
-)
-from roomlink.markup import escape
-from roomlink.model import Kind, Outbound, RoomRef, utcnow
-from roomlink.pacing import TokenBucket, backoff
-from roomlink.replay import display_name
-from roomlink.router import Router
+from roomlink.connector.base import Connector
+from roomlink.connector.pacing import TokenBucket, backoff
+from roomlink.errors import ConnectorError, NotSupported, PermanentError, RateLimited, RoomDown
+from roomlink.message.markup import escape
+from roomlink.message.model import Kind, Outbound, RoomRef, utcnow
+from roomlink.message.textsplit import split_text
+from roomlink.relay import metrics
+from roomlink.relay.replay import display_name
+from roomlink.relay.router import Router
+from roomlink.relay.topology import Pipe
 from roomlink.store import OutboxRow, Store
-from roomlink.textsplit import split_text
-from roomlink.topology import Pipe
 
 log = logging.getLogger("roomlink.delivery")
 

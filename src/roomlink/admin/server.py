@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from roomlink.httpserve import HttpServer
-from roomlink.status import SAMPLE_EVERY, Rates, StoreReports, collect
-from roomlink.statuspage import render_page
+from roomlink.admin.page import render_page
+from roomlink.admin.status import SAMPLE_EVERY, Rates, StoreReports, collect
+from roomlink.connector.httpserve import HttpServer
 
 if TYPE_CHECKING:
-    from roomlink.app import Daemon
-    from roomlink.config import AdminConfig
+    from roomlink.config.models import AdminConfig
+    from roomlink.daemon import Daemon
 
 log = logging.getLogger("roomlink.admin")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from roomlink.connector import Limits
-from roomlink.markup import escape
-from roomlink.model import Kind, Message, Outbound
+from roomlink.connector.base import Limits
+from roomlink.message.markup import escape
+from roomlink.message.model import Kind, Message, Outbound
+from roomlink.message.textsplit import split_text
+from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import Store
-from roomlink.textsplit import split_text
-from roomlink.topology import Pipe, Topology
 
 
 def display_name(message: Message, pipe: Pipe | None, limits: Limits) -> str:

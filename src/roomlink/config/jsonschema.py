@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from roomlink import __version__
-from roomlink.config import AdminConfig, DeliveryConfig, PartyConfig, PipeConfig
-from roomlink.connector import Connector, connector_type_names, load_connector_type
+from roomlink.config.models import AdminConfig, DeliveryConfig, PartyConfig, PipeConfig
+from roomlink.connector.base import Connector, connector_type_names, load_connector_type
 
 SCHEMA_ID = "https://roomlink.invalid/schema/config.json"  # a name, not a download
 

@@ -1,4 +1,4 @@
-"""``python -m roomlink.healthcheck``: exit 0 when the admin server's /healthz says ok.
+"""``python -m roomlink.admin.healthcheck``: exit 0 when the admin server's /healthz says ok.
 
 The container's HEALTHCHECK runs it (the slim image has no curl). Standard library
 only, so that it starts fast. ``ROOMLINK_HEALTH_URL`` overrides the address, which is

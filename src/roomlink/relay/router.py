@@ -16,10 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import ValidationError
 
-from roomlink.ingest import BatchWriter
-from roomlink.model import (
+from roomlink.errors import BadInput, ShuttingDown
+from roomlink.message.model import (
     Author,
-    BadInput,
     Inbound,
     InboundAuthor,
     Kind,
@@ -30,18 +29,15 @@ from roomlink.model import (
     new_message_id,
     utcnow,
 )
+from roomlink.relay.ingest import BatchWriter
+from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import OutboxRow, Store
 from roomlink.store.store import describe
-from roomlink.topology import Pipe, Topology
 
 log = logging.getLogger("roomlink.router")
 
 MAX_BATCH = 512
 ECHO_MEMORY = 100_000
-
-
-class ShuttingDown(Exception):
-    """The daemon no longer takes input."""
 
 
 OnRecorded = Callable[[Store, Sequence[OutboxRow]], None]

@@ -30,17 +30,17 @@ from pydantic import (
     field_validator,
 )
 
-from roomlink import urls
-from roomlink.configfile import ConfigError, ConfigIssue, Loader, Loc, did_you_mean, unknown
-from roomlink.connector import (
+from roomlink.config.loader import ConfigError, ConfigIssue, Loader, Loc, did_you_mean, unknown
+from roomlink.connector.base import (
     Connector,
     ConnectorOptions,
     check_host_port,
     connector_type_names,
     load_connector_type,
 )
-from roomlink.httpserve import HttpLimitOptions
-from roomlink.model import RoomRef
+from roomlink.connector.httpserve import HttpLimitOptions
+from roomlink.message.model import RoomRef
+from roomlink.store import urls
 
 __all__ = [  # ConfigError and ConfigIssue live in configfile; callers find them here
     "AdminConfig",

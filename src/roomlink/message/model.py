@@ -17,10 +17,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 _ID_NAMESPACE = uuid.UUID("5d7f3a3e-6f0e-4c52-9f7b-2f1f3c0e8a11")
 
 
-class BadInput(ValueError):
-    """A connector handed in something no message can hold; its client gets a 4xx."""
-
-
 # Every store must hold every string the same way: PostgreSQL's text and JSON refuse NUL,
 # and a lone surrogate cannot be encoded as UTF-8 by any driver. Both become U+FFFD here,
 # before any store sees the message, so that one store never takes what another refuses.
@@ -101,7 +97,7 @@ class Message(BaseModel):
     origin_room: str
     origin_native_id: Text | None = None
     author: Author
-    text: Text = ""  # canonical rich text: a CommonMark subset (see roomlink.markup)
+    text: Text = ""  # canonical rich text: a CommonMark subset (see roomlink.message.markup)
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None  # id of the message this one answers
     target: str | None = None  # for edit/delete: id of the message changed

@@ -8,8 +8,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from roomlink import urls
-from roomlink.config import Config
+from roomlink.config.models import Config
+from roomlink.store import urls
 
 
 @dataclass(frozen=True, slots=True)
