@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from roomlink.connector.handin import hand_in
 from roomlink.errors import NotSupported
 from roomlink.message.model import Inbound, Outbound
 
@@ -70,6 +71,13 @@ class ConnectorContext:
     # can catch up (the API's streams); the core provides it.
     history_after: HistoryFn | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("roomlink.connector"))
+
+    async def hand_in(self, event: Inbound) -> bool:
+        """Store one inbound event durably; True when the platform's cursor may move past
+        it (stored, or skipped with a warning as bad input), False when the daemon is
+        shutting down (stop handing in; leave the cursor). Store failures are retried with
+        backoff until they pass. See :mod:`roomlink.connector.handin`."""
+        return await hand_in(self.accept, event, connector=self.name, log=self.log)
 
 
 class Connector(ABC):
