@@ -118,7 +118,7 @@ async def transport(n: int, serial: int, concurrency: int) -> dict[str, float]:
 
 async def store(serial: int, batch: int, rounds: int) -> None:
     from roomlink.config.models import load_config
-    from roomlink.daemon import build_topology
+    from roomlink.daemon.app import build_topology
     from roomlink.message.model import Author, Kind, Message, RoomRef, new_message_id, utcnow
     from roomlink.store import RecordEntry, open_store
 

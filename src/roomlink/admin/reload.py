@@ -23,7 +23,7 @@ from roomlink.record.retention import RetentionJob
 from roomlink.store import Store, open_store
 
 if TYPE_CHECKING:
-    from roomlink.daemon import Daemon
+    from roomlink.daemon.app import Daemon
 
 log = logging.getLogger("roomlink.reload")
 
@@ -81,7 +81,7 @@ class Reloader:
             return ReloadResult(True, changes=changes)
 
     async def _apply(self, new: Config) -> list[str]:
-        from roomlink.daemon import build_topology
+        from roomlink.daemon.app import build_topology
 
         d = self.daemon
         old = d.config

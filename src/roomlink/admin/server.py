@@ -30,7 +30,7 @@ from roomlink.connector.httpserve import HttpServer
 
 if TYPE_CHECKING:
     from roomlink.config.models import AdminConfig
-    from roomlink.daemon import Daemon
+    from roomlink.daemon.app import Daemon
 
 log = logging.getLogger("roomlink.admin")
 

@@ -24,7 +24,7 @@ from roomlink.record import db as record_db
 from roomlink.relay import metrics
 
 if TYPE_CHECKING:
-    from roomlink.daemon import Daemon
+    from roomlink.daemon.app import Daemon
 
 RATE_MINUTES = 10  # the page shows per-minute rates over this many minutes
 SAMPLE_EVERY = 5.0  # seconds

@@ -143,7 +143,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 
 async def _serve(config: Config, source: str | None = None) -> None:
-    from roomlink.daemon import Daemon
+    from roomlink.daemon.app import Daemon
 
     daemon = Daemon(config)
     daemon.reloader.source = source
