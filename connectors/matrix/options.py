@@ -1,0 +1,50 @@
+"""The Matrix connector's options, as admins write them under ``connectors:``."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from roomlink.connector import ConnectorOptions
+
+USER_ID = re.compile(r"@[^:\s]+:\S+")
+
+
+class MatrixOptions(ConnectorOptions):
+    homeserver: str  # the client-server API root, e.g. https://matrix.example.org
+    user_id: str  # the bot's account, e.g. "@roomlink:example.org"
+    # one of the two: a token (with its device), or a password to log in once; the device
+    # id and token that login gives are then kept in the party's store
+    access_token: SecretStr | None = None
+    password: SecretStr | None = None
+    device_name: str = "roomlink"  # shown in the account's session list
+    # folder of the end-to-end encryption keys (a SQLite file per device); they must
+    # survive restarts, or encrypted rooms cannot be read after one
+    key_store: str | None = None  # default: ./matrix-keys/<connector name>
+    encryption: bool = True  # read and write encrypted rooms
+    sync_timeout: float = Field(default=30.0, gt=0, le=120)  # long-poll seconds of /sync
+    request_timeout: float = Field(default=60.0, gt=0)  # seconds for one API call
+    reconnect_initial: float = Field(default=1.0, gt=0)  # first wait after a failed sync
+    reconnect_max: float = Field(default=60.0, gt=0)  # the wait doubles up to this
+
+    @field_validator("homeserver")
+    @classmethod
+    def _homeserver_ok(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://matrix.org")
+        return value
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_ok(cls, value: str) -> str:
+        if not USER_ID.fullmatch(value):
+            raise ValueError("must be a full Matrix user id, e.g. @roomlink:example.org")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> MatrixOptions:
+        if self.access_token is None and self.password is None:
+            raise ValueError("give access_token or password")
+        return self
