@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
-from roomlink.config.models import (
-    Config,
-    ConfigError,
-    ConfigIssue,
-    DeliveryConfig,
-    load_config,
-)
+from roomlink.config import Config, ConfigError, ConfigIssue, load_config
+from roomlink.config.models import DeliveryConfig
 from roomlink.connector.base import Connector, ConnectorOptions
 from roomlink.message.model import Outbound
 

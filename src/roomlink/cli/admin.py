@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from roomlink.config.loader import did_you_mean
-from roomlink.config.models import Config, ConfigError
+from roomlink.config import Config, ConfigError
+from roomlink.config.document import did_you_mean
 from roomlink.store.base import FAILED, PENDING
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
