@@ -13,11 +13,13 @@ vodozemac machine, trusting the room's devices; its keys live in ``key_store``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -49,9 +51,11 @@ from .inbound import events
 from .options import MatrixOptions
 from .session import log_in, make_client
 
-ROOM = re.compile(r"[!#][^:\s]+:[^\s]+")
+# room ids of room version 12 on have no ":server" part any more
+ROOM = re.compile(r"![^\s:]+(:\S+)?|#[^:\s]+:\S+")
 # a burst must not arrive as a "limited" timeline with a gap (Synapse's default is 10)
-SYNC_FILTER = {"room": {"timeline": {"limit": 1000}}, "presence": {"types": []}}
+TIMELINE_LIMIT = 1000
+SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}, "presence": {"types": []}}
 REJOIN_INITIAL, REJOIN_MAX = 2.0, 300.0
 
 
@@ -70,6 +74,7 @@ class MatrixConnector(Connector):
         self._rejoin_at: dict[str, tuple[float, int]] = {}  # room id -> (when, attempts)
         self._names: dict[tuple[str, str], str] = {}  # (room id, user) of members gone
         self._online = asyncio.Event()
+        self._changed = asyncio.Event()  # set after each sync: wait_ready looks again
         self._relogin = True
         self._task: asyncio.Task[None] | None = None
 
@@ -108,7 +113,9 @@ class MatrixConnector(Connector):
 
     async def wait_ready(self, room: str) -> None:
         while not self.is_ready(room):
-            await asyncio.sleep(0.2)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
 
     # -- inbound -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -173,6 +180,7 @@ class MatrixConnector(Connector):
             self._online.set()
             await self._invites(answer)
             await self._rejoin()
+            self._changed.set()
             if not fresh and not await self._hand_in(answer):
                 return
             fresh = first = False
@@ -190,11 +198,12 @@ class MatrixConnector(Connector):
             if info.timeline.limited:
                 self.ctx.log.warning("%s: the homeserver left out part of %s's timeline "
                                      "(more than %d events at once)", self.ctx.name, room,
-                                     SYNC_FILTER["room"]["timeline"]["limit"])
+                                     TIMELINE_LIMIT)
             sources = self._sources(room, info.timeline.events)
             await self._learn_names(room_id, sources)
+            name_of = partial(self._name, room_id)
             for source in sources:
-                for event in events(room, source, me, lambda u, r=room_id: self._name(r, u)):
+                for event in events(room, source, me, name_of):
                     if not await self.ctx.hand_in(event):
                         return False
         return True

@@ -14,7 +14,8 @@ import html
 import re
 from typing import Any
 
-from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4 import BeautifulSoup
+from bs4.element import NavigableString, Tag
 
 from roomlink.message.markup import escape, to_html, to_plain
 
@@ -68,10 +69,16 @@ def html_to_canonical(fragment: str) -> str:
     return _tidy(_children(soup, pre=False))
 
 
+_FENCED = re.compile(r"(\n(?:```|~~~)\n.*?\n(?:```|~~~)\n)", re.DOTALL)
+
+
 def _tidy(text: str) -> str:
-    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip()
+    """Blank lines and the spaces around line breaks that HTML layout left, gone (code
+    blocks, the odd parts of the split, keep theirs)."""
+    parts = _FENCED.split(text)
+    for i in range(0, len(parts), 2):
+        parts[i] = re.sub(r"[ \t]*\n[ \t]*", "\n", parts[i])
+    return re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip()
 
 
 def _children(node: Tag, pre: bool) -> str:
