@@ -1,0 +1,364 @@
+"""``type: xmpp``: one account in multi-user chat rooms; rooms are MUC addresses.
+
+Inbound, every groupchat message of a room goes through one queue, in the server's
+order, to ``ctx.hand_in``; the room's archive id of the last one handled (XEP-0359
+stanza id, with its time) is a cursor in the party's store, moved only after the
+hand-in returned. On every join the bridge asks for no history and reads the room's
+archive (XEP-0313) after that cursor instead, so what was said while it was away arrives
+once, and what it had already stored is not relayed again.
+
+Messages are named by the room's stanza id everywhere (replies and retractions name
+them so in a MUC, XEP-0461 and XEP-0424). Corrections (XEP-0308) name the sender's own
+id; the :class:`Ledger` maps between the two, from what it saw and from the archive,
+and knows who wrote what: a correction or retraction of a message its sender did not
+write is dropped with a log line, never relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from slixmpp import JID, Message, Presence
+from slixmpp.jid import InvalidJID
+from slixmpp.xmlstream import ET
+
+from roomlink.connector import (
+    Connector,
+    ConnectorError,
+    ConnectorOptions,
+    Limits,
+    PermanentError,
+    RoomDown,
+)
+from roomlink.message.markup import escape
+from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
+
+from .convert import needs_unstyled, one_line, to_body, xml_safe
+from .inbound import Said, read, room_stanza_id, sender_id
+from .ledger import Ledger
+from .options import XmppOptions
+from .session import ArchiveError, Session
+
+ItemKind = Literal["catch_up", "message", "presence"]
+SEEN_MEMORY = 10_000  # room stanza ids already handled, against the archive's overlap
+PAGE = 100  # archive messages per query
+
+
+class XmppConnector(Connector):
+    platform = "xmpp"
+    Options = XmppOptions
+
+    def __init__(self, options: ConnectorOptions, ctx: Any) -> None:
+        super().__init__(options, ctx)
+        assert isinstance(options, XmppOptions)
+        self.opts = options
+        self.session = Session(options, list(ctx.rooms), self, ctx.log, ctx.name)
+        self.ledger = Ledger(self.session, ctx.log, ctx.name)
+        self._relayed = set(ctx.inbound_rooms)
+        self._queue: asyncio.Queue[tuple[ItemKind, str, Any]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[str]] = {}  # sent id -> the room's id
+        self._sent: OrderedDict[str, None] = OrderedDict()  # ids of what the bridge sent
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._occupants: dict[str, set[str]] = {}
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_text_length=10_000, can_impersonate=False,
+                      default_nick_format="<{nick}> ", edits=True, deletes=True,
+                      room_rates=((5.0, 30),))
+
+    @classmethod
+    def normalize_room(cls, room: str) -> str:
+        try:
+            jid = JID(room.strip())
+        except InvalidJID:
+            jid = None
+        if jid is None or not jid.user or not jid.domain or jid.resource:
+            raise ValueError(f"{room!r} is not a multi-user chat room: write its address, "
+                             "e.g. project@conference.example.org")
+        return str(jid.bare).lower()
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name=f"{self.ctx.name} inbound")
+        self.session.start()
+
+    async def stop(self) -> None:
+        await self.session.stop()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    def is_connected(self) -> bool:
+        return self.session.connected
+
+    def is_ready(self, room: str) -> bool:
+        return self.session.joined(room)
+
+    async def wait_ready(self, room: str) -> None:
+        await self.session.wait_joined(room)
+
+    # -- what the session hears (called in the server's order) -------------------------
+    def entered(self, room: str) -> None:
+        self._occupants[room] = set()
+        self._queue.put_nowait(("catch_up", room, None))
+
+    def message(self, room: str, msg: Message, history: bool) -> None:
+        sent = sender_id(msg)
+        if sent is not None and sent in self._pending:
+            future = self._pending[sent]
+            if not future.done():
+                future.set_result(room_stanza_id(msg, room) or sent)
+            self.ledger.remember(room, read(msg, room, None, None))  # before send() returns
+        if not history:
+            self._queue.put_nowait(("message", room, msg))
+
+    def presence(self, room: str, pres: Presence) -> None:
+        self._queue.put_nowait(("presence", room, pres))
+
+    def message_error(self, room: str, msg: Message) -> None:
+        future = self._pending.get(msg["id"])
+        if future is None or future.done():
+            return
+        condition, text = msg["error"]["condition"], msg["error"]["text"] or ""
+        what = f"{room} refused the message: {condition} {text}".strip()
+        if condition in ("not-acceptable", "item-not-found"):  # not (or no longer) in it
+            future.set_exception(RoomDown(what))
+        elif condition in ("forbidden", "not-allowed", "policy-violation", "bad-request"):
+            future.set_exception(PermanentError(what))
+        else:
+            future.set_exception(ConnectorError(what))
+
+    def disconnected(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RoomDown("the XMPP connection was lost"))
+
+    # -- inbound, one item at a time ---------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            what, room, stanza = await self._queue.get()
+            try:
+                if what == "catch_up":
+                    ok = await self._catch_up(room)
+                elif what == "message":
+                    ok = await self._take(room, stanza, None, None)
+                else:
+                    ok = await self._presence(room, stanza)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one unreadable stanza must not end the inbound loop
+                self.ctx.log.exception("%s: skipping a stanza from %s that cannot be read",
+                                       self.ctx.name, room)
+                ok = True
+            if not ok:
+                return  # shutting down: the cursor stays where it was
+
+    async def _catch_up(self, room: str) -> bool:
+        """Relay what the room's archive holds after the cursor; True unless shutting down."""
+        key = f"archive:{room}"
+        saved = await self.ctx.get_cursor(key)
+        try:
+            if saved is None:  # first join: only what is said from now on is relayed
+                page = await self.session.archive_page(room, last=True, size=1)
+                mark = (f"{page.items[-1][0]} {_iso(page.items[-1][1])}" if page.items
+                        else f"- {_iso(None)}")
+                await self.ctx.set_cursor(key, mark)
+                return True
+            after, _, when = saved.partition(" ")
+            start = _parse(when) if after == "-" else None
+            done = 0
+            while done < self.opts.catch_up_limit:
+                try:
+                    page = await self.session.archive_page(
+                        room, after=None if after == "-" else after, start=start, size=PAGE)
+                except ArchiveError as exc:
+                    if exc.condition != "item-not-found" or after == "-":
+                        raise
+                    self.ctx.log.warning("%s: the archive of %s no longer holds the last "
+                                         "message relayed; reading it from %s on",
+                                         self.ctx.name, room, when)
+                    after, start = "-", _parse(when)
+                    continue
+                for archive_id, stamp, msg in page.items:
+                    if not await self._take(room, msg, archive_id, stamp):
+                        return False
+                    done += 1
+                if page.complete or not page.last or not page.items:
+                    break
+                after, start = page.last, None
+            if done:
+                self.ctx.log.info("%s: %d message(s) of %s read from its archive",
+                                  self.ctx.name, done, room)
+        except ArchiveError as exc:
+            self.ctx.log.warning("%s: cannot read the archive of %s (%s): what was said there "
+                                 "while roomlink was away is not relayed", self.ctx.name,
+                                 room, exc)
+        return True
+
+    async def _take(self, room: str, msg: Message, archive_id: str | None,
+                    stamp: datetime | None) -> bool:
+        said = read(msg, room, archive_id, stamp)
+        sid = said.stanza_id
+        if sid is not None:
+            if (room, sid) in self._seen:
+                return True  # already handled: the archive and the live stream overlap
+        if not await self._relay(room, said, live=archive_id is None):
+            return False
+        if sid is not None:
+            self._seen[(room, sid)] = None
+            if len(self._seen) > SEEN_MEMORY:
+                self._seen.popitem(last=False)
+            await self.ctx.set_cursor(f"archive:{room}", f"{sid} {_iso(said.ts)}")
+        return True
+
+    async def _relay(self, room: str, said: Said, live: bool) -> bool:
+        mine = said.nick == self.session.nick(room) or (said.msg_id in self._sent)
+        self.ledger.remember(room, said)
+        if mine or not said.nick or room not in self._relayed:
+            return True
+        event = Inbound(room=room, author=InboundAuthor(name=said.nick, id=said.author),
+                        text=said.text, kind=said.kind, native_id=said.stanza_id or said.msg_id,
+                        reply_to_native=said.reply_to, attachments=said.attachments,
+                        ts=said.ts or utcnow())
+        if said.kind is Kind.DELETE:
+            assert said.retracts is not None
+            if not await self.ledger.wrote(room, said.author, said.retracts):
+                self._refuse(room, said, "retraction", said.retracts)
+                return True
+            event.target_native = said.retracts
+        elif said.kind is Kind.EDIT:
+            assert said.replaces is not None
+            target = await self.ledger.original(room, said.author, said.replaces)
+            if target is None:
+                self._refuse(room, said, "correction", said.replaces)
+                return True
+            event.target_native = target
+        elif said.kind is Kind.TOPIC:
+            if not live:
+                return True
+        elif not said.text.strip() and not said.attachments:
+            return True
+        return await self.ctx.hand_in(event)
+
+    def _refuse(self, room: str, said: Said, what: str, target: str) -> None:
+        self.ctx.log.warning(
+            "%s: not relayed: a %s in %s by %s of message %s, which %s did not write (or "
+            "which is not in the room's archive)", self.ctx.name, what, room, said.nick,
+            target, said.nick)
+
+    async def _presence(self, room: str, pres: Presence) -> bool:
+        nick = pres["from"].resource
+        members = self._occupants.setdefault(room, set())
+        codes = set(pres["muc"]["status_codes"])
+        if not nick or room not in self._relayed:
+            return True
+        if pres["type"] == "unavailable":
+            members.discard(nick)
+            if 303 in codes and pres["muc"]["item_nick"]:
+                new = pres["muc"]["item_nick"]
+                members.add(new)
+                text, kind, who = f"{nick} is now known as {new}", Kind.JOIN, new
+            else:
+                reason = (pres["status"] or "").strip()
+                what = "was kicked" if 307 in codes else "was banned" if 301 in codes else "left"
+                text, kind, who = f"{what} ({reason})" if reason else what, Kind.PART, nick
+        elif nick in members:
+            return True  # a status change, not a join
+        else:
+            members.add(nick)
+            text, kind, who = "joined", Kind.JOIN, nick
+        return await self.ctx.hand_in(Inbound(room=room, author=InboundAuthor(name=who),
+                                              text=escape(text), kind=kind, ts=utcnow()))
+
+    # -- outbound ----------------------------------------------------------------------
+    def _body(self, out: Outbound) -> str:
+        m = out.message
+        nick = one_line(m.author.name)
+        prefix = {
+            Kind.ACTION: f"* {nick} ",
+            Kind.JOIN: f"* {nick} ",
+            Kind.PART: f"* {nick} ",
+            Kind.TOPIC: f"* {nick} changed the topic to: ",
+        }.get(m.kind, one_line(out.display_name))
+        text = to_body(out.text)
+        if out.part == out.parts - 1 and m.attachments:
+            text += "".join(f"\n{a.name or 'file'}: {a.url}" for a in m.attachments)
+        return xml_safe(prefix + text)
+
+    async def _post(self, room: str, body: str, styled: bool,
+                    extra: list[ET.Element]) -> str:
+        """Send one groupchat message; return the room's id for it once it came back."""
+        if not self.session.joined(room):
+            raise RoomDown(f"not in {room} now")
+        msg = self.session.new_message(room)
+        msg_id = msg["id"]
+        msg["body"] = body
+        msg["origin_id"]["id"] = msg_id
+        if not styled:
+            msg.append(ET.Element("{urn:xmpp:styling:0}unstyled"))
+        for element in extra:
+            msg.append(element)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = future
+        self._sent[msg_id] = None
+        if len(self._sent) > SEEN_MEMORY:
+            self._sent.popitem(last=False)
+        try:
+            msg.send()
+            return await asyncio.wait_for(asyncio.shield(future), self.opts.send_timeout)
+        except TimeoutError:
+            # it went out, but the room did not echo it in time: keep our own id for it
+            self.ctx.log.warning("%s: %s did not echo message %s within %.0fs",
+                                 self.ctx.name, room, msg_id, self.opts.send_timeout)
+            return str(msg_id)
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def send(self, out: Outbound) -> str:
+        extra = []
+        if out.reply_to_native and out.part == 0:
+            reply = ET.Element("{urn:xmpp:reply:0}reply", {"id": out.reply_to_native})
+            author = self.ledger.nick_of(out.room, out.reply_to_native)
+            if author:
+                reply.set("to", f"{out.room}/{author}")
+            extra.append(reply)
+        return await self._post(out.room, self._body(out), needs_unstyled(out.text), extra)
+
+    async def edit(self, out: Outbound) -> None:
+        target = out.target_native
+        if not target:
+            return
+        own_id = await self.ledger.sender_id_of(out.room, target)
+        if own_id is None:
+            raise PermanentError(f"message {target} is not in the archive of {out.room} "
+                                 "any more: it cannot be corrected")
+        replace = ET.Element("{urn:xmpp:message-correct:0}replace", {"id": own_id})
+        await self._post(out.room, self._body(out), needs_unstyled(out.text), [replace])
+
+    async def delete(self, out: Outbound) -> None:
+        target = out.target_native
+        if not target:
+            return
+        retract = ET.Element("{urn:xmpp:message-retract:1}retract", {"id": target})
+        fallback = ET.Element("{urn:xmpp:fallback:0}fallback",
+                              {"for": "urn:xmpp:message-retract:1"})
+        store = ET.Element("{urn:xmpp:hints}store")
+        with contextlib.suppress(TimeoutError):
+            await self._post(out.room, "(a message was deleted)", False,
+                             [retract, fallback, store])
+
+
+def _iso(stamp: datetime | None) -> str:
+    return (stamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
