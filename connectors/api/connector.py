@@ -234,6 +234,11 @@ class ApiConnector(Connector):
         return web.json_response({"id": ids[0], "ids": ids}, status=202)
 
     async def _accept(self, inbound: Inbound) -> list[str] | web.Response:
+        # The one connector that does not use ctx.hand_in: the API has no cursor to hold
+        # back, and its client is the retry loop. So ctx.accept is called once and each of
+        # hand_in's outcomes becomes an answer: bad input a 400 (the client must change
+        # it; skipping it silently would lie), shutdown and store failures a 503 (retry,
+        # with the same Idempotency-Key). The message id is needed for the answer, too.
         try:
             return await self.ctx.accept(inbound)
         except BadInput as exc:

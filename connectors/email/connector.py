@@ -7,7 +7,7 @@ earlier ones in In-Reply-To/References across restarts. The Message-ID is the na
 
 Inbound, the IMAP session waits with IDLE (or polls), fetches every mail above the last
 UID handled, and hands its new text to the core; the UID cursor (with UIDVALIDITY) moves
-only after ``ctx.accept`` returned, and the Message-ID makes a re-read mail the same
+only after ``ctx.hand_in`` returned True, and the Message-ID makes a re-read mail the same
 message, so a crash re-reads instead of losing and never relays twice.
 """
 
@@ -27,7 +27,6 @@ from roomlink.connector import (
     ConnectorError,
     Limits,
     PermanentError,
-    ShuttingDown,
     backoff,
 )
 from roomlink.message.markup import escape
@@ -253,12 +252,12 @@ class EmailConnector(Connector):
                               self.opts.imap.host, self.opts.imap.effective_port,
                               self.opts.imap.folder,
                               "IDLE" if self.mailbox.can_idle else "polling")
-                await self._catch_up_first()
+                if not await self._catch_up_first():
+                    return  # shutting down
                 while not self._stopping:
-                    await self._catch_up()
+                    if not await self._catch_up():
+                        return
                     await self.mailbox.wait_for_mail()
-            except ShuttingDown:
-                return
             except (ImapError, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
                 self.log.warning("%s: IMAP %s:%d: %s", self.ctx.name, self.opts.imap.host,
                                  self.opts.imap.effective_port, exc or type(exc).__name__)
@@ -283,28 +282,34 @@ class EmailConnector(Connector):
                              self.ctx.name, self.opts.imap.folder)
         return None
 
-    async def _catch_up_first(self) -> None:
+    async def _catch_up_first(self) -> bool:
         """Without a valid cursor, take the recent unread mail (re-reads are no doubles:
-        the Message-ID gives each mail its id)."""
+        the Message-ID gives each mail its id). False when roomlink is shutting down."""
         if await self._last_uid() is not None:
-            return
+            return True
         since = (datetime.now(UTC) - timedelta(days=FIRST_RUN_DAYS)).date()
         uids = await self.mailbox.unseen_since(since)
         sizes = dict(await self.mailbox.sizes_after(uids[0] - 1)) if uids else {}
         for uid in uids:
-            await self._handle(uid, sizes.get(uid, 0))
+            if not await self._handle(uid, sizes.get(uid, 0)):
+                return False
         if not uids:  # start after what is there now
             existing = await self.mailbox.sizes_after(0)
             last = existing[-1][0] if existing else 0
             await self.ctx.set_cursor(self.cursor_key, f"{self.mailbox.uidvalidity}:{last}")
+        return True
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self) -> bool:
+        """Every mail above the cursor, in UID order; False when roomlink is shutting down."""
         last = await self._last_uid() or 0
         for uid, size in await self.mailbox.sizes_after(last):
-            await self._handle(uid, size)
+            if not await self._handle(uid, size):
+                return False
+        return True
 
-    async def _handle(self, uid: int, size: int) -> None:
-        """One mail: relay it or drop it; then, and only then, move the cursor past it."""
+    async def _handle(self, uid: int, size: int) -> bool:
+        """One mail: relay it or drop it; then, and only then, move the cursor past it.
+        False when roomlink is shutting down: the cursor stays, the mail is read again."""
         inbound = None
         if size > self.opts.max_message_bytes:
             self.log.warning("%s: mail UID %d is %d bytes (max_message_bytes %d): skipped",
@@ -313,8 +318,8 @@ class EmailConnector(Connector):
             raw = await self.mailbox.fetch(uid)
             if raw is not None:
                 inbound = await self._judge(uid, raw)
-        if inbound is not None:
-            await self._accept(inbound)
+        if inbound is not None and not await self.ctx.hand_in(inbound):
+            return False
         await self.ctx.set_cursor(self.cursor_key, f"{self.mailbox.uidvalidity}:{uid}")
         if inbound is not None:
             try:
@@ -322,6 +327,7 @@ class EmailConnector(Connector):
             except ImapRefused as exc:  # a read-only folder: the cursor is what counts
                 self.log.warning("%s: could not mark mail UID %d read: %s", self.ctx.name,
                                  uid, exc)
+        return True
 
     async def _judge(self, uid: int, raw: bytes) -> Inbound | None:
         try:
@@ -386,18 +392,3 @@ class EmailConnector(Connector):
         # several rooms: the one whose recipients the mail was also sent to
         room = max(candidates, key=lambda r: len(mail.recipients & set(self.addresses[r])))
         return room, reply_to, ""
-
-    async def _accept(self, inbound: Inbound) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self.ctx.accept(inbound)
-                return
-            except ShuttingDown:
-                raise
-            except Exception as exc:
-                attempt += 1
-                delay = backoff(attempt, 0.5, 30.0)
-                self.log.error("%s: could not store a mail from %s (%s); retrying in %.1fs",
-                               self.ctx.name, inbound.author.id, exc, delay)
-                await asyncio.sleep(delay)

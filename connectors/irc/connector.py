@@ -16,7 +16,7 @@ from typing import Any
 from irc.client import Event, is_channel
 from irc.strings import lower
 
-from roomlink.connector import Connector, ConnectorOptions, Limits, ShuttingDown, backoff
+from roomlink.connector import Connector, ConnectorOptions, Limits
 from roomlink.message.markup import escape
 from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
 
@@ -50,7 +50,7 @@ class IrcConnector(Connector):
                       default_nick_format="<{nick}> ")
 
     async def start(self) -> None:
-        self._pump = asyncio.create_task(self._accept_loop(), name=f"{self.ctx.name} inbound")
+        self._pump = asyncio.create_task(self._hand_in_loop(), name=f"{self.ctx.name} inbound")
         self.session.start()
 
     async def stop(self) -> None:
@@ -156,24 +156,13 @@ class IrcConnector(Connector):
         self._inbox.put_nowait(Inbound(room=room, author=InboundAuthor(name=nick), text=text,
                                        kind=kind, ts=utcnow()))
 
-    async def _accept_loop(self) -> None:
-        """Hand events to the core one by one, in order; IRC cannot replay, so retry."""
+    async def _hand_in_loop(self) -> None:
+        """Hand events in one by one, in order (IRC cannot replay: store failures are
+        retried inside hand_in); stop when roomlink shuts down."""
         while True:
             inbound = await self._inbox.get()
-            attempt = 0
-            while True:
-                try:
-                    await self.ctx.accept(inbound)
-                    break
-                except ShuttingDown:
-                    return
-                except Exception as exc:
-                    attempt += 1
-                    delay = backoff(attempt, 0.5, 30.0)
-                    self.ctx.log.error("%s: could not store a message from %s (%s); "
-                                       "retrying in %.1fs", self.ctx.name, inbound.room, exc,
-                                       delay)
-                    await asyncio.sleep(delay)
+            if not await self.ctx.hand_in(inbound):
+                return
 
 
 def _with_reason(what: str, args: list[str]) -> str:

@@ -1,7 +1,7 @@
 """``type: slack``: one Slack app; rooms are channel names (``"#acme"``) or ids (``C0123ABCD``).
 
 Inbound comes over Socket Mode (no public endpoint needed). Each ``events_api`` envelope
-is acknowledged only after ``ctx.accept`` returned, so an event that arrived just before
+is acknowledged only after ``ctx.hand_in`` returned True, so an event that arrived just before
 a crash is delivered again by Slack, and the deterministic message id (channel + ``ts``)
 makes the second one a no-op; within a run, ``event_id`` and channel + ``ts`` de-duplicate
 Slack's retries. Outbound is the Web API: ``chat.postMessage`` under the author's name
@@ -27,7 +27,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from roomlink.connector import (
-    BadInput,
     Connector,
     ConnectorError,
     ConnectorOptions,
@@ -35,10 +34,9 @@ from roomlink.connector import (
     PermanentError,
     RateLimited,
     RoomDown,
-    ShuttingDown,
     backoff,
 )
-from roomlink.message.model import Inbound, Kind, Outbound
+from roomlink.message.model import Kind, Outbound
 
 from .convert import escape_mrkdwn, to_mrkdwn
 from .inbound import Directory, Me, to_inbound
@@ -282,7 +280,9 @@ class SlackConnector(Connector):
                 inbound = await to_inbound(event, room, self.me, self._directory,
                                            self.opts.relay_bots)
         if inbound is not None:
-            if not await self._accept(inbound):
+            # acknowledged only once handed in (stored, or skipped as bad input); on
+            # shutdown it is not: Slack delivers it again after the restart
+            if not await self.ctx.hand_in(inbound):
                 return False
             if inbound.native_id:
                 _remember(self._seen, (cid, inbound.native_id))
@@ -292,25 +292,6 @@ class SlackConnector(Connector):
             _remember(self._events, event_id)
         await self._ack(req)
         return True
-
-    async def _accept(self, inbound: Inbound) -> bool:
-        attempt = 0
-        while True:
-            try:
-                await self.ctx.accept(inbound)
-                return True
-            except ShuttingDown:
-                return False  # not acknowledged: Slack delivers it again after the restart
-            except BadInput as exc:  # no retry will ever store it: skip it (acked), say so
-                self.log.warning("%s: skipping a message from %s that cannot be stored (%s)",
-                                 self.ctx.name, inbound.room, exc)
-                return True
-            except Exception as exc:
-                attempt += 1
-                delay = backoff(attempt, 0.5, 30.0)
-                self.log.error("%s: could not store a message from %s (%s); retrying in %.1fs",
-                               self.ctx.name, inbound.room, exc, delay)
-                await asyncio.sleep(delay)
 
     # -- outbound ----------------------------------------------------------------------
     def _cid(self, room: str) -> str:

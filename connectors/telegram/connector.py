@@ -1,7 +1,7 @@
 """``type: telegram``: one bot; rooms are chat ids (``"-1001234567890"``) or ``"@channel"``.
 
 Inbound, the connector long-polls ``getUpdates`` itself. The update offset is a cursor
-in the party's store that moves past an update only once ``ctx.accept`` returned for
+in the party's store that moves past an update only once ``ctx.hand_in`` returned True for
 everything in it, so a crash re-reads the update and the deterministic message id makes
 the second reading a no-op. Outbound, messages are ``sendMessage`` with
 ``parse_mode=HTML``: the author's name in bold, the text escaped, long texts cut into
@@ -30,12 +30,10 @@ from telegram.error import (
 )
 
 from roomlink.connector import (
-    BadInput,
     Connector,
     ConnectorOptions,
     Limits,
     PermanentError,
-    ShuttingDown,
     backoff,
 )
 from roomlink.message.model import Inbound, Kind, Outbound
@@ -154,10 +152,8 @@ class TelegramConnector(Connector):
                     continue
                 if offset is not None and update_id < offset:
                     continue  # already stored (the server repeats what it was not told)
-                try:
-                    await self._take(raw)
-                except ShuttingDown:
-                    return  # not stored: the offset stays, the next run reads it again
+                if not await self._take(raw):
+                    return  # shutting down: the offset stays, the next run reads it again
                 offset = update_id + 1
                 await self._save_offset(offset)
 
@@ -192,8 +188,9 @@ class TelegramConnector(Connector):
             self.ctx.log.warning("%s: getUpdates failed (%s: %s); retrying in %.1fs",
                                  name, type(exc).__name__, exc.message, delay)
 
-    async def _take(self, raw: dict[str, Any]) -> None:
-        """Hand one update's events to the core; return once they are stored."""
+    async def _take(self, raw: dict[str, Any]) -> bool:
+        """Hand one update's events in; True once the offset may move past the update
+        (its events stored, or skipped), False when roomlink is shutting down."""
         try:
             update = Update.de_json(raw, self.bot)
             message, edited = _message_of(update)
@@ -201,7 +198,7 @@ class TelegramConnector(Connector):
                 kinds = [k for k in raw if k != "update_id"]
                 self.ctx.log.info("%s: skipping update %s of a kind not relayed (%s)",
                                   self.ctx.name, raw.get("update_id"), ", ".join(kinds))
-                return
+                return True
             inbound = await self._map(message, edited)
             for event in inbound:
                 if event.kind is Kind.EDIT:  # read again after a crash: the same record
@@ -209,9 +206,11 @@ class TelegramConnector(Connector):
         except Exception as exc:  # a malformed update must not stop the bot or its offset
             self.ctx.log.warning("%s: skipping update %s that cannot be read (%s: %s)",
                                  self.ctx.name, raw.get("update_id"), type(exc).__name__, exc)
-            return
+            return True
         for event in inbound:
-            await self._accept(event)
+            if not await self.ctx.hand_in(event):
+                return False
+        return True
 
     async def _map(self, message: Message, edited: bool) -> list[Inbound]:
         s = seen(message)
@@ -235,26 +234,6 @@ class TelegramConnector(Connector):
         if room is None:
             room = next((r for r, new in self._moved.items() if new == chat_id), None)
         return room
-
-    async def _accept(self, event: Inbound) -> None:
-        """Store one event, retrying as long as it takes: the offset waits for it."""
-        attempt = 0
-        while True:
-            try:
-                await self.ctx.accept(event)
-                return
-            except ShuttingDown:
-                raise
-            except BadInput as exc:  # no retry will ever store it: skip it, say so
-                self.ctx.log.warning("%s: skipping a message from %s that cannot be stored "
-                                     "(%s)", self.ctx.name, event.room, exc)
-                return
-            except Exception as exc:
-                attempt += 1
-                delay = backoff(attempt, 0.5, 30.0)
-                self.ctx.log.error("%s: could not store a message from %s (%s); retrying in "
-                                   "%.1fs", self.ctx.name, event.room, exc, delay)
-                await asyncio.sleep(delay)
 
     # -- supergroup migration ----------------------------------------------------------
     async def _follow(self, room: str, new_id: int) -> None:
