@@ -41,7 +41,7 @@ class NotSupported(PermanentError):
 class BadInput(ValueError):
     """A connector handed in something no message can hold; its client gets a 4xx.
 
-    The durable hand-in (:func:`roomlink.connector.hand_in`) skips such an event with one
+    The durable hand-in (``ConnectorContext.hand_in``) skips such an event with one
     warning, so that the platform's cursor moves on and the room's next message arrives.
     """
 

@@ -3,9 +3,9 @@
 A connector (one package under ``connectors/``, registered under the entry-point group
 ``roomlink.connectors``) derives from :class:`Connector`, declares its options as a
 :class:`ConnectorOptions` model and its :class:`Limits`, and is given a
-:class:`ConnectorContext` to hand inbound events in and keep its cursors. It raises the
-errors below from ``send``/``edit``/``delete``, handles :class:`ShuttingDown` and
-:class:`BadInput` from the core, and paces itself with :func:`backoff` and
+:class:`ConnectorContext` to hand inbound events in (``ctx.hand_in``, which deals with
+:class:`ShuttingDown` and :class:`BadInput` from the core) and keep its cursors. It raises
+the errors below from ``send``/``edit``/``delete`` and paces itself with :func:`backoff` and
 :class:`TokenBucket`. Import from here, not from the modules behind it.
 
 This package owns the plugin surface, pacing and the HTTP listener that connectors and

@@ -64,7 +64,7 @@ class ConnectorContext:
     rooms: list[str]  # every room of this connector named in a pipe
     accept: AcceptFn  # returns the message ids once durably stored in every store
     get_cursor: Callable[[str], Awaitable[str | None]]
-    set_cursor: Callable[[str, str], Awaitable[None]]  # call only after accept() returned
+    set_cursor: Callable[[str, str], Awaitable[None]]  # only after hand_in() returned True
     inbound_rooms: set[str] = field(default_factory=set)  # rooms whose input is relayed
     # (room, message id, limit) -> what the room received after that message, as parts,
     # from the party's store; None when the id is unknown. For connectors whose clients
@@ -102,7 +102,7 @@ class Connector(ABC):
 
     @abstractmethod
     async def start(self) -> None:
-        """Connect and begin handing inbound events to ``ctx.accept``; return once running."""
+        """Connect and begin handing inbound events in (``ctx.hand_in``); return once running."""
 
     @abstractmethod
     async def stop(self) -> None:

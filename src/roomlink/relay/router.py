@@ -92,6 +92,9 @@ class Router:
         pipes = self.topology.inbound.get(ref, [])
         if not pipes or self.is_echo(ref, inbound.native_id):
             return []
+        refused = _refusal(inbound)
+        if refused is not None:
+            raise BadInput(f"not a valid message: {refused}")
         origin_store = self.stores[self.topology.party_of[ref]]
         reply_to = target = None
         if inbound.reply_to_native is not None:
@@ -224,3 +227,21 @@ def _cleaned(inbound: Inbound) -> Inbound:
         attachments=inbound.attachments,
         ts=inbound.ts,
     )
+
+
+# The most text one message may carry, in bytes of UTF-8. PostgreSQL's search index holds
+# at most 1 MiB of words and positions per message (about three times the text at worst),
+# so a longer text (a book pasted into a mail) would fail that store on every retry.
+MAX_TEXT_BYTES = 256 * 1024
+
+
+def _refusal(inbound: Inbound) -> str | None:
+    """Why no message can be made of ``inbound`` (cleaned), or None."""
+    if len(inbound.text) > MAX_TEXT_BYTES // 4 and len(inbound.text.encode()) > MAX_TEXT_BYTES:
+        return f"text: longer than {MAX_TEXT_BYTES} bytes"
+    if (inbound.kind in (Kind.MESSAGE, Kind.ACTION) and not inbound.text.strip()
+            and not inbound.attachments):
+        # nothing to show: most platforms refuse to post it (Slack's no_text, Telegram's
+        # "message text is empty"); Telegram and email drop such messages themselves
+        return "text: a message with neither text nor an attachment"
+    return None
