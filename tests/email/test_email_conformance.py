@@ -21,7 +21,7 @@ from conformance import Post
 ALICE = "alice@test.local"
 
 
-class EmailPeer:
+class EmailPeer(conformance.PeerRoom):
     connector_type = "email"
     room = ALICE
     can_edit = can_delete = shows_edits = shows_deletes = False

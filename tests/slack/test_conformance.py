@@ -21,7 +21,7 @@ def visible(mrkdwn: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-class SlackPeerRoom:
+class SlackPeerRoom(conformance.PeerRoom):
     room = "#acme-project"
     connector_type = "slack"
     can_edit = can_delete = shows_edits = shows_deletes = True

@@ -11,7 +11,7 @@ from tgkit import GROUP, GROUP_ROOM, parse_html, shown
 import conformance
 
 
-class TelegramGroup:
+class TelegramGroup(conformance.PeerRoom):
     """The test server's group as its members see it."""
 
     room = GROUP_ROOM
