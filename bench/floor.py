@@ -117,9 +117,9 @@ async def transport(n: int, serial: int, concurrency: int) -> dict[str, float]:
 
 
 async def store(serial: int, batch: int, rounds: int) -> None:
-    from roomlink.config.models import load_config
-    from roomlink.daemon.app import build_topology
+    from roomlink.config import load_config
     from roomlink.message.model import Author, Kind, Message, RoomRef, new_message_id, utcnow
+    from roomlink.relay.topology import build_topology
     from roomlink.store import RecordEntry, open_store
 
     with tempfile.TemporaryDirectory(prefix="roomlink-floor-") as tmp:

@@ -13,19 +13,75 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from roomlink.admin.logs import add_secrets, set_connector_names
-from roomlink.config.models import Config, ConfigError, load_config
-from roomlink.message.model import RoomRef, utcnow
-from roomlink.record.retention import RetentionJob
-from roomlink.store import Store, open_store
-
-if TYPE_CHECKING:
-    from roomlink.daemon.app import Daemon
+from roomlink.config import Config, ConfigError, load_config
+from roomlink.message.model import RoomRef
+from roomlink.relay.topology import Topology, build_topology
+from roomlink.store import Store
 
 log = logging.getLogger("roomlink.reload")
+
+
+class RunningParts(Protocol):
+    """The running daemon as a reload sees it: what runs now, and the steps that change
+    it. The daemon carries out each step; the reload decides which, and in what order."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def failed_starts(self) -> AbstractSet[str]: ...  # connectors whose start failed
+    @property
+    def workers(self) -> Mapping[RoomRef, object]: ...  # the rooms with a delivery worker
+
+    async def open_stores(self, config: Config, parties: Sequence[str]) -> dict[str, Store]:
+        """The stores of these parties of ``config``, all or none: when one cannot be
+        opened, those that were are closed and its error is raised."""
+        ...
+
+    async def stop_workers(self, rooms: Sequence[RoomRef], grace: float) -> None:
+        """Stop these rooms' workers: one waiting stops now, one handing a message to the
+        platform gets ``grace`` seconds to finish; what they had pending stays stored."""
+        ...
+
+    async def stop_connector(self, name: str, grace: float) -> None:
+        """Stop the connector and forget it (its pacing, its health, a failed start)."""
+        ...
+
+    def take_over(self, config: Config, topology: Topology, stores: Mapping[str, Store]
+                  ) -> list[Store]:
+        """``config`` becomes the running one: its new ``stores`` (the ones they replace
+        are returned, to close), its pipes (input is routed by them from here on), its
+        connectors' platforms and its delivery settings for every worker."""
+        ...
+
+    def add_connector(self, name: str) -> bool:
+        """Build the connector ``name`` of the running config; False (logged, and shown
+        on the status page) when it cannot be built."""
+        ...
+
+    def start_room_workers(self) -> None:
+        """Start a worker for each room that receives and has none, if its connector
+        runs."""
+        ...
+
+    async def start_connector(self, name: str) -> None: ...
+
+    def remove_stores(self, parties: Sequence[str]) -> list[Store]:
+        """Take these parties' stores out of use, to close them."""
+        ...
+
+    async def restart_retention(self) -> None:
+        """Retention again, for the running config's parties and days."""
+        ...
+
+    async def restart_admin(self) -> None: ...
 
 
 @dataclass
@@ -39,11 +95,11 @@ class ReloadResult:
 
 
 class Reloader:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, running: RunningParts, source: str | None = None) -> None:
+        self.running = running
         # the config file as named on the command line, so that errors read exactly as
         # `roomlink check -c` with the same name prints them
-        self.source: str | None = None
+        self.source = source
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -57,7 +113,7 @@ class Reloader:
         async with self._lock:
             if self._closed:
                 return ReloadResult(False, ["roomlink is stopping"])
-            path = self.source or str(self.daemon.config.path)
+            path = self.source or str(self.running.config.path)
             log.info("reload: reading %s", path)
             try:
                 config = await asyncio.to_thread(load_config, path)
@@ -74,38 +130,25 @@ class Reloader:
             except _Rejected as exc:
                 log.error("reload rejected: %s; the running config stays", exc)
                 return ReloadResult(False, [str(exc)])
-            set_connector_names(self.daemon.config.connectors)
+            set_connector_names(self.running.config.connectors)
             for change in changes:
                 log.info("reload: %s", change)
             log.info("reload done: %s", "; ".join(changes) if changes else "nothing changed")
             return ReloadResult(True, changes=changes)
 
     async def _apply(self, new: Config) -> list[str]:
-        from roomlink.daemon.app import build_topology
-
-        d = self.daemon
+        d = self.running
         old = d.config
         old_topology = d.topology
-        changes: list[str] = []
 
         # 1. stores first: the only step that may still refuse the whole reload
         moved = {p for p in new.parties if p in old.parties
                  and new.parties[p].store != old.parties[p].store}
         to_open = [p for p in new.parties if p not in old.parties or p in moved]
-        opened: dict[str, Store] = {}
-        results = await asyncio.gather(
-            *(open_store(p, new.parties[p].store) for p in to_open), return_exceptions=True
-        )
-        failure: BaseException | None = None
-        for party, result in zip(to_open, results, strict=True):
-            if isinstance(result, BaseException):
-                failure = failure or result
-            else:
-                opened[party] = result
-        if failure is not None:
-            for store in opened.values():
-                await store.close()
-            raise _Rejected(str(failure))
+        try:
+            opened = await d.open_stores(new, to_open)
+        except Exception as exc:
+            raise _Rejected(str(exc)) from exc
         add_secrets(new.secrets())
         set_connector_names([*old.connectors, *new.connectors])  # the old ones still stop
 
@@ -129,54 +172,18 @@ class Reloader:
 
         # 3. stop the workers of rooms that go away or whose connector restarts, then
         # those connectors; what they had pending stays in the store
-        stopping = [ref for ref in d.workers
-                    if ref.connector in going or ref not in topology.outbound]
         grace = old.delivery.shutdown_grace
-        workers = [d.workers.pop(ref) for ref in stopping]
-        # one waiting for its room or for a retry stops now; one handing a message to
-        # the platform gets the grace period to finish (else that copy may be sent twice)
-        await asyncio.gather(*(w.stop(grace if w.sending else 0) for w in workers))
+        await d.stop_workers([ref for ref in d.workers
+                              if ref.connector in going or ref not in topology.outbound], grace)
         for name in (*removed, *changed):
-            connector = d.connectors.pop(name, None)  # None: it could not even be built
-            if connector is not None:
-                try:
-                    await asyncio.wait_for(connector.stop(), max(grace, 1.0))
-                except Exception as exc:
-                    log.warning("connector %s did not stop cleanly: %s", name, exc)
-            d.pacers.pop(name, None)
-            d.health.forget(name)
-            d.failed_starts.discard(name)
+            await d.stop_connector(name, grace)
 
         # 4. the new config takes over: input is routed by the new pipes from here on
-        retiring: list[Store] = []
-        for party in moved:
-            retiring.append(d.stores[party])
-        d.stores.update(opened)
-        d.config = new
-        d.loaded_at = utcnow()
-        d.topology = topology
-        assert d.router is not None
-        d.router.topology = topology
-        d.router.platforms = {name: cc.type for name, cc in new.connectors.items()}
-        policy = d.retry_policy()
-        for worker in d.workers.values():
-            worker.pipes = topology.pipes
-            worker.policy = policy
+        retiring = d.take_over(new, topology, opened)
 
         # 5. connectors and workers that are new or restarted
-        starting: list[str] = []
-        for name in (*changed, *added):
-            try:
-                d.connectors[name] = d.build_connector(name, new.connectors[name])
-                starting.append(name)
-            except Exception as exc:
-                log.error("connector %s could not be built: %s", name, exc)
-                d.health.failed(name, f"could not be built: {exc}")
-                d.failed_starts.add(name)
-        new_refs = sorted(ref for ref in topology.outbound
-                          if ref not in d.workers and ref.connector in d.connectors)
-        for ref in new_refs:
-            d.add_worker(ref).start()
+        starting = [name for name in (*changed, *added) if d.add_connector(name)]
+        d.start_room_workers()
         for name in starting:
             try:
                 await d.start_connector(name)
@@ -184,14 +191,9 @@ class Reloader:
                 log.error("connector %s could not start: %s", name, exc)
 
         # 6. parties that left: their stores close once nothing uses them
-        for party in [p for p in old.parties if p not in new.parties]:
-            retiring.append(d.stores.pop(party))
+        retiring += d.remove_stores([p for p in old.parties if p not in new.parties])
         # retention follows the parties and their days; it held the old store objects
-        if d.retention is not None:
-            await d.retention.stop()
-        d.retention = RetentionJob(d.stores, {p: pc.retention_days
-                                              for p, pc in new.parties.items()})
-        d.retention.start()
+        await d.restart_retention()
         for store in retiring:
             await store.close()
 
@@ -200,9 +202,8 @@ class Reloader:
             asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(
                 d.restart_admin()))
 
-        changes += _describe(old, new, old_topology.outbound, topology.outbound,
-                             removed, added, changed, moved)
-        return changes
+        return _describe(old, new, old_topology.outbound, topology.outbound,
+                         removed, added, changed, moved)
 
 
 class _Rejected(Exception):

@@ -19,18 +19,16 @@ import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomlink.admin.page import render_page
-from roomlink.admin.status import SAMPLE_EVERY, Rates, StoreReports, collect
+from roomlink.admin.reload import ReloadResult
+from roomlink.admin.status import SAMPLE_EVERY, Rates, StatusSource, StoreReports, collect
+from roomlink.config.models import AdminConfig
 from roomlink.connector.httpserve import HttpServer
-
-if TYPE_CHECKING:
-    from roomlink.config.models import AdminConfig
-    from roomlink.daemon.app import Daemon
 
 log = logging.getLogger("roomlink.admin")
 
@@ -39,8 +37,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminServer:
-    def __init__(self, daemon: Daemon, config: AdminConfig) -> None:
-        self.daemon = daemon
+    """``source``: what the pages report; ``rescan``: have the delivery workers look again
+    for copies put back in the queue; ``reload``: re-read the config file."""
+
+    def __init__(self, config: AdminConfig, source: StatusSource, *,
+                 rescan: Callable[[], Awaitable[None]],
+                 reload: Callable[[], Awaitable[ReloadResult]]) -> None:
+        self.source = source
+        self._rescan = rescan
+        self._reload_config = reload
         self.listen = config.listen
         self.token = config.token.get_secret_value() if config.token is not None else None
         self.rates = Rates()
@@ -74,9 +79,9 @@ class AdminServer:
         """Rates need samples, and a connector's down time its moment: sample often."""
         tick = 0
         while True:
-            for name, connector in list(self.daemon.connectors.items()):
+            for name, connector in list(self.source.connectors.items()):
                 with contextlib.suppress(Exception):
-                    self.daemon.health.observe(name, connector.is_connected())
+                    self.source.health.observe(name, connector.is_connected())
             if tick % int(SAMPLE_EVERY) == 0:
                 self.rates.sample()
             tick += 1
@@ -105,12 +110,12 @@ class AdminServer:
 
     # -- pages ---------------------------------------------------------------------------
     async def _page(self, _request: web.Request) -> web.Response:
-        status = await collect(self.daemon, self.rates, self.reports)
+        status = await collect(self.source, self.rates, self.reports)
         return web.Response(text=render_page(status), content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def _status(self, _request: web.Request) -> web.Response:
-        status = await collect(self.daemon, self.rates, self.reports)
+        status = await collect(self.source, self.rates, self.reports)
         return web.json_response(status, headers={"Cache-Control": "no-store"})
 
     async def _retry(self, request: web.Request) -> web.Response:
@@ -127,24 +132,25 @@ class AdminServer:
             if value is not None and not isinstance(value, str):
                 return web.json_response({"error": f"'{key}' must be a string"}, status=400)
             fields[key] = value
-        parties = [fields["party"]] if fields["party"] else list(self.daemon.stores)
-        unknown = [p for p in parties if p not in self.daemon.stores]
+        stores = self.source.stores
+        parties = [fields["party"]] if fields["party"] else list(stores)
+        unknown = [p for p in parties if p not in stores]
         if unknown:
             return web.json_response({"error": f"unknown party {unknown[0]!r}"}, status=404)
         retried = 0
         for party in parties:
             assert party is not None
-            retried += await self.daemon.stores[party].retry_failed(
+            retried += await stores[party].retry_failed(
                 fields["connector"], fields["room"], fields["id"]
             )
-        await self.daemon.rescan()
+        await self._rescan()
         self.reports.invalidate()
         log.info("admin: %d failed cop%s put back in the queue", retried,
                  "y" if retried == 1 else "ies")
         return web.json_response({"retried": retried})
 
     async def _reload(self, _request: web.Request) -> web.Response:
-        result = await self.daemon.reloader.reload()
+        result = await self._reload_config()
         return web.json_response(result.as_json(), status=200 if result.ok else 422)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
@@ -153,14 +159,14 @@ class AdminServer:
 
     async def _health(self, _request: web.Request) -> web.Response:
         """Which rooms can take messages now, and each party's outbox by state."""
-        daemon = self.daemon
+        source = self.source
         rooms: dict[str, dict[str, bool]] = {}
-        for ref in sorted(daemon.workers):
-            rooms.setdefault(ref.connector, {})[ref.room] = daemon.connectors[
+        for ref in sorted(source.workers):
+            rooms.setdefault(ref.connector, {})[ref.room] = source.connectors[
                 ref.connector
             ].is_ready(ref.room)
         stores: dict[str, Any] = {}
-        for party, store in daemon.stores.items():
+        for party, store in source.stores.items():
             try:
                 stores[party] = await store.counts()
             except Exception as exc:  # the report must still answer

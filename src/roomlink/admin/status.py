@@ -2,7 +2,8 @@
 
 :class:`Health` follows each connector: whether it is connected, since when, and the
 last warning or error logged about it (its own logger, or a delivery to one of its
-rooms). :func:`collect` gathers one snapshot for the page and its JSON endpoint.
+rooms). :func:`collect` gathers one snapshot for the page and its JSON endpoint, from
+the running daemon's parts named by :class:`StatusSource`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,21 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
 from roomlink import __version__
 from roomlink.admin.logs import connector_of
-from roomlink.message.model import utcnow
+from roomlink.config.models import Config
+from roomlink.message.model import RoomRef, utcnow
 from roomlink.record import db as record_db
 from roomlink.relay import metrics
-
-if TYPE_CHECKING:
-    from roomlink.daemon.app import Daemon
+from roomlink.relay.topology import Topology
+from roomlink.store import Store
 
 RATE_MINUTES = 10  # the page shows per-minute rates over this many minutes
 SAMPLE_EVERY = 5.0  # seconds
@@ -81,6 +83,42 @@ class Health(logging.Handler):
         self.connectors.pop(name, None)
 
 
+class ConnectorState(Protocol):
+    """What the status reads of a running connector."""
+
+    def is_connected(self) -> bool: ...
+    def is_ready(self, room: str) -> bool: ...
+
+
+class RoomDeliveryState(Protocol):
+    """What the status reads of a room's delivery worker."""
+
+    @property
+    def last_delivery(self) -> datetime | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+
+
+class StatusSource(Protocol):
+    """The running daemon's parts that the status page, ``/api/status`` and ``/healthz``
+    read; read-only, and each read gives the current part (a reload replaces them)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def loaded_at(self) -> datetime: ...  # when the running config was read
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def health(self) -> Health: ...
+    @property
+    def stores(self) -> Mapping[str, Store]: ...  # party -> store
+    @property
+    def connectors(self) -> Mapping[str, ConnectorState]: ...
+    @property
+    def workers(self) -> Mapping[RoomRef, RoomDeliveryState]: ...  # rooms that receive
+
+
 def _total(counter: Counter) -> float:
     return sum(s.value for m in counter.collect() for s in m.samples
                if s.name.endswith("_total"))
@@ -128,8 +166,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds")
 
 
-async def _store_report(party: str, daemon: Daemon) -> dict[str, Any]:
-    store = daemon.stores[party]
+async def _store_report(party: str, store: Store) -> dict[str, Any]:
     report: dict[str, Any] = {"party": party, "store": store.url_for_display}
     try:
         counts, rooms, size, failed = await asyncio.gather(
@@ -166,24 +203,25 @@ class StoreReports:
     def invalidate(self) -> None:
         self._at = 0.0
 
-    async def get(self, daemon: Daemon) -> list[dict[str, Any]]:
+    async def get(self, stores: Mapping[str, Store]) -> list[dict[str, Any]]:
         async with self._lock:
             if time.monotonic() - self._at > self.ttl:
                 self._reports = list(await asyncio.gather(
-                    *(_store_report(p, daemon) for p in list(daemon.stores))))
+                    *(_store_report(p, s) for p, s in list(stores.items()))))
                 self._at = time.monotonic()
             return [dict(r) for r in self._reports]
 
 
-async def collect(daemon: Daemon, rates: Rates, reports: StoreReports) -> dict[str, Any]:
+async def collect(source: StatusSource, rates: Rates, reports: StoreReports
+                  ) -> dict[str, Any]:
     """One snapshot of everything the status page shows (the ``/api/status`` answer)."""
-    topology = daemon.topology
-    for name, running in list(daemon.connectors.items()):
+    topology = source.topology
+    for name, running in list(source.connectors.items()):
         try:
-            daemon.health.observe(name, running.is_connected())
+            source.health.observe(name, running.is_connected())
         except Exception:
-            daemon.health.observe(name, False)
-    stores = await reports.get(daemon)
+            source.health.observe(name, False)
+    stores = await reports.get(source.stores)
     counts: dict[tuple[str, str, str], dict[str, int]] = {}
     failures: list[dict[str, Any]] = []
     for report in stores:
@@ -198,8 +236,8 @@ async def collect(daemon: Daemon, rates: Rates, reports: StoreReports) -> dict[s
     failures.sort(key=lambda f: f["at"] or "", reverse=True)
 
     connectors = []
-    for name, cc in daemon.config.connectors.items():
-        health = daemon.health.entry(name)
+    for name, cc in source.config.connectors.items():
+        health = source.health.entry(name)
         connectors.append({
             "name": name, "type": cc.type, "party": cc.party,
             "connected": bool(health.up), "since": _iso(health.since),
@@ -210,8 +248,8 @@ async def collect(daemon: Daemon, rates: Rates, reports: StoreReports) -> dict[s
     for pipe in topology.pipes.values():
         pending = failed = 0
         for r in pipe.rooms:
-            worker = daemon.workers.get(r.ref)
-            connector = daemon.connectors.get(r.ref.connector)
+            worker = source.workers.get(r.ref)
+            connector = source.connectors.get(r.ref.connector)
             n = counts.get((pipe.name, r.ref.connector, r.ref.room), {})
             pending += n.get("pending", 0)
             failed += n.get("failed", 0)
@@ -230,8 +268,8 @@ async def collect(daemon: Daemon, rates: Rates, reports: StoreReports) -> dict[s
     return {
         "version": __version__,
         "time": _iso(utcnow()),
-        "config": str(daemon.config.path),
-        "loaded_at": _iso(daemon.loaded_at),
+        "config": str(source.config.path),
+        "loaded_at": _iso(source.loaded_at),
         "connectors": connectors,
         "pipes": pipes,
         "rooms": rooms,

@@ -22,7 +22,7 @@ from roomlink.cli.admin import (
     reload_daemon,
     reload_unchecked,
 )
-from roomlink.config.models import Config, ConfigError, load_config
+from roomlink.config import Config, ConfigError, load_config
 
 log = logging.getLogger("roomlink")
 
@@ -145,8 +145,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 async def _serve(config: Config, source: str | None = None) -> None:
     from roomlink.daemon.app import Daemon
 
-    daemon = Daemon(config)
-    daemon.reloader.source = source
+    daemon = Daemon(config, source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,7 +155,7 @@ async def _serve(config: Config, source: str | None = None) -> None:
 
     async def reload_when_started() -> None:
         await started.wait()
-        await daemon.reloader.reload()
+        await daemon.reload()
 
     def reload() -> None:  # SIGHUP: re-read the config (`roomlink reload` sends it)
         task = asyncio.create_task(reload_when_started())

@@ -1,4 +1,10 @@
-"""The running daemon: stores, router, delivery workers and connectors wired together."""
+"""The running daemon: stores, router, delivery workers and connectors wired together.
+
+The operator's surface gets narrow, typed views of it, never the daemon as such: the
+admin server and the status page read it as a :class:`~roomlink.admin.status.StatusSource`,
+and a live reload changes it step by step through
+:class:`~roomlink.admin.reload.RunningParts`, whose steps are the methods below.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 
 from roomlink.admin.logs import set_connector_names
-from roomlink.admin.reload import Reloader
+from roomlink.admin.reload import Reloader, ReloadResult
 from roomlink.admin.server import AdminServer
 from roomlink.admin.status import Health
 from roomlink.config.models import Config, ConnectorConfig
@@ -19,37 +25,22 @@ from roomlink.record.retention import RetentionJob
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
 from roomlink.relay.replay import history_after
 from roomlink.relay.router import Router
-from roomlink.relay.topology import Pipe, PipeRoom, Topology
+from roomlink.relay.topology import Topology, build_topology
 from roomlink.store import OutboxRow, Store, open_store
 
 log = logging.getLogger("roomlink")
+reload_log = logging.getLogger("roomlink.reload")  # connectors added by a reload
 
 RESCAN_INTERVAL = 2.0  # seconds between looks for copies an operator put back in the queue
 
 
-def build_topology(config: Config, retired: Mapping[str, Pipe] | None = None) -> Topology:
-    pipes = {
-        name: Pipe(
-            name=name,
-            rooms=tuple(
-                PipeRoom(
-                    RoomRef(r.connector, r.room), config.connectors[r.connector].party, r.direction
-                )
-                for r in pc.rooms
-            ),
-            nick_format=pc.nick_format,
-            join_part=pc.join_part,
-            topic=pc.topic,
-        )
-        for name, pc in config.pipes.items()
-    }
-    return Topology(pipes, retired)
-
-
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    """``source``: the config file as named on the command line (for a reload's errors)."""
+
+    def __init__(self, config: Config, source: str | None = None) -> None:
         self.config = config
-        self.topology = build_topology(config)
+        self.topology: Topology = build_topology(config)
+        # one map for the daemon's life: the router and the retention job read it
         self.stores: dict[str, Store] = {}
         self.connectors: dict[str, Connector] = {}
         self.pacers: dict[str, TokenBucket] = {}
@@ -58,7 +49,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.retention: RetentionJob | None = None
         self.health = Health()
-        self.reloader = Reloader(self)
+        self.reloader = Reloader(self, source)
         self._rescans: asyncio.Task[None] | None = None
         self.loaded_at = utcnow()  # when the running config was read
         self.failed_starts: set[str] = set()  # connectors whose start failed in a reload
@@ -67,37 +58,14 @@ class Daemon:
         cfg = self.config
         self.health.install()
         set_connector_names(cfg.connectors)
-        parties = list(cfg.parties)
-        opened = await asyncio.gather(
-            *(
-                open_store(
-                    p,
-                    cfg.parties[p].store,
-                    async_delivery_marks=cfg.parties[p].async_delivery_marks,
-                )
-                for p in parties
-            ),
-            return_exceptions=True,
-        )
-        for party, result in zip(parties, opened, strict=True):
-            if isinstance(result, BaseException):
-                await self._close_stores()
-                raise result
-            self.stores[party] = result
-        platforms = {name: cc.type for name, cc in cfg.connectors.items()}
-        router = Router(self.topology, self.stores, platforms, self._on_recorded)
+        self.stores.update(await self.open_stores(cfg, list(cfg.parties)))
+        router = Router(self.topology, self.stores, self._platforms(), self._on_recorded)
         self.router = router
         for name, cc in cfg.connectors.items():
-            self.connectors[name] = self.build_connector(name, cc)
-        for ref in sorted(self.topology.outbound):
-            self.add_worker(ref)
+            self.connectors[name] = self._build_connector(name, cc)
         router.start()
-        self.retention = RetentionJob(
-            self.stores, {p: pc.retention_days for p, pc in cfg.parties.items()}
-        )
-        self.retention.start()
-        for worker in self.workers.values():
-            worker.start()
+        await self.restart_retention()
+        self.start_room_workers()
         for name in self.connectors:
             try:
                 await self.start_connector(name)
@@ -106,18 +74,117 @@ class Daemon:
         self._rescans = asyncio.create_task(self._rescan_loop(), name="outbox rescans")
         await self.restart_admin()
 
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file and apply what changed (SIGHUP, ``POST /api/reload``)."""
+        return await self.reloader.reload()
+
     async def restart_admin(self) -> None:
         """Start (or restart, after a reload changed it) the admin server, if configured."""
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
         if self.config.admin is not None:
-            admin = AdminServer(self, self.config.admin)
+            admin = AdminServer(self.config.admin, self, rescan=self.rescan, reload=self.reload)
             await admin.start()
             self.admin = admin
 
-    # -- parts that a reload builds again -----------------------------------------------
-    def build_connector(self, name: str, cc: ConnectorConfig) -> Connector:
+    async def restart_retention(self) -> None:
+        """Retention for the running config's parties and days (the old job held the old
+        store objects)."""
+        if self.retention is not None:
+            await self.retention.stop()
+        self.retention = RetentionJob(
+            self.stores, {p: pc.retention_days for p, pc in self.config.parties.items()}
+        )
+        self.retention.start()
+
+    # -- stores --------------------------------------------------------------------------
+    async def open_stores(self, config: Config, parties: Sequence[str]) -> dict[str, Store]:
+        """These parties' stores, all or none: when one cannot be opened, those that were
+        are closed again and its error is raised."""
+        results = await asyncio.gather(
+            *(
+                open_store(p, config.parties[p].store,
+                           async_delivery_marks=config.parties[p].async_delivery_marks)
+                for p in parties
+            ),
+            return_exceptions=True,
+        )
+        opened: dict[str, Store] = {}
+        failure: BaseException | None = None
+        for party, result in zip(parties, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                opened[party] = result
+        if failure is not None:
+            for store in opened.values():
+                await store.close()
+            raise failure
+        return opened
+
+    def remove_stores(self, parties: Sequence[str]) -> list[Store]:
+        """Take these parties' stores out of use; the caller closes them."""
+        return [self.stores.pop(party) for party in parties]
+
+    # -- what a reload changes -------------------------------------------------------------
+    def take_over(self, config: Config, topology: Topology, stores: Mapping[str, Store]
+                  ) -> list[Store]:
+        """``config`` becomes the running one, with its new ``stores`` (the ones they
+        replace are returned, to close), its pipes (input is routed by them from here on),
+        its connectors' platforms and its delivery settings for every worker."""
+        replaced = [self.stores[party] for party in stores if party in self.stores]
+        self.stores.update(stores)
+        self.config = config
+        self.loaded_at = utcnow()
+        self.topology = topology
+        assert self.router is not None
+        self.router.update(topology, self._platforms())
+        policy = self.retry_policy()
+        for worker in self.workers.values():
+            worker.pipes = topology.pipes
+            worker.policy = policy
+        return replaced
+
+    def add_connector(self, name: str) -> bool:
+        """Build the running config's connector ``name``; False when it cannot be built
+        (logged, shown on the status page, and tried again by the next reload)."""
+        try:
+            self.connectors[name] = self._build_connector(name, self.config.connectors[name])
+        except Exception as exc:
+            reload_log.error("connector %s could not be built: %s", name, exc)
+            self.health.failed(name, f"could not be built: {exc}")
+            self.failed_starts.add(name)
+            return False
+        return True
+
+    async def stop_connector(self, name: str, grace: float) -> None:
+        """Stop the connector and forget it: its pacing, its health, a failed start."""
+        connector = self.connectors.pop(name, None)  # None: it could not even be built
+        if connector is not None:
+            await _stop_connector(name, connector, grace)
+        self.pacers.pop(name, None)
+        self.health.forget(name)
+        self.failed_starts.discard(name)
+
+    def start_room_workers(self) -> None:
+        """Start a worker for each room that receives and has none, if its connector runs."""
+        for ref in sorted(self.topology.outbound):
+            if ref not in self.workers and ref.connector in self.connectors:
+                self._add_worker(ref).start()
+
+    async def stop_workers(self, rooms: Sequence[RoomRef], grace: float) -> None:
+        """Stop these rooms' workers; what they had pending stays in the store."""
+        workers = [self.workers.pop(ref) for ref in rooms]
+        # one waiting for its room or for a retry stops now; one handing a message to
+        # the platform gets the grace period to finish (else that copy may be sent twice)
+        await asyncio.gather(*(w.stop(grace if w.sending else 0) for w in workers))
+
+    # -- building the parts --------------------------------------------------------------
+    def _platforms(self) -> dict[str, str]:
+        return {name: cc.type for name, cc in self.config.connectors.items()}
+
+    def _build_connector(self, name: str, cc: ConnectorConfig) -> Connector:
         assert self.router is not None
         store = self.stores[cc.party]
         ctx = ConnectorContext(
@@ -150,7 +217,7 @@ class Daemon:
         log.info("connector %s (%s) started with rooms %s", name, connector.platform,
                  ", ".join(connector.ctx.rooms) or "(none)")
 
-    def add_worker(self, ref: RoomRef) -> RoomWorker:
+    def _add_worker(self, ref: RoomRef) -> RoomWorker:
         assert self.router is not None
         worker = RoomWorker(
             ref,
@@ -210,13 +277,14 @@ class Daemon:
         if self.retention is not None:
             await self.retention.stop()
         for name, connector in self.connectors.items():
-            try:
-                await asyncio.wait_for(connector.stop(), max(grace, 1.0))
-            except Exception as exc:  # stopping must go on for the others
-                log.warning("connector %s did not stop cleanly: %s", name, exc)
-        await self._close_stores()
-        self.health.uninstall()
-
-    async def _close_stores(self) -> None:
+            await _stop_connector(name, connector, grace)
         for store in self.stores.values():
             await store.close()
+        self.health.uninstall()
+
+
+async def _stop_connector(name: str, connector: Connector, grace: float) -> None:
+    try:
+        await asyncio.wait_for(connector.stop(), max(grace, 1.0))
+    except Exception as exc:  # stopping must go on for the others
+        log.warning("connector %s did not stop cleanly: %s", name, exc)

@@ -36,9 +36,12 @@ RETRY_DELAYS = (0.1, 0.5)  # a request a store refused is tried again after thes
 class Owner(Protocol):
     """The router: its topology and stores may be replaced by a reload at any time."""
 
-    topology: Topology
-    stores: Mapping[str, Store]
-    on_recorded: OnRecorded
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def stores(self) -> Mapping[str, Store]: ...
+    @property
+    def on_recorded(self) -> OnRecorded: ...
 
 
 class BatchWriter:

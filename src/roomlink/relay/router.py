@@ -51,9 +51,10 @@ class Router:
         platforms: Mapping[str, str],
         on_recorded: OnRecorded,
     ) -> None:
-        self.topology = topology
-        self.stores = stores  # party -> store
-        self.platforms = platforms  # connector -> platform type
+        # what a reload replaces: only through update(), so input sees one whole config
+        self._topology = topology
+        self._platforms = dict(platforms)  # connector -> platform type
+        self._stores = stores  # party -> store: the daemon's own map, read here, never changed
         self.on_recorded = on_recorded
         self._writer = BatchWriter(self)
         self._queue: deque[tuple[list[Message], asyncio.Future[list[str]]]] = deque()
@@ -61,6 +62,25 @@ class Router:
         self._closed = False
         self._posted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    @property
+    def platforms(self) -> Mapping[str, str]:
+        return self._platforms
+
+    @property
+    def stores(self) -> Mapping[str, Store]:
+        return self._stores
+
+    def update(self, topology: Topology, platforms: Mapping[str, str]) -> None:
+        """A reload's pipes and connectors: input accepted from here on is routed by them.
+        Batches already queued are written by the new topology, which keeps the pipes
+        they were said in as retired ones."""
+        self._topology = topology
+        self._platforms = dict(platforms)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._ingest_loop(), name="router-ingest")

@@ -1,9 +1,14 @@
-"""Who is where: the pipes, rooms and parties of a config, indexed for the router."""
+"""Who is where: the pipes, rooms and parties of a config, indexed for the router.
+
+:func:`build_topology` reads a config through the small protocols below, which the
+config's models fit as they are: the message path never imports the config package.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from roomlink.message.model import Kind, RoomRef
 
@@ -79,3 +84,58 @@ class Topology:
 
     def inbound_rooms_of(self, connector: str) -> set[str]:
         return {ref.room for ref in self.inbound if ref.connector == connector}
+
+
+# -- what a topology is built from (the config's models fit these) -----------------------
+class RoomSettings(Protocol):
+    @property
+    def connector(self) -> str: ...
+    @property
+    def room(self) -> str: ...
+    @property
+    def direction(self) -> str: ...  # in | out | inout
+
+
+class PipeSettings(Protocol):
+    @property
+    def rooms(self) -> Sequence[RoomSettings]: ...
+    @property
+    def nick_format(self) -> str | None: ...
+    @property
+    def join_part(self) -> bool: ...
+    @property
+    def topic(self) -> bool: ...
+
+
+class ConnectorSettings(Protocol):
+    @property
+    def party(self) -> str: ...
+
+
+class TopologySettings(Protocol):
+    """The pipes of a config, and each connector's party."""
+
+    @property
+    def pipes(self) -> Mapping[str, PipeSettings]: ...
+    @property
+    def connectors(self) -> Mapping[str, ConnectorSettings]: ...
+
+
+def build_topology(settings: TopologySettings, retired: Mapping[str, Pipe] | None = None
+                   ) -> Topology:
+    """The topology of a config; ``retired``: the pipes of earlier configs (live reload)."""
+    pipes = {
+        name: Pipe(
+            name=name,
+            rooms=tuple(
+                PipeRoom(RoomRef(r.connector, r.room), settings.connectors[r.connector].party,
+                         r.direction)
+                for r in pc.rooms
+            ),
+            nick_format=pc.nick_format,
+            join_part=pc.join_part,
+            topic=pc.topic,
+        )
+        for name, pc in settings.pipes.items()
+    }
+    return Topology(pipes, retired)
