@@ -327,7 +327,7 @@ class XmppConnector(Connector):
             if author:
                 reply.set("to", f"{out.room}/{author}")
             extra.append(reply)
-        return await self._post(out.room, self._body(out), needs_unstyled(out.text), extra)
+        return await self._post(out.room, self._body(out), not needs_unstyled(out.text), extra)
 
     async def edit(self, out: Outbound) -> None:
         target = out.target_native
@@ -338,7 +338,7 @@ class XmppConnector(Connector):
             raise PermanentError(f"message {target} is not in the archive of {out.room} "
                                  "any more: it cannot be corrected")
         replace = ET.Element("{urn:xmpp:message-correct:0}replace", {"id": own_id})
-        await self._post(out.room, self._body(out), needs_unstyled(out.text), [replace])
+        await self._post(out.room, self._body(out), not needs_unstyled(out.text), [replace])
 
     async def delete(self, out: Outbound) -> None:
         target = out.target_native

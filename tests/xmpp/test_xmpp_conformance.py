@@ -37,7 +37,7 @@ class XmppRoom(conformance.PeerRoom):
 
     async def person(self, nick: str) -> Person:
         if nick not in self.people:
-            self.people[nick] = await Person(self.server, ROOM, nick).enter()
+            self.people[nick] = await Person.join(self.server, ROOM, nick)
         return self.people[nick]
 
     async def watch(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import shutil
 import signal
 import subprocess
@@ -69,12 +70,14 @@ Component "{muc}" "muc"
 
 @dataclass
 class Prosody:
-    """Prosody 0.12 on 127.0.0.1; its accounts are ``bridge`` and ``people``."""
+    """Prosody 0.12 on 127.0.0.1: the account ``bridge``, and one per person (made on
+    first use), in rooms of ``conference.localhost`` that keep an archive."""
 
     tls: bool = False  # STARTTLS required, with a throwaway self-signed certificate
     port: int = field(default_factory=free_port)
     work: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    accounts: set[str] = field(default_factory=set)
 
     async def start(self) -> None:
         if self.work is None:
@@ -110,10 +113,22 @@ class Prosody:
             no_tls="" if self.tls else '"tls";',
             require="true" if self.tls else "false"))
         subprocess.run(["chown", "-R", "prosody:prosody", str(self.work)], check=True)
-        for user, password in (("bridge", BRIDGE_PASSWORD), ("people", PEOPLE_PASSWORD)):
-            # run as root, prosodyctl switches to the prosody user itself
-            subprocess.run([PROSODYCTL, "--config", str(self.config), "register", user,
-                            DOMAIN, password], check=True, capture_output=True)
+        # run as root, prosodyctl switches to the prosody user itself
+        subprocess.run([PROSODYCTL, "--config", str(self.config), "register", "bridge",
+                        DOMAIN, BRIDGE_PASSWORD], check=True, capture_output=True)
+
+    async def account(self, nick: str) -> str:
+        """The JID of an account of its own for the person called ``nick`` (a room tells
+        people apart by their account: XEP-0421 occupant ids), made on first use."""
+        user = "u" + hashlib.sha1(nick.encode()).hexdigest()[:12]
+        if user not in self.accounts:
+            proc = await asyncio.create_subprocess_exec(
+                PROSODYCTL, "--config", str(self.config), "register", user, DOMAIN,
+                PEOPLE_PASSWORD, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            assert await proc.wait() == 0, f"prosodyctl register {user} failed"
+            self.accounts.add(user)
+        return f"{user}@{DOMAIN}"
 
     @property
     def config(self) -> Path:
@@ -168,12 +183,14 @@ class Seen:
 
 
 class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
-    """Someone in a room: one resource of the ``people`` account under its own nick."""
+    """Someone in a room, on an account of their own (``Person.join``)."""
 
-    def __init__(self, server: Prosody, room: str, nick: str) -> None:
-        resource = "".join(c for c in nick if c.isalnum())[:20] or "x"
-        super().__init__(f"people@{DOMAIN}/{resource}{time.monotonic_ns() % 100000}",
-                         PEOPLE_PASSWORD)
+    @classmethod
+    async def join(cls, server: Prosody, room: str, nick: str, history: int = 0) -> Person:
+        return await cls(server, room, nick, await server.account(nick)).enter(history)
+
+    def __init__(self, server: Prosody, room: str, nick: str, jid: str) -> None:
+        super().__init__(f"{jid}/test", PEOPLE_PASSWORD)
         self.prosody, self.room, self.nick = server, room, nick
         for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0359"):
             self.register_plugin(plugin)
@@ -189,12 +206,13 @@ class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.changed = asyncio.Event()
         self.add_event_handler("groupchat_message", self._on_message)
 
-    async def enter(self) -> Person:
+    async def enter(self, history: int = 0) -> Person:
+        """Connect and join the room, with the room's last ``history`` messages."""
         self.connect("127.0.0.1", self.prosody.port)
         await self.wait_until("session_start", 20)
         self.send_presence()
-        await self.plugin["xep_0045"].join_muc_wait(JID(self.room), self.nick, maxstanzas=0,
-                                                    timeout=20)
+        await self.plugin["xep_0045"].join_muc_wait(JID(self.room), self.nick,
+                                                    maxstanzas=history, timeout=20)
         return self
 
     async def leave(self) -> None:

@@ -1,0 +1,64 @@
+"""The XMPP connector through a Prosody restart, and over STARTTLS."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bridgekit import ROOM, bridge
+from xmppkit import BRIDGE_NICK, Person, Prosody
+
+from conformance import wait_until
+
+
+async def test_a_prosody_restart_loses_nothing(tmp_path: Path, prosody: Prosody) -> None:
+    """Messages for the room wait while the server is down and go out in order once the
+    bridge is back in; what the room says meanwhile arrives, once."""
+    async with bridge(tmp_path, prosody) as b:
+        alice = await Person.join(prosody, ROOM, "alice")
+        await alice.say("before the restart")
+        await b.wait_frames(1)
+        await b.api.post("first of the conversation", "bob")
+        await b.wait_bodies(1)
+
+        prosody.stop(keep=True)  # every connection drops
+        for n in range(1, 4):
+            await b.api.post(f"while the server was down {n}", "bob")
+        await asyncio.sleep(1.0)
+        await prosody.start()
+        # people come back first; alice speaks before the bridge may be in again
+        alice = await Person.join(prosody, ROOM, "alice")
+        await alice.say("right after the restart")
+        witness = await Person.join(prosody, ROOM, "witness", history=50)
+        await b.wait_frames(2, timeout=60)
+
+        def from_bridge() -> list[str]:  # history and live alike, each message once
+            seen = {s.stanza_id: s.body for s in witness.seen if s.nick == BRIDGE_NICK}
+            return list(seen.values())
+
+        await wait_until(lambda: len(from_bridge()) >= 4, 60, lambda: str(from_bridge()))
+        await alice.say("later on")
+        await b.wait_frames(3)
+        await asyncio.sleep(1.5)  # a second copy would have come by now
+        assert from_bridge() == ["<bob> first of the conversation"] + [
+            f"<bob> while the server was down {n}" for n in range(1, 4)]
+        assert [f["text"] for f in b.frames()] == [
+            "before the restart", "right after the restart", "later on"]
+        await alice.leave()
+        await witness.leave()
+
+
+async def test_starttls_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    server = Prosody(tls=True)  # STARTTLS required; the bridge runs with tls_verify: false
+    await server.start()
+    try:
+        async with bridge(tmp_path, server) as b:
+            alice = await Person.join(server, ROOM, "alice")
+            await alice.say("over TLS")
+            [frame] = await b.wait_frames(1)
+            assert frame["text"] == "over TLS"
+            await b.api.post("back over TLS", "bob")
+            assert await b.wait_bodies(1) == ["<bob> back over TLS"]
+            await alice.leave()
+    finally:
+        server.stop()
