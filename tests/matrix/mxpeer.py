@@ -17,10 +17,10 @@ import aiohttp
 from bs4 import BeautifulSoup
 from synapsekit import SyncProxy, User, register
 
-from conformance import Post
+from conformance import PeerRoom, Post
 
 
-class MatrixPeer:
+class MatrixPeer(PeerRoom):
     connector_type = "matrix"
     can_edit = can_delete = shows_edits = shows_deletes = True
 
