@@ -7,6 +7,7 @@ from datetime import datetime
 
 from slixmpp import Message
 
+from roomlink.message.markup import escape
 from roomlink.message.model import Attachment, Kind
 
 from .convert import ME, to_canonical
@@ -66,6 +67,10 @@ def read(msg: Message, room: str, stanza_id: str | None, ts: datetime | None) ->
     said = Said(nick=msg["from"].resource, author=author_key(msg), msg_id=sender_id(msg),
                 stanza_id=stanza_id or room_stanza_id(msg, room), ts=ts)
     body = _without_fallbacks(msg)
+    subject = msg.xml.find("{jabber:client}subject")
+    if subject is not None and not body:  # a subject change (XEP-0045 §8.1)
+        said.kind, said.text = Kind.TOPIC, escape(subject.text or "")
+        return said
     retract = msg.xml.find(RETRACT)
     if retract is not None and retract.get("id"):
         said.kind, said.retracts = Kind.DELETE, str(retract.get("id"))

@@ -36,15 +36,18 @@ async def test_formatting_both_ways_actions_and_a_hostile_nick(tmp_path: Path,
         await mallory.leave()
 
 
-async def test_joins_and_leaves(tmp_path: Path, prosody: Prosody) -> None:
-    async with bridge(tmp_path, prosody, join_part=True) as b:
+async def test_joins_leaves_and_the_subject(tmp_path: Path, prosody: Prosody) -> None:
+    async with bridge(tmp_path, prosody, join_part=True, topic=True) as b:
         carol = await Person.join(prosody, ROOM, "carol")
         await wait_until(lambda: len(b.frames()) >= 1, 20, lambda: str(b.frames()))
-        await carol.leave()
+        carol.plugin["xep_0045"].set_subject(ROOM, "the *new* subject")
         await wait_until(lambda: len(b.frames()) >= 2, 20, lambda: str(b.frames()))
-        joined, left = b.frames()[:2]
+        await carol.leave()
+        await wait_until(lambda: len(b.frames()) >= 3, 20, lambda: str(b.frames()))
+        joined, subject, left = b.frames()[:3]
         assert (joined["kind"], joined["author"]["name"], joined["text"]) == (
             "join", "carol", "joined")
+        assert (subject["kind"], subject["text"]) == ("topic", r"the \*new\* subject")
         assert (left["kind"], left["author"]["name"]) == ("part", "carol")
 
 

@@ -62,6 +62,7 @@ Component "{muc}" "muc"
     muc_room_locking = false
     muc_room_default_public = true
     muc_room_default_persistent = true
+    muc_room_default_change_subject = true
     muc_log_by_default = true
     muc_log_all_rooms = true
     max_archive_query_results = 100
