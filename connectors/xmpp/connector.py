@@ -38,7 +38,7 @@ from roomlink.message.markup import escape
 from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
 
 from .convert import needs_unstyled, one_line, to_body, xml_safe
-from .inbound import Said, read, room_stanza_id, sender_id
+from .inbound import OCCUPANT, Said, read, room_stanza_id, sender_id
 from .ledger import Ledger
 from .options import XmppOptions
 from .session import ArchiveError, Session
@@ -65,6 +65,9 @@ class XmppConnector(Connector):
         self._sent: OrderedDict[str, None] = OrderedDict()  # ids of what the bridge sent
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._occupants: dict[str, set[str]] = {}
+        # the bot's own occupant id in each room (XEP-0421): its messages of an earlier
+        # nick are its own too
+        self._own: dict[str, str] = {}
 
     @property
     def limits(self) -> Limits:
@@ -103,8 +106,11 @@ class XmppConnector(Connector):
         await self.session.wait_joined(room)
 
     # -- what the session hears (called in the server's order) -------------------------
-    def entered(self, room: str) -> None:
+    def entered(self, room: str, pres: Presence) -> None:
         self._occupants[room] = set()
+        occupant = pres.xml.find(OCCUPANT)
+        if occupant is not None and occupant.get("id"):  # how the room names the bot
+            self._own[room] = f"occupant:{occupant.get('id')}"
         self._queue.put_nowait(("catch_up", room, None))
 
     def message(self, room: str, msg: Message, history: bool) -> None:
@@ -127,6 +133,7 @@ class XmppConnector(Connector):
         condition, text = msg["error"]["condition"], msg["error"]["text"] or ""
         what = f"{room} refused the message: {condition} {text}".strip()
         if condition in ("not-acceptable", "item-not-found"):  # not (or no longer) in it
+            self.session.lost(room)
             future.set_exception(RoomDown(what))
         elif condition in ("forbidden", "not-allowed", "policy-violation", "bad-request"):
             future.set_exception(PermanentError(what))
@@ -164,10 +171,7 @@ class XmppConnector(Connector):
         saved = await self.ctx.get_cursor(key)
         try:
             if saved is None:  # first join: only what is said from now on is relayed
-                page = await self.session.archive_page(room, last=True, size=1)
-                mark = (f"{page.items[-1][0]} {_iso(page.items[-1][1])}" if page.items
-                        else f"- {_iso(None)}")
-                await self.ctx.set_cursor(key, mark)
+                await self._bookmark(room, key)
                 return True
             after, _, when = saved.partition(" ")
             start = _parse(when) if after == "-" else None
@@ -179,10 +183,17 @@ class XmppConnector(Connector):
                 except ArchiveError as exc:
                     if exc.condition != "item-not-found" or after == "-":
                         raise
+                    start = _parse(when)
+                    if start is None:  # no time to go by either: from now on, then
+                        self.ctx.log.warning("%s: the archive of %s no longer holds the last "
+                                             "message relayed; relaying from now on",
+                                             self.ctx.name, room)
+                        await self._bookmark(room, key)
+                        return True
                     self.ctx.log.warning("%s: the archive of %s no longer holds the last "
                                          "message relayed; reading it from %s on",
                                          self.ctx.name, room, when)
-                    after, start = "-", _parse(when)
+                    after = "-"
                     continue
                 for archive_id, stamp, msg in page.items:
                     if not await self._take(room, msg, archive_id, stamp):
@@ -191,6 +202,11 @@ class XmppConnector(Connector):
                 if page.complete or not page.last or not page.items:
                     break
                 after, start = page.last, None
+            else:
+                if done:
+                    self.ctx.log.warning("%s: more than %d messages of %s waited in its archive; "
+                                         "the rest are not relayed (catch_up_limit)",
+                                         self.ctx.name, self.opts.catch_up_limit, room)
             if done:
                 self.ctx.log.info("%s: %d message(s) of %s read from its archive",
                                   self.ctx.name, done, room)
@@ -199,6 +215,13 @@ class XmppConnector(Connector):
                                  "while roomlink was away is not relayed", self.ctx.name,
                                  room, exc)
         return True
+
+    async def _bookmark(self, room: str, key: str) -> None:
+        """Set the cursor to the newest message of the room's archive (or to now)."""
+        page = await self.session.archive_page(room, last=True, size=1)
+        mark = (f"{page.items[-1][0]} {_iso(page.items[-1][1])}" if page.items
+                else f"- {_iso(None)}")
+        await self.ctx.set_cursor(key, mark)
 
     async def _take(self, room: str, msg: Message, archive_id: str | None,
                     stamp: datetime | None) -> bool:
@@ -217,7 +240,8 @@ class XmppConnector(Connector):
         return True
 
     async def _relay(self, room: str, said: Said, live: bool) -> bool:
-        mine = said.nick == self.session.nick(room) or (said.msg_id in self._sent)
+        mine = (said.nick == self.session.nick(room) or said.author == self._own.get(room)
+                or said.msg_id in self._sent)
         self.ledger.remember(room, said)
         if mine or not said.nick or room not in self._relayed:
             return True

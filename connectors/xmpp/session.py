@@ -36,7 +36,7 @@ SELF = 110  # the status code of one's own presence in a room (XEP-0045)
 class Listener(Protocol):
     """What the connector hears from the session (all called from slixmpp's handlers)."""
 
-    def entered(self, room: str) -> None: ...
+    def entered(self, room: str, pres: Presence) -> None: ...
     def message(self, room: str, msg: Message, history: bool) -> None: ...
     def presence(self, room: str, pres: Presence) -> None: ...
     def message_error(self, room: str, msg: Message) -> None: ...
@@ -222,6 +222,15 @@ class Session:
             state.retry = None
             self._rejoin_later(room)
 
+    def lost(self, room: str) -> None:
+        """The room says the bot is not in it (a message refused): join it again."""
+        state = self.rooms[room]
+        if state.joined.is_set():
+            state.joined.clear()
+            self.log.warning("%s: %s says roomlink is not in it; joining again", self.name,
+                             room)
+            self._rejoin_later(room)
+
     def _rejoin_later(self, room: str) -> None:
         state = self.rooms[room]
         if state.retry is not None:
@@ -268,7 +277,7 @@ class Session:
                 state.retry.cancel()
                 state.retry = None
             self.log.info("%s: joined %s as %s", self.name, room, state.nick)
-            self.listener.entered(room)  # before any message said after the join
+            self.listener.entered(room, pres)  # before any message said after the join
             state.joined.set()
 
     def _on_presence_error(self, stanza: StanzaBase) -> None:
