@@ -1,7 +1,7 @@
 """Export benchmark: a store of N messages, exported in every format by the real command.
 
 Fills a fresh SQLite store (or PostgreSQL database) with ``-n`` messages (100,000 by
-default) through ``Store.record`` in batches, as the router would, then runs
+default) through ``Store.append`` in batches, as the router would, then runs
 ``roomlink history export --format F -o FILE`` as a child process for each format and
 reports its wall time and peak RSS (``ru_maxrss`` of that child, from ``wait4``). Also
 times ``history verify`` on the same store. It prints figures; it asserts nothing.
@@ -26,7 +26,7 @@ import asyncpg
 import yaml
 
 from roomlink.message.model import Author, Kind, Message
-from roomlink.store import RecordEntry, open_store
+from roomlink.store import NewMessage, open_store
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 WORDS = ("the contract is signed; договор подписан; invoice attached, see the thread "
@@ -54,7 +54,7 @@ async def fill(url: str, n: int) -> float:
     try:
         for lo in range(0, n, 500):
             batch = range(lo, min(n, lo + 500))
-            await store.record([RecordEntry(message(i, start)) for i in batch])
+            await store.append([NewMessage(message(i, start)) for i in batch])
     finally:
         await store.close()
     return time.perf_counter() - t0
@@ -86,7 +86,7 @@ def main() -> int:
         try:
             fill_s = asyncio.run(fill(url, args.n))
             print(f"store: {args.store}, {args.n} messages recorded in {fill_s:.1f} s "
-                  f"({args.n / fill_s:.0f} msg/s through Store.record, batches of 500)")
+                  f"({args.n / fill_s:.0f} msg/s through Store.append, batches of 500)")
             config = work / "roomlink.yaml"
             config.write_text(yaml.safe_dump({
                 "parties": {"agency": {"store": url}},

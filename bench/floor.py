@@ -120,7 +120,7 @@ async def store(serial: int, batch: int, rounds: int) -> None:
     from roomlink.config import load_config
     from roomlink.message.model import Author, Kind, Message, RoomRef, new_message_id, utcnow
     from roomlink.relay.topology import build_topology
-    from roomlink.store import RecordEntry, open_store
+    from roomlink.store import NewMessage, open_store
 
     with tempfile.TemporaryDirectory(prefix="roomlink-floor-") as tmp:
         cfg_path = Path(tmp) / "c.yaml"
@@ -152,7 +152,7 @@ async def store(serial: int, batch: int, rounds: int) -> None:
             msgs = [message() for _ in range(size)]
             t0 = time.perf_counter()
             results = await asyncio.gather(*(
-                stores[p].record([RecordEntry(m, pipe.destinations(origin, p)) for m in msgs])
+                stores[p].append([NewMessage(m, pipe.destinations(origin, p)) for m in msgs])
                 for p in pipe.parties))
             t1 = time.perf_counter()
             rows = [r for per in results for rs in per for r in rs]

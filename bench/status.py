@@ -18,28 +18,34 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from roomlink.message.model import Author, Message, RoomRef, utcnow
-from roomlink.store import RecordEntry, Store, open_store, sqlite_ops
+from roomlink.store import NewMessage, open_store
+from roomlink.store.sqlite import queries as sqlite_queries
+from roomlink.store.sqlite.engine import SqliteStore
 
 ROOMS = [RoomRef(f"c{i}", f"r{j}") for i in range(3) for j in range(3)]
 
 
-async def fill(store: Store, n: int) -> None:
+async def fill(store: SqliteStore, n: int) -> None:
     author = Author(name="alice", party="p", platform="api")
-    batch: list[RecordEntry] = []
+    batch: list[NewMessage] = []
     done = 0
     while done < n:
         i = len(batch) + done
         m = Message(id=f"m{i}", pipe="main", origin_connector="api", origin_room="lobby",
                     author=author, text=f"message {i}", ts=utcnow())
-        batch.append(RecordEntry(m, (ROOMS[i % len(ROOMS)],)))
+        batch.append(NewMessage(m, (ROOMS[i % len(ROOMS)],)))
         if len(batch) == 5000 or done + len(batch) == n:
-            await store.record(batch)
+            await store.append(batch)
             done += len(batch)
             batch = []
     # 1% failed, the rest delivered: as after months of running
-    await store.write_with(lambda c: c.execute(
+    store.write_now(lambda c: c.execute(
         "UPDATE outbox SET state = CASE WHEN id % 100 = 0 THEN 'failed' ELSE 'delivered' END, "
         "last_error = CASE WHEN id % 100 = 0 THEN 'refused' END"))
+
+
+async def _inline(store: SqliteStore) -> dict[str, int]:
+    return store.read_now(sqlite_queries.counts)
 
 
 async def ticker(stop: asyncio.Event, worst: list[float]) -> None:
@@ -55,6 +61,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = await open_store("p", f"sqlite:///{Path(tmp) / 'p.db'}")
+        assert isinstance(store, SqliteStore)
         try:
             t = time.perf_counter()
             await fill(store, args.n)
@@ -67,7 +74,7 @@ async def main() -> None:
                     state="failed", limit=10, newest_first=True)),
                 ("pending heads", lambda: store.pending_heads()),
                 # for comparison: the same count on the loop's own connection
-                ("counts inline", lambda: store.read_with(sqlite_ops.counts)),
+                ("counts inline", lambda: _inline(store)),
             ]
             for label, reads in cases:
                 stop, worst = asyncio.Event(), [0.0]

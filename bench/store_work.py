@@ -2,7 +2,7 @@
 cannot move: instructions, counted by valgrind's callgrind.
 
 Each message is what the daemon does to two SQLite stores when it relays one message
-from agency's API room to acme's: ``record`` in agency's store (the message alone) and in
+from agency's API room to acme's: ``append`` in agency's store (the message alone) and in
 acme's (the message and its outbox row), then ``mark_delivered`` in acme's. Message ids
 and platform ids come from a seeded generator, so two runs of the same code execute the
 same statements on the same data.
@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 from roomlink.message.model import Author, Kind, Message, RoomRef, utcnow
-from roomlink.store import RecordEntry, open_store
+from roomlink.store import NewMessage, open_store
 from roomlink.store.chain import canonical
 
 DESTINATION = [RoomRef("acme-api", "lobby")]
@@ -58,8 +58,8 @@ async def work(folder: Path, warm: int, n: int, batch: int) -> float:
             if start == warm:
                 began = time.process_time()
             batch_of = [(m, canonical(m)) for m in map(message, range(start, start + batch))]
-            await agency.record([RecordEntry(m, [], data) for m, data in batch_of])
-            rows = await acme.record([RecordEntry(m, DESTINATION, data) for m, data in batch_of])
+            await agency.append([NewMessage(m, [], data) for m, data in batch_of])
+            rows = await acme.append([NewMessage(m, DESTINATION, data) for m, data in batch_of])
             for [row] in rows:
                 await acme.mark_delivered(row.id, [new_id()])
         if n:
@@ -85,8 +85,8 @@ def instructions(args: argparse.Namespace, n: int) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description="store work per relayed message")
     p.add_argument("-n", type=int, default=1000, help="measured messages")
-    p.add_argument("--warm", type=int, default=3000, help="messages recorded first")
-    p.add_argument("--batch", type=int, default=1, help="messages per record transaction")
+    p.add_argument("--warm", type=int, default=3000, help="messages appended first")
+    p.add_argument("--batch", type=int, default=1, help="messages per append transaction")
     p.add_argument("--callgrind", action="store_true", help="count instructions instead")
     args = p.parse_args()
     if args.n % args.batch or args.warm % args.batch:
@@ -94,14 +94,14 @@ def main() -> None:
     if args.callgrind:
         base, total = instructions(args, 0), instructions(args, args.n)
         print(f"store work: {(total - base) / args.n:,.0f} instructions per relayed message "
-              f"(2 records and 1 mark; {args.batch} per record transaction, after "
+              f"(2 appends and 1 mark; {args.batch} per append transaction, after "
               f"{args.warm} messages)")
         return
     with tempfile.TemporaryDirectory(prefix="roomlink-store-work-") as tmp:
         spent = asyncio.run(work(Path(tmp), args.warm, args.n, args.batch))
     if args.n:
         print(f"store work: {spent / args.n * 1e6:.1f} us of CPU per relayed message "
-              f"(2 records and 1 mark; {args.batch} per record transaction, after "
+              f"(2 appends and 1 mark; {args.batch} per append transaction, after "
               f"{args.warm} messages)")
 
 

@@ -1,4 +1,4 @@
-"""The store contract suite runs against both backends: SQLite and a real PostgreSQL."""
+"""The store contract suite runs against both engines: SQLite and a real PostgreSQL."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from roomlink.record.compare import compare
 from roomlink.record.verify import walk_store
 from roomlink.relay.router import Router
 from roomlink.relay.topology import Pipe, PipeRoom, Topology
-from roomlink.store import OutboxRow, RecordEntry, Store, StoreError, open_store
+from roomlink.store import NewMessage, OutboxRow, Store, StoreError, open_store
 from store.conftest import pg_database
 
 AGENCY, ACME = RoomRef("agency-api", "lobby"), RoomRef("acme-api", "lobby")
@@ -134,7 +134,7 @@ async def test_store_errors_never_carry_message_content(
     )  # fmt: skip
     try:
         with pytest.raises(StoreError) as caught:
-            await store.record([RecordEntry(bad, (ACME,))])
+            await store.append([NewMessage(bad, (ACME,))])
     finally:
         await store.close()
     text = f"{caught.value} {caught.value!r}"

@@ -33,7 +33,7 @@ def run(code: str, *args: str) -> str:
 def test_opening_a_sqlite_store_loads_no_alembic_even_when_it_migrates(tmp_path: Path) -> None:
     code = f"""
         import asyncio, sys
-        from roomlink.store import open_store, RecordEntry
+        from roomlink.store import open_store, NewMessage
         async def main():
             s = await open_store("a", "sqlite:///{tmp_path}/a.db")
             await s.close()
@@ -92,10 +92,9 @@ def test_a_store_behind_the_newest_revision_is_migrated(tmp_path: Path) -> None:
 PG_WORK = """
     import asyncio, sys
     from roomlink.message.model import RoomRef
-    from roomlink.record import db
     from datetime import UTC, datetime
     from roomlink.message.model import Author, Message
-    from roomlink.store import open_store, RecordEntry
+    from roomlink.store import open_store, NewMessage
     def msg(i):
         return Message(id=i, pipe="p", origin_connector="api", origin_room="r",
                        origin_native_id="o-" + i, author=Author(name="a", party="x",
@@ -103,14 +102,14 @@ PG_WORK = """
     async def main():
         s = await open_store("a", sys.argv[1])
         room = RoomRef(connector="irc", room="#x")
-        [[row]] = await s.record([RecordEntry(msg("m1"), (room,))])
+        [[row]] = await s.append([NewMessage(msg("m1"), (room,))])
         assert [r.id for r in await s.pending("irc", "#x")] == [row.id]
         await s.mark_delivered(row.id, ["n1"])
         assert await s.native_id("m1", "irc", "#x") == "n1"
         assert await s.message_id_for_native("irc", "#x", "n1") == "m1"
         await s.set_cursor("irc", "k", "v")
         counts = await s.counts()
-        heads = await db.heads(s)  # what the status page shows
+        heads = await s.chain_heads()  # what the status page shows
         await s.close()
         print(counts["delivered"], len(heads),
               sorted(m for m in ("alembic", "sqlalchemy") if m in sys.modules))

@@ -12,7 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from roomlink.store import RecordEntry, open_store, sqlite_ops
+from roomlink.store import NewMessage, open_store
+from roomlink.store.sqlite import queries as sqlite_queries
 from roomlink.store.tables import include_name, metadata
 from store.test_store import IRC, msg
 
@@ -57,9 +58,9 @@ async def test_rows_without_a_platform_id_stay_out_of_its_indexes(tmp_path: Path
     searches those indexes instead of scanning the tables."""
     path = tmp_path / "s.db"
     store = await open_store("acme", f"sqlite:///{path}")
-    [[waiting]] = await store.record([RecordEntry(msg(1), [IRC])])
+    [[waiting]] = await store.append([NewMessage(msg(1), [IRC])])
     from_irc = msg(2, origin_connector=IRC.connector, origin_room=IRC.room, origin_native_id=None)
-    await store.record([RecordEntry(from_irc)])
+    await store.append([NewMessage(from_irc)])
     conn = sqlite3.connect(path)
     try:
         assert _index_entries(conn, "ix_outbox_native") == 0
@@ -70,7 +71,7 @@ async def test_rows_without_a_platform_id_stay_out_of_its_indexes(tmp_path: Path
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
         for native in ("irc-1", "irc-1b"):
-            found = sqlite_ops.message_id_for_native(conn, IRC.connector, IRC.room, native)
+            found = sqlite_queries.message_id_for_native(conn, IRC.connector, IRC.room, native)
             assert found == "m00001"
         conn.set_trace_callback(None)
         lookup = statements[0]

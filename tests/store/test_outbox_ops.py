@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from roomlink.message.model import RoomRef
-from roomlink.store import RecordEntry, RoomCount, Store
+from roomlink.store import NewMessage, RoomCount, Store
 from store.test_store import API, IRC, msg
 
 OTHER = RoomRef("acme-side", "#other")
 
 
 async def test_list_filter_retry_and_count_copies(store: Store) -> None:
-    rows = await store.record(
-        [RecordEntry(msg(i), (IRC, API) if i % 2 else (IRC,)) for i in range(6)]
-        + [RecordEntry(msg(9, pipe="side"), (OTHER,))]
+    rows = await store.append(
+        [NewMessage(msg(i), (IRC, API) if i % 2 else (IRC,)) for i in range(6)]
+        + [NewMessage(msg(9, pipe="side"), (OTHER,))]
     )
     irc = [r[0] for r in rows[:6]]
     for row in irc[1:4]:  # m1, m2, m3 fail for good in #project

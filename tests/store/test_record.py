@@ -15,11 +15,14 @@ import sqlalchemy as sa
 from alembic import command
 
 from roomlink.message.model import Attachment, Kind
-from roomlink.record import db, retention
+from roomlink.record import retention
 from roomlink.record.search import search
-from roomlink.record.verify import ALTERED, INSERTED, REMOVED, REORDERED, walk_store
-from roomlink.store import RecordEntry, Store, chain, open_store
+from roomlink.record.verify import ALTERED, INSERTED, REMOVED, REORDERED, rows_in_order, walk_store
+from roomlink.store import NewMessage, Store, chain, open_store
 from roomlink.store.migrate import alembic_config
+from roomlink.store.postgres.engine import PostgresStore
+from roomlink.store.sqlite import queries as sqlite_queries
+from roomlink.store.sqlite.engine import SqliteStore
 from store.conftest import StoreFactory
 from store.test_store import IRC, msg
 
@@ -43,20 +46,21 @@ async def _sql(url: str, *statements: str) -> None:
 
 
 async def _ten(store: Store) -> None:
-    await store.record([RecordEntry(msg(i)) for i in range(10)])
+    await store.append([NewMessage(msg(i)) for i in range(10)])
 
 
 async def test_chain_is_the_documented_hash_of_the_canonical_bytes(store: Store) -> None:
     rich = msg(1, kind=Kind.ACTION, text="ünï 🎉\nline", reply_to="m00000",
                attachments=(Attachment(url="https://x.test/a.png", name="a.png"),))
-    await store.record([RecordEntry(msg(0)), RecordEntry(rich), RecordEntry(msg(2, pipe="b"))])
-    rows = [r async for r in db.stream(store)]
-    assert [r["chain_n"] for r in rows] == [1, 2, 1]  # positions count per pipe
+    await store.append([NewMessage(msg(0)), NewMessage(rich), NewMessage(msg(2, pipe="b"))])
+    rows = [r async for r in rows_in_order(store)]
+    assert [r.chain_n for r in rows] == [1, 2, 1]  # positions count per pipe
     first = chain.link(chain.GENESIS, chain.canonical(msg(0)))
-    assert rows[0]["chain"] == first
-    assert rows[1]["chain"] == chain.link(first, chain.canonical(rich))
+    assert rows[0].chain == first
+    assert rows[1].chain == chain.link(first, chain.canonical(rich))
     # what the store gives back encodes to the very bytes that were chained
-    assert chain.canonical_row(rows[1]) == chain.canonical(rich)
+    assert chain.canonical_stored(rows[1]) == chain.canonical(rich)
+    assert rows[1].message() == rich
     assert chain.canonical(rich).startswith(b'roomlink.record.v1\n{"attachments":[{"mime":null')
 
 
@@ -66,11 +70,11 @@ async def test_two_stores_recording_the_same_messages_have_the_same_heads(
     a = await open_()
     b = await open_store("acme", f"sqlite:///{tmp_path}/other.db")
     try:
-        entries = [RecordEntry(msg(i, pipe="p" if i % 3 else "q")) for i in range(12)]
-        await a.record(entries[:5])
-        await a.record(entries[5:])
-        await b.record(entries)  # in one batch instead of two: the chain is the same
-        await b.record(entries[2:4])  # duplicates change nothing
+        entries = [NewMessage(msg(i, pipe="p" if i % 3 else "q")) for i in range(12)]
+        await a.append(entries[:5])
+        await a.append(entries[5:])
+        await b.append(entries)  # in one batch instead of two: the chain is the same
+        await b.append(entries[2:4])  # duplicates change nothing
         wa, wb = await walk_store(a), await walk_store(b)
         for pipe in ("p", "q"):
             assert wa.pipes[pipe].broken is None and wb.pipes[pipe].broken is None
@@ -129,7 +133,7 @@ async def test_removing_the_newest_record_shows_only_against_another_digest(
     await store.close()
     await _sql(store_url, "DELETE FROM messages WHERE id = 'm00009'")  # the newest one
     store = await open_()  # a restart: nothing remembered
-    await store.record([RecordEntry(msg(10))])
+    await store.append([NewMessage(msg(10))])
     walk = (await walk_store(store)).pipes["project"]
     # what is left is a consistent chain: only another party's digest (or a signed one
     # kept earlier) shows that a record went missing, which is what digests are for
@@ -138,7 +142,7 @@ async def test_removing_the_newest_record_shows_only_against_another_digest(
 
 
 async def test_retention_cuts_a_prefix_keeps_pending_and_an_anchor(store: Store) -> None:
-    await store.record([RecordEntry(msg(i), (IRC,) if i == 6 else ()) for i in range(10)])
+    await store.append([NewMessage(msg(i), (IRC,) if i == 6 else ()) for i in range(10)])
     intact = (await walk_store(store)).pipes["project"].digest_fields()
     removed = await retention.apply(store, days=1, now=datetime.now(UTC) + timedelta(days=2))
     # message 6 still waits for delivery: it and everything after it stay
@@ -150,9 +154,9 @@ async def test_retention_cuts_a_prefix_keeps_pending_and_an_anchor(store: Store)
     assert walk.anchor is not None and walk.anchor.count == 6
     assert walk.anchor.message_id == "m00005"
     assert walk.broken is None and walk.digest_fields() == intact
-    await store.record([RecordEntry(msg(10))])  # the chain goes on from the anchor
-    rows = [r async for r in db.stream(store)]
-    assert rows[-1]["chain_n"] == 11
+    await store.append([NewMessage(msg(10))])  # the chain goes on from the anchor
+    rows = [r async for r in rows_in_order(store)]
+    assert rows[-1].chain_n == 11
     assert (await walk_store(store)).pipes["project"].broken is None
     # nothing young enough is touched
     assert await retention.apply(store, days=1) == {}
@@ -163,7 +167,7 @@ async def test_retention_cuts_everything_old_and_the_chain_continues(store: Stor
     assert await retention.apply(store, 1, datetime.now(UTC) + timedelta(days=2)) == {
         "project": 10}
     assert await store.messages() == []
-    await store.record([RecordEntry(msg(10))])
+    await store.append([NewMessage(msg(10))])
     walk = (await walk_store(store)).pipes["project"]
     assert walk.broken is None and walk.count == 11
 
@@ -179,12 +183,12 @@ async def test_retention_refuses_to_anchor_a_tampered_prefix(
 
 
 async def test_search_english_and_russian_with_pipe_and_author(store: Store) -> None:
-    await store.record([
-        RecordEntry(msg(1, pipe="a", text="The contract is signed")),
-        RecordEntry(msg(2, pipe="a", text="Договор ПОДПИСАН вчера вечером")),
-        RecordEntry(msg(3, pipe="b", text="Новый договор на следующий год")),
-        RecordEntry(msg(4, pipe="b", text="unrelated words")),
-        RecordEntry(msg(5, pipe="a", kind=Kind.EDIT, target="m00001",
+    await store.append([
+        NewMessage(msg(1, pipe="a", text="The contract is signed")),
+        NewMessage(msg(2, pipe="a", text="Договор ПОДПИСАН вчера вечером")),
+        NewMessage(msg(3, pipe="b", text="Новый договор на следующий год")),
+        NewMessage(msg(4, pipe="b", text="unrelated words")),
+        NewMessage(msg(5, pipe="a", kind=Kind.EDIT, target="m00001",
                         text="The contract is countersigned")),
     ])  # fmt: skip
     assert [h.id for h in await search(store, "contract")] == ["m00005", "m00001"]
@@ -202,7 +206,7 @@ async def test_search_english_and_russian_with_pipe_and_author(store: Store) -> 
 async def test_migration_backfills_chains_of_existing_rows(store_url: str) -> None:
     """A store made by roomlink before the chain existed gets chains on upgrade."""
     old = await open_store("agency", store_url)
-    await old.record([RecordEntry(msg(i, pipe="p" if i % 2 else "q")) for i in range(6)])
+    await old.append([NewMessage(msg(i, pipe="p" if i % 2 else "q")) for i in range(6)])
     expected = (await walk_store(old)).pipes
     await old.close()
 
@@ -234,9 +238,9 @@ async def test_migration_backfills_chains_of_existing_rows(store_url: str) -> No
 
 
 async def test_heads_for_a_status_page(store: Store) -> None:
-    await store.record([RecordEntry(msg(i, pipe="p" if i % 2 else "q")) for i in range(5)])
+    await store.append([NewMessage(msg(i, pipe="p" if i % 2 else "q")) for i in range(5)])
     walker = await walk_store(store)
-    assert await db.heads(store) == {
+    assert await store.chain_heads() == {
         p: (walker.pipes[p].count, walker.pipes[p].head) for p in ("p", "q")}
 
 
@@ -264,22 +268,27 @@ _COPY_AS_M1 = (
 )
 
 
-async def test_a_rolled_back_record_leaves_the_chain_intact(store: Store) -> None:
-    """SQLite remembers each pipe's head between transactions: never one rolled back.
-    (PostgreSQL's write_with gets a SQLAlchemy Core connection, and a row written there.)"""
-    await store.record([RecordEntry(msg(0))])
+async def test_a_rolled_back_append_leaves_the_chain_intact(store: Store) -> None:
+    """Each engine remembers each pipe's head between transactions: never one rolled
+    back (an append, then a failure in the same transaction)."""
+    await store.append([NewMessage(msg(0))])
+    if isinstance(store, SqliteStore):
+        def append_then_fail(conn: sqlite_queries.Connection) -> None:
+            sqlite_queries.append(conn, [NewMessage(msg(1))])
+            raise RuntimeError("the rest of this transaction failed")
 
-    def record_then_fail(conn: object) -> None:
-        if isinstance(conn, sqlite3.Connection):
-            store._ops.record(conn, [RecordEntry(msg(1))])
-        else:
-            assert isinstance(conn, sa.Connection)
-            conn.execute(sa.text(_COPY_AS_M1))
-        raise RuntimeError("the rest of this transaction failed")
+        with pytest.raises(RuntimeError):
+            store.write_now(append_then_fail)
+    else:
+        assert isinstance(store, PostgresStore)
 
-    with pytest.raises(RuntimeError):
-        await store.write_with(record_then_fail)
-    await store.record([RecordEntry(msg(2))])
+        async def copy_then_fail(conn: asyncpg.Connection) -> None:
+            await conn.execute(_COPY_AS_M1)
+            raise RuntimeError("the rest of this transaction failed")
+
+        with pytest.raises(RuntimeError):
+            await store._submit(copy_then_fail)
+    await store.append([NewMessage(msg(2))])
     walk = (await walk_store(store)).pipes["project"]
     assert walk.broken is None and walk.count == 2
     assert [m.id for _, m in await store.messages()] == ["m00000", "m00002"]
@@ -287,11 +296,11 @@ async def test_a_rolled_back_record_leaves_the_chain_intact(store: Store) -> Non
 
 async def test_taking_back_the_newest_records_keeps_the_chain(store: Store) -> None:
     """What the ingest does when another store refused a batch (Store.forget)."""
-    await store.record([RecordEntry(msg(i)) for i in range(3)])
+    await store.append([NewMessage(msg(i)) for i in range(3)])
     since = datetime.now(UTC) - timedelta(seconds=1)
-    await store.record([RecordEntry(msg(i)) for i in range(3, 5)])
+    await store.append([NewMessage(msg(i)) for i in range(3, 5)])
     assert await store.forget(["m00003", "m00004"], since) == 2
-    await store.record([RecordEntry(msg(i)) for i in range(3, 6)])
+    await store.append([NewMessage(msg(i)) for i in range(3, 6)])
     walk = (await walk_store(store)).pipes["project"]
     assert walk.broken is None and walk.count == 6
 
@@ -301,10 +310,10 @@ async def test_a_known_message_among_new_ones_is_skipped_and_the_chain_stays_who
 ) -> None:
     """A platform delivers a message again in a batch with new ones (PostgreSQL records
     in one statement from the heads it remembers, and must notice the known one)."""
-    await store.record([RecordEntry(msg(i), (IRC,)) for i in range(2)])
-    again = await store.record([RecordEntry(msg(1), (IRC,)), RecordEntry(msg(2), (IRC,))])
+    await store.append([NewMessage(msg(i), (IRC,)) for i in range(2)])
+    again = await store.append([NewMessage(msg(1), (IRC,)), NewMessage(msg(2), (IRC,))])
     assert again[0] == [] and [r.message.id for r in again[1]] == ["m00002"]
-    await store.record([RecordEntry(msg(3), (IRC,))])
+    await store.append([NewMessage(msg(3), (IRC,))])
     walk = (await walk_store(store)).pipes["project"]
     assert walk.broken is None and walk.count == 4
     assert [m.id for _, m in await store.messages()] == [f"m{i:05d}" for i in range(4)]
@@ -312,21 +321,21 @@ async def test_a_known_message_among_new_ones_is_skipped_and_the_chain_stays_who
 
 async def _fts_intact(store: Store) -> None:
     """SQLite: the search index holds exactly the indexed rows of the messages table."""
-    if store.dialect == "sqlite":
-        await store.write_with(lambda c: c.execute(
+    if isinstance(store, SqliteStore):
+        store.write_now(lambda c: c.execute(
             "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)"))
 
 
 async def test_search_finds_what_was_recorded_again_after_a_take_back(store: Store) -> None:
     """SQLite gives the seq of removed newest rows to the next messages: those must be
     indexed, the removed ones must be gone from the index (migration 0003)."""
-    await store.record([RecordEntry(msg(i, text=f"early words {i}")) for i in range(3)])
+    await store.append([NewMessage(msg(i, text=f"early words {i}")) for i in range(3)])
     since = datetime.now(UTC) - timedelta(seconds=1)
-    await store.record([RecordEntry(msg(i, text="refused elsewhere")) for i in range(3, 5)])
+    await store.append([NewMessage(msg(i, text="refused elsewhere")) for i in range(3, 5)])
     assert [h.id for h in await search(store, "refused")] == ["m00004", "m00003"]
     assert await store.forget(["m00003", "m00004"], since) == 2
     assert await search(store, "refused") == []
-    await store.record([RecordEntry(msg(i, text=f"recorded again {i}")) for i in range(5, 8)])
+    await store.append([NewMessage(msg(i, text=f"recorded again {i}")) for i in range(5, 8)])
     assert [h.id for h in await search(store, "again")] == ["m00007", "m00006", "m00005"]
     assert len(await search(store, "words")) == 3
     await _fts_intact(store)
@@ -337,7 +346,7 @@ async def test_search_finds_new_messages_after_retention_removed_all(store: Stor
     assert len(await search(store, "hello")) == 10
     await retention.apply(store, 1, datetime.now(UTC) + timedelta(days=2))
     assert await search(store, "hello") == []
-    await store.record([RecordEntry(msg(10, text="after the cut"))])
+    await store.append([NewMessage(msg(10, text="after the cut"))])
     assert [h.id for h in await search(store, "cut")] == ["m00010"]
     await _fts_intact(store)
 
@@ -345,7 +354,7 @@ async def test_search_finds_new_messages_after_retention_removed_all(store: Stor
 async def test_sqlite_indexes_for_search_by_itself_a_moment_after_recording(
     store: Store,
 ) -> None:
-    if store.dialect != "sqlite":
+    if not isinstance(store, SqliteStore):
         pytest.skip("PostgreSQL's GIN index is kept within each commit")
     await _ten(store)
 
@@ -355,8 +364,8 @@ async def test_sqlite_indexes_for_search_by_itself_a_moment_after_recording(
         return int(n)
 
     for _ in range(50):
-        if await store.read_with(waiting) == 0:
+        if store.read_now(waiting) == 0:
             break
         await asyncio.sleep(0.1)
-    assert await store.read_with(waiting) == 0
+    assert store.read_now(waiting) == 0
     await _fts_intact(store)

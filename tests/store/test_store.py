@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from roomlink.message.model import Attachment, Author, Kind, Message, RoomRef
-from roomlink.store import RecordEntry, Store, StoreError, UnknownOutboxRow, open_store
+from roomlink.store import NewMessage, Store, StoreError, UnknownOutboxRow, open_store
 from store.conftest import StoreFactory
 
 IRC = RoomRef("acme-irc", "#project")
@@ -39,20 +39,20 @@ async def test_messages_round_trip_unchanged(store: Store) -> None:
         reply_to="m00000",
         ts=datetime(2026, 11, 23, 10, 30, tzinfo=timezone(timedelta(hours=2))),
     )
-    await store.record([RecordEntry(msg(0)), RecordEntry(rich)])
+    await store.append([NewMessage(msg(0)), NewMessage(rich)])
     listed = [m for _, m in await store.messages()]
     assert listed == [msg(0), rich]
     assert listed[1].ts == datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 
 
 async def test_get_message_by_id(store: Store) -> None:
-    await store.record([RecordEntry(msg(1)), RecordEntry(msg(2, text="two"))])
+    await store.append([NewMessage(msg(1)), NewMessage(msg(2, text="two"))])
     assert await store.get_message("m00002") == msg(2, text="two")
     assert await store.get_message("nope") is None
 
 
 async def test_order_paging_and_pipe_filter(store: Store) -> None:
-    await store.record([RecordEntry(msg(i, pipe="a" if i % 2 else "b")) for i in range(10)])
+    await store.append([NewMessage(msg(i, pipe="a" if i % 2 else "b")) for i in range(10)])
     seqs = [seq for seq, _ in await store.messages()]
     assert seqs == sorted(seqs) and len(seqs) == 10
     first = await store.messages(limit=4)
@@ -63,16 +63,16 @@ async def test_order_paging_and_pipe_filter(store: Store) -> None:
     ]
 
 
-async def test_a_message_is_recorded_once(store: Store) -> None:
-    first = await store.record([RecordEntry(msg(1), (IRC,))])
-    again = await store.record([RecordEntry(msg(1), (IRC,)), RecordEntry(msg(1), (IRC,))])
+async def test_a_message_is_stored_once(store: Store) -> None:
+    first = await store.append([NewMessage(msg(1), (IRC,))])
+    again = await store.append([NewMessage(msg(1), (IRC,)), NewMessage(msg(1), (IRC,))])
     assert len(first[0]) == 1 and again == [[], []]
     assert len(await store.messages()) == 1
     assert len(await store.pending(IRC.connector, IRC.room)) == 1
 
 
 async def test_outbox_is_per_room_in_order_and_pages(store: Store) -> None:
-    await store.record([RecordEntry(msg(i), (IRC, API) if i % 2 else (IRC,)) for i in range(6)])
+    await store.append([NewMessage(msg(i), (IRC, API) if i % 2 else (IRC,)) for i in range(6)])
     irc = await store.pending(IRC.connector, IRC.room)
     assert [r.message.id for r in irc] == [f"m{i:05d}" for i in range(6)]
     assert [r.id for r in irc] == sorted(r.id for r in irc)
@@ -83,7 +83,7 @@ async def test_outbox_is_per_room_in_order_and_pages(store: Store) -> None:
 
 
 async def test_delivered_rows_leave_the_outbox_and_map_native_ids(store: Store) -> None:
-    [[row]] = await store.record([RecordEntry(msg(1), (IRC,))])
+    [[row]] = await store.append([NewMessage(msg(1), (IRC,))])
     await store.mark_delivered(row.id, ["irc-1", "irc-2"])
     assert await store.pending(IRC.connector, IRC.room) == []
     assert await store.native_id("m00001", IRC.connector, IRC.room) == "irc-1"
@@ -98,7 +98,7 @@ async def test_delivered_rows_leave_the_outbox_and_map_native_ids(store: Store) 
 
 
 async def test_failed_and_retried_rows(store: Store) -> None:
-    [[a], [b]] = await store.record([RecordEntry(msg(1), (IRC,)), RecordEntry(msg(2), (IRC,))])
+    [[a], [b]] = await store.append([NewMessage(msg(1), (IRC,)), NewMessage(msg(2), (IRC,))])
     await store.note_attempt(a.id, "timeout", 3)
     [retried, _] = await store.pending(IRC.connector, IRC.room)
     assert retried.attempts == 3
@@ -120,7 +120,7 @@ async def test_cursors(store: Store) -> None:
 
 async def test_everything_survives_reopen(open_: StoreFactory) -> None:
     first = await open_()
-    [[row], _] = await first.record([RecordEntry(msg(1), (IRC,)), RecordEntry(msg(2))])
+    [[row], _] = await first.append([NewMessage(msg(1), (IRC,)), NewMessage(msg(2))])
     await first.set_cursor("c", "k", "v")
     await first.close()
     second = await open_()  # migrations run again: a no-op
@@ -132,7 +132,7 @@ async def test_everything_survives_reopen(open_: StoreFactory) -> None:
 async def test_concurrent_writers_are_group_committed_without_loss(store: Store) -> None:
     async def writer(start: int) -> None:
         for i in range(start, start + 50):
-            await store.record([RecordEntry(msg(i), (IRC,))])
+            await store.append([NewMessage(msg(i), (IRC,))])
 
     await asyncio.gather(*(writer(k * 50) for k in range(8)))
     assert len(await store.messages()) == 400
@@ -141,9 +141,9 @@ async def test_concurrent_writers_are_group_committed_without_loss(store: Store)
 
 
 async def test_a_failing_write_does_not_take_its_batch_down(store: Store) -> None:
-    [[row]] = await store.record([RecordEntry(msg(1), (IRC,))])
+    [[row]] = await store.append([NewMessage(msg(1), (IRC,))])
     bad = store.mark_delivered(123_456, ["x"])
-    good = store.record([RecordEntry(msg(2), (IRC,))])
+    good = store.append([NewMessage(msg(2), (IRC,))])
     done = store.mark_delivered(row.id, ["ok"])
     results = await asyncio.gather(bad, good, done, return_exceptions=True)
     assert isinstance(results[0], UnknownOutboxRow)
@@ -154,8 +154,8 @@ async def test_a_failing_write_does_not_take_its_batch_down(store: Store) -> Non
 async def test_marks_from_many_rooms_at_once_all_land(store: Store) -> None:
     """Rooms mark their copies at the same time (PostgreSQL commits the first at once and
     the rest together, split posts included); an unknown row fails alone."""
-    recorded = await store.record([RecordEntry(msg(i), (IRC, API)) for i in range(30)])
-    rows = [row for rows in recorded for row in rows]
+    appended = await store.append([NewMessage(msg(i), (IRC, API)) for i in range(30)])
+    rows = [row for rows in appended for row in rows]
     marks = [store.mark_delivered(r.id, [f"n{r.id}", f"n{r.id}b"] if r.id % 3 == 0
                                   else [f"n{r.id}"]) for r in rows]
     results = await asyncio.gather(marks[0], store.mark_delivered(987_654, ["x"]), *marks[1:],
@@ -174,7 +174,7 @@ async def test_closed_store_refuses_work(open_: StoreFactory) -> None:
     store = await open_()
     await store.close()
     with pytest.raises(StoreError):
-        await store.record([RecordEntry(msg(1))])
+        await store.append([NewMessage(msg(1))])
     with pytest.raises(StoreError):
         await store.messages()
 
@@ -197,7 +197,7 @@ async def test_unusable_urls_fail_clearly_without_the_password(url: str) -> None
 async def test_sqlite_directory_is_created(tmp_path: object) -> None:
     store = await open_store("agency", f"sqlite:///{tmp_path}/deep/er/agency.db")
     try:
-        await store.record([RecordEntry(msg(1))])
+        await store.append([NewMessage(msg(1))])
         assert len(await store.messages()) == 1
     finally:
         await store.close()

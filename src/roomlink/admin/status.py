@@ -23,7 +23,6 @@ from roomlink import __version__
 from roomlink.admin.logs import connector_of
 from roomlink.config.models import Config
 from roomlink.message.model import RoomRef, utcnow
-from roomlink.record import db as record_db
 from roomlink.relay import metrics
 from roomlink.relay.topology import Topology
 from roomlink.store import Store
@@ -179,7 +178,7 @@ async def _store_report(party: str, store: Store) -> dict[str, Any]:
     report.update(counts)
     report["size_bytes"] = size
     try:
-        heads = await record_db.heads(store)
+        heads = await store.chain_heads()
         report["chain_heads"] = [{"pipe": pipe, "n": n, "head": head}
                                  for pipe, (n, head) in sorted(heads.items())]
     except Exception as exc:  # the record's own checks say more: `roomlink history verify`

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from roomlink.config import Config, ConfigError
 from roomlink.config.document import did_you_mean
-from roomlink.store.base import FAILED, PENDING
+from roomlink.store.values import FAILED, PENDING
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 RELOAD_TIMEOUT = 120.0  # seconds; a reload waits for the workers it stops

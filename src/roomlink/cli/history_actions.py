@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 from roomlink.config.models import Config
-from roomlink.record import db
 from roomlink.record.sign import digest_line
-from roomlink.record.verify import Walker, walk_store
+from roomlink.record.verify import Walker, rows_in_order, walk_store
 from roomlink.store import Store, open_store
 
 OK, FAIL = 0, 1
@@ -41,7 +40,7 @@ async def export(config: Config, args: argparse.Namespace) -> int:
             return OK
         from tqdm import tqdm
 
-        total = await db.count(store, args.pipe)
+        total = await store.record_size(args.pipe)
         out: BinaryIO
         # a command, not the daemon: nothing else runs on this loop while it writes
         with open(args.output, "wb") as out, tqdm(  # noqa: ASYNC230
@@ -79,11 +78,11 @@ async def verify(config: Config, args: argparse.Namespace) -> int:
 
 async def digest(config: Config, args: argparse.Namespace) -> int:
     async with _store(config, args.party) as store:
-        walker = Walker(await db.anchors(store))
+        walker = Walker(await store.anchors())
         walk = walker.pipe(args.pipe)
         if args.at is not None:
-            row = await db.find(store, args.at)
-            if row is None or row["pipe"] != args.pipe:
+            row = await store.record_row(args.at)
+            if row is None or row.pipe != args.pipe:
                 a = walk.anchor
                 if a is not None and a.message_id == args.at:
                     pass  # the digest as of the anchor itself
@@ -91,9 +90,9 @@ async def digest(config: Config, args: argparse.Namespace) -> int:
                     raise Refused(f"party {args.party} has no message {args.at} in pipe "
                                   f"{args.pipe}" + (" (or retention removed it)" if a else ""))
         if args.at is None or walk.last_id != args.at:
-            async for r in db.stream(store, args.pipe):
+            async for r in rows_in_order(store, args.pipe):
                 walk.feed(r)
-                if r["id"] == args.at:
+                if r.id == args.at:
                     break
     line = digest_line(*walk.digest_fields())
     if args.sign:

@@ -20,8 +20,8 @@ from roomlink.admin.status import Health
 from roomlink.config.models import Config, ConnectorConfig
 from roomlink.connector.base import Connector, ConnectorContext, load_connector_type
 from roomlink.connector.pacing import TokenBucket
+from roomlink.daemon.retention import RetentionJob
 from roomlink.message.model import RoomRef, utcnow
-from roomlink.record.retention import RetentionJob
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
 from roomlink.relay.replay import history_after
 from roomlink.relay.router import Router

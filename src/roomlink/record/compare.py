@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from roomlink.record import db
-from roomlink.record.verify import PipeWalk
-from roomlink.store import Store
-from roomlink.store.chain import canonical_row
+from roomlink.record.verify import PipeWalk, rows_in_order
+from roomlink.store import RecordRow, Store
+from roomlink.store.chain import canonical_stored
 
 
-async def _next(it: AsyncIterator[db.Row]) -> db.Row | None:
+async def _next(it: AsyncIterator[RecordRow]) -> RecordRow | None:
     return await anext(it, None)
 
 
 async def _has(store: Store, pipe: str, message_id: str) -> bool:
-    row = await db.find(store, message_id)
-    return row is not None and row["pipe"] == pipe
+    row = await store.record_row(message_id)
+    return row is not None and row.pipe == pipe
 
 
 async def _align(
-    walk: PipeWalk, target: int, row: db.Row | None, it: AsyncIterator[db.Row]
-) -> db.Row | None:
+    walk: PipeWalk, target: int, row: RecordRow | None, it: AsyncIterator[RecordRow]
+) -> RecordRow | None:
     while walk.count < target and row is not None:
         walk.feed(row)
         row = await _next(it)
@@ -30,10 +29,10 @@ async def _align(
 
 async def compare(a: Store, b: Store, pipe: str) -> tuple[bool, str]:
     """(agree, one line saying how far they agree or where and how they differ first)."""
-    anchors_a, anchors_b = await db.anchors(a), await db.anchors(b)
+    anchors_a, anchors_b = await a.anchors(), await b.anchors()
     walk_a = PipeWalk(pipe, anchors_a.get(pipe))
     walk_b = PipeWalk(pipe, anchors_b.get(pipe))
-    it_a, it_b = db.stream(a, pipe), db.stream(b, pipe)
+    it_a, it_b = rows_in_order(a, pipe), rows_in_order(b, pipe)
     ra, rb = await _next(it_a), await _next(it_b)
     # one party's retention may have cut further: bring the other to the same position
     # and compare the chain heads there
@@ -55,23 +54,23 @@ async def compare(a: Store, b: Store, pipe: str) -> tuple[bool, str]:
             missing, has, row = (a.party, b.party, rb) if ra is None else (b.party, a.party, ra)
             assert row is not None
             return False, (f"{pipe}: differ at position {position}: missing message: "
-                           f"{missing} has no message {row['id']}, which {has} holds "
+                           f"{missing} has no message {row.id}, which {has} holds "
                            f"(and every later one)")
-        if ra["id"] == rb["id"]:
-            if canonical_row(ra) != canonical_row(rb):
+        if ra.id == rb.id:
+            if canonical_stored(ra) != canonical_stored(rb):
                 return False, (f"{pipe}: differ at position {position}: different content "
-                               f"of message {ra['id']}")
+                               f"of message {ra.id}")
         else:
-            a_in_b = await _has(b, pipe, ra["id"])
-            b_in_a = await _has(a, pipe, rb["id"])
+            a_in_b = await _has(b, pipe, ra.id)
+            b_in_a = await _has(a, pipe, rb.id)
             if a_in_b and b_in_a:
                 return False, (f"{pipe}: differ at position {position}: different order: "
-                               f"{a.party} has {ra['id']} there, {b.party} has {rb['id']}")
+                               f"{a.party} has {ra.id} there, {b.party} has {rb.id}")
             if not a_in_b:
                 return False, (f"{pipe}: differ at position {position}: missing message: "
-                               f"{b.party} has no message {ra['id']}, which {a.party} holds")
+                               f"{b.party} has no message {ra.id}, which {a.party} holds")
             return False, (f"{pipe}: differ at position {position}: missing message: "
-                           f"{a.party} has no message {rb['id']}, which {b.party} holds")
+                           f"{a.party} has no message {rb.id}, which {b.party} holds")
         walk_a.feed(ra)
         walk_b.feed(rb)
         ra, rb = await _next(it_a), await _next(it_b)

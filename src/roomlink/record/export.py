@@ -20,9 +20,8 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from roomlink.message.model import Kind, Message
-from roomlink.record import db
 from roomlink.record.sign import digest_line
-from roomlink.record.verify import Break, Walker
+from roomlink.record.verify import Break, Walker, rows_in_order
 from roomlink.store import Store
 
 FORMATS = ("jsonl", "html", "mbox", "text")
@@ -48,9 +47,9 @@ class _Known:
             return None
         found = self.cache.get(message_id)
         if found is None:
-            row = await db.find(self.store, message_id)
+            row = await self.store.record_row(message_id)
             if row is not None:
-                found = (row["author_name"], row["text"])
+                found = (row.author_name, row.text)
         return found
 
 
@@ -320,22 +319,22 @@ async def export(
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Write the record (of one pipe) in ``fmt``; returns how many records were written."""
-    pipes = [pipe] if pipe else await db.pipes(store)
+    pipes = [pipe] if pipe else await store.pipes()
     writer = WRITERS[fmt](out, store.party, pipes)
-    walker = Walker(await db.anchors(store))
+    walker = Walker(await store.anchors())
     known = _Known(store)
     digests: dict[str, str] = {}
     written = 0
     writer.begin()
-    async for row in db.stream(store, pipe):
+    async for row in rows_in_order(store, pipe):
         walk = walker.feed(row)
         if progress is not None:
             progress(1)
-        m = db.to_message(row)
+        m = row.message()
         if (since is None or m.ts >= since) and (until is None or m.ts < until):
             earlier = await known.get(m.target) if m.target else None
             replied = await known.get(m.reply_to) if m.reply_to else None
-            writer.message(row["seq"], row["chain"], m, earlier, replied)
+            writer.message(row.seq, row.chain, m, earlier, replied)
             digests[m.pipe] = digest_line(*walk.digest_fields())
             written += 1
         if m.kind == Kind.EDIT and m.target:

@@ -8,12 +8,13 @@ row's stored chain and position against it (what ``verify`` reports).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from roomlink.record import db
-from roomlink.record.db import Anchor, Row
-from roomlink.store import Store
-from roomlink.store.chain import GENESIS, canonical_row, link
+from roomlink.store import Anchor, RecordRow, Store
+from roomlink.store.chain import GENESIS, canonical_stored, link
+
+PAGE = 1000  # rows per read: bounded memory however long the record
 
 # kinds of break
 ALTERED, REMOVED, INSERTED, REORDERED = "altered", "removed", "inserted", "reordered"
@@ -52,26 +53,26 @@ class PipeWalk:
             self.head = self.verified_head = self.anchor.head
             self.last_id = self.anchor.message_id
 
-    def feed(self, r: Row) -> None:
-        data = canonical_row(r)
+    def feed(self, r: RecordRow) -> None:
+        data = canonical_stored(r)
         self.rows += 1
         self.count += 1
         self.head = link(self.head, data)
-        self.last_id = r["id"]
+        self.last_id = r.id
         if self.broken is not None:
             b = self.broken
-            if b.kind == REMOVED and r["chain_n"] == b.position:
+            if b.kind == REMOVED and r.chain_n == b.position:
                 b.kind = REORDERED
                 b.detail = (
-                    f"message {r['id']} (position {b.position}) was moved after it; "
+                    f"message {r.id} (position {b.position}) was moved after it; "
                     "rows were swapped"
                 )
             return
         self._check(r, data)
 
-    def _check(self, r: Row, data: bytes) -> None:
+    def _check(self, r: RecordRow, data: bytes) -> None:
         expected = self.verified + 1
-        chain, n = r["chain"], r["chain_n"]
+        chain, n = r.chain, r.chain_n
         if chain is None or n is None:
             self._break(r, expected, INSERTED, "a row without a chain: added outside roomlink")
         elif n == expected:
@@ -89,8 +90,8 @@ class PipeWalk:
             self._break(r, expected, INSERTED,
                         f"it repeats position {n}: a row inserted or copied in")
 
-    def _break(self, r: Row, position: int, kind: str, detail: str) -> None:
-        self.broken = Break(self.pipe, position, r["id"], kind, detail)
+    def _break(self, r: RecordRow, position: int, kind: str, detail: str) -> None:
+        self.broken = Break(self.pipe, position, r.id, kind, detail)
 
     def digest_fields(self) -> tuple[str, int, str | None, str]:
         return self.pipe, self.count, self.last_id, self.head
@@ -107,15 +108,27 @@ class Walker:
             walk = self.pipes[name] = PipeWalk(name, self.anchors.get(name))
         return walk
 
-    def feed(self, r: Row) -> PipeWalk:
-        walk = self.pipe(r["pipe"])
+    def feed(self, r: RecordRow) -> PipeWalk:
+        walk = self.pipe(r.pipe)
         walk.feed(r)
         return walk
 
 
+async def rows_in_order(store: Store, pipe: str | None = None) -> AsyncIterator[RecordRow]:
+    """Every row (of one pipe) in seq order, a page at a time: bounded memory."""
+    after = 0
+    while True:
+        page = await store.record_page(pipe, after, PAGE)
+        for row in page:
+            yield row
+        if len(page) < PAGE:
+            return
+        after = page[-1].seq
+
+
 async def walk_store(store: Store, pipe: str | None = None) -> Walker:
     """Every record (of one pipe) of ``store`` walked: ``.pipes`` says what it found."""
-    walker = Walker(await db.anchors(store))
-    async for row in db.stream(store, pipe):
+    walker = Walker(await store.anchors())
+    async for row in rows_in_order(store, pipe):
         walker.feed(row)
     return walker

@@ -21,9 +21,9 @@ from typing import Protocol
 from roomlink.message.model import Message, utcnow
 from roomlink.relay import metrics
 from roomlink.relay.topology import Topology
-from roomlink.store import OutboxRow, RecordEntry, Store, StoreError
+from roomlink.store import NewMessage, OutboxRow, Store, StoreError
 from roomlink.store.chain import canonical
-from roomlink.store.store import describe
+from roomlink.store.errors import describe
 
 log = logging.getLogger("roomlink.router")
 
@@ -49,19 +49,19 @@ class BatchWriter:
         self.owner = owner
         self._undo: list[tuple[str, list[str], datetime]] = []  # take-backs that failed
 
-    def _entries(self, messages: Sequence[Message]) -> dict[str, list[RecordEntry]]:
-        per_store: dict[str, list[RecordEntry]] = {}
+    def _entries(self, messages: Sequence[Message]) -> dict[str, list[NewMessage]]:
+        per_store: dict[str, list[NewMessage]] = {}
         for message in messages:
             pipe = self.owner.topology.pipe(message.pipe)
             data = canonical(message)  # the same bytes chain on in every party's store
             for party in pipe.parties:
                 outbox = pipe.destinations(message.origin, party)
-                per_store.setdefault(party, []).append(RecordEntry(message, outbox, data))
+                per_store.setdefault(party, []).append(NewMessage(message, outbox, data))
         return per_store
 
     async def write(self, batch: Sequence[Item]) -> None:
         await self._retry_undo()
-        per_store: dict[str, list[RecordEntry]] = {}
+        per_store: dict[str, list[NewMessage]] = {}
         for messages, _ in batch:
             for party, entries in self._entries(messages).items():
                 per_store.setdefault(party, []).extend(entries)
@@ -134,7 +134,7 @@ class BatchWriter:
         metrics.INGESTED.inc(len(messages))
 
     async def _record(
-        self, per_store: Mapping[str, Sequence[RecordEntry]]
+        self, per_store: Mapping[str, Sequence[NewMessage]]
     ) -> list[list[list[OutboxRow]] | BaseException]:
         """Record into every store at once (each its own transaction); the result or the
         error of each, in the order of ``per_store``. No task per store: SQLite commits
@@ -142,7 +142,7 @@ class BatchWriter:
         started: list[asyncio.Future[list[list[OutboxRow]]] | BaseException] = []
         for party, entries in per_store.items():
             try:
-                started.append(self.owner.stores[party].start_record(entries))
+                started.append(self.owner.stores[party].start_append(entries))
             except Exception as exc:  # a closed store
                 started.append(exc)
         results: list[list[list[OutboxRow]] | BaseException] = []

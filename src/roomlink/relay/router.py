@@ -32,7 +32,7 @@ from roomlink.message.model import (
 from roomlink.relay.ingest import BatchWriter
 from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import OutboxRow, Store
-from roomlink.store.store import describe
+from roomlink.store.errors import describe
 
 log = logging.getLogger("roomlink.router")
 

@@ -1,24 +1,36 @@
-"""Per-party stores: every message of the party's pipes, its outbox, its cursors.
+"""Per-party stores: every message of the party's pipes, its outbox, its cursors, and the
+reads and writes of the party's record.
 
-``sqlite:///PATH`` (default, one dedicated thread) or ``postgresql://...`` (asyncpg).
-Writes are group-committed by one writer task per store; see ``store.py``.
+This package owns the store contract (``contract.Store``, every operation typed, the
+values it passes in ``values``), its two engines (``sqlite``: one ``sqlite3``
+connection on the event loop; ``postgres``: asyncpg with a group-committing write
+queue), each in its own package and each stating its concurrency model, the hash chain
+every engine computes while appending (``chain``), and the migrations (``migrate``,
+``migrations``, ``tables``), which stay apart from the engines. Nothing outside it sees
+SQL or a connection. It may import ``roomlink.errors`` and ``roomlink.message`` only.
 """
 
-from roomlink.store.base import (
+from roomlink.store.contract import Store
+from roomlink.store.errors import StoreError, UnknownOutboxRow
+from roomlink.store.opening import open_store
+from roomlink.store.values import (
+    Anchor,
+    NewMessage,
     OutboxEntry,
     OutboxRow,
-    RecordEntry,
+    RecordRow,
     RoomCount,
-    StoreError,
-    UnknownOutboxRow,
+    SearchHit,
 )
-from roomlink.store.store import Store, open_store
 
 __all__ = [
+    "Anchor",
+    "NewMessage",
     "OutboxEntry",
     "OutboxRow",
-    "RecordEntry",
+    "RecordRow",
     "RoomCount",
+    "SearchHit",
     "Store",
     "StoreError",
     "UnknownOutboxRow",

@@ -30,6 +30,7 @@ from json.encoder import encode_basestring_ascii as _str
 from typing import Any
 
 from roomlink.message.model import Message
+from roomlink.store.values import RecordRow
 
 VERSION = 1
 PREFIX = b"roomlink.record.v1\n"
@@ -130,26 +131,39 @@ def canonical(m: Message) -> bytes:
     )
 
 
+def canonical_stored(r: RecordRow) -> bytes:
+    """The canonical bytes of a stored row, as stored: a tampered row is hashed as it
+    is, never refused."""
+    raw = r.attachments
+    return canonical_fields(
+        id=r.id,
+        pipe=r.pipe,
+        kind=r.kind,
+        origin_connector=r.origin_connector,
+        origin_room=r.origin_room,
+        author_name=r.author_name,
+        author_id=r.author_id,
+        author_party=r.author_party,
+        author_platform=r.author_platform,
+        text=r.text,
+        attachments=json.loads(raw) if raw and raw != "[]" else [],
+        reply_to=r.reply_to,
+        target=r.target,
+        ts=r.ts,
+    )
+
+
 def canonical_row(r: Any) -> bytes:
-    """The canonical bytes of a ``messages`` row (a mapping of its columns; ``ts`` a
-    datetime, ``attachments`` the stored JSON text)."""
+    """The canonical bytes of a ``messages`` row as a mapping of its columns (``ts`` a
+    datetime, ``attachments`` the stored JSON text): what migration 0002 chains."""
     raw = r["attachments"]
     return canonical_fields(
-        id=r["id"],
-        pipe=r["pipe"],
-        kind=r["kind"],
-        origin_connector=r["origin_connector"],
-        origin_room=r["origin_room"],
-        author_name=r["author_name"],
-        author_id=r["author_id"],
-        author_party=r["author_party"],
-        author_platform=r["author_platform"],
-        text=r["text"],
-        attachments=json.loads(raw) if raw and raw != "[]" else [],
-        reply_to=r["reply_to"],
-        target=r["target"],
-        ts=r["ts"],
-    )
+        id=r["id"], pipe=r["pipe"], kind=r["kind"], origin_connector=r["origin_connector"],
+        origin_room=r["origin_room"], author_name=r["author_name"], author_id=r["author_id"],
+        author_party=r["author_party"], author_platform=r["author_platform"], text=r["text"],
+        attachments=json.loads(raw) if raw and raw != "[]" else [], reply_to=r["reply_to"],
+        target=r["target"], ts=r["ts"],
+    )  # fmt: skip
 
 
 def link(previous: str, data: bytes) -> str:

@@ -1,5 +1,5 @@
-"""The message columns both plain-SQL backends select (``sqlite_ops``, ``pg_queries``),
-and the Message made from them."""
+"""The columns both engines select (``sqlite.queries``, ``postgres.queries``), and the
+values made from them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from roomlink.message.model import Attachment, Author, Kind, Message
+from roomlink.store.values import RecordRow
 
 COLUMNS = (
     "id, pipe, kind, origin_connector, origin_room, origin_native_id, author_name, "
@@ -16,6 +17,8 @@ COLUMNS = (
 )
 # the same, of a ``messages m`` in a join
 M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
+# a RecordRow's, in its order
+RECORD_COLUMNS = f"seq, {COLUMNS}, chain, chain_n"
 
 
 def message(r: Sequence[Any], ts: datetime) -> Message:
@@ -28,3 +31,12 @@ def message(r: Sequence[Any], ts: datetime) -> Message:
         author=Author.model_construct(name=r[6], id=r[7], party=r[8], platform=r[9]),
         text=r[10], attachments=attachments, reply_to=r[12], target=r[13], ts=ts,
     )  # fmt: skip
+
+
+def record_row(r: Sequence[Any], ts: datetime) -> RecordRow:
+    """A RecordRow from the 18 columns of ``RECORD_COLUMNS``; ``ts`` as in :func:`message`."""
+    return RecordRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
+        r[13], r[14], ts, r[16], r[17],
+    )  # fmt: skip
+

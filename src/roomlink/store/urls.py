@@ -1,4 +1,5 @@
-"""Store URLs: find the password in one however it is written, and hide it.
+"""Store URLs: which engine one names and with what arguments; find the password in one
+however it is written, and hide it.
 
 A password taken from the environment (``postgresql://app:${DB_PASSWORD}@db/x``) may hold
 ``@``, ``/``, ``?`` or ``#``, which a URL must percent-encode. Generic parsers then split
@@ -9,8 +10,12 @@ URLs), so such a password is still found whole, hidden whole, and used as writte
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
+
+from roomlink.store.errors import StoreError
 
 _NEEDS_ENCODING = set("@/?#:[]% ")
 
@@ -69,3 +74,38 @@ def unencoded_password(url: str) -> bool:
 
 def _hex2(s: str) -> bool:
     return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9]*)(?:\+\w+)?://(?P<rest>.*)$", re.S)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """('sqlite', the file's path) or ('postgresql', the URL as given)."""
+    m = _SCHEME.match(url)
+    scheme = m["scheme"].lower() if m else ""
+    if m is not None and scheme == "sqlite":
+        rest = m["rest"]
+        path = unquote(rest[1:].partition("?")[0]) if rest.startswith("/") else ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise StoreError(f"a sqlite store must be a file: {redact(url)!r}")
+        return "sqlite", path
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql", url
+    raise StoreError(
+        f"unsupported store URL {redact(url)!r}: expected sqlite:///PATH or postgresql://..."
+    )
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """asyncpg's arguments for a PostgreSQL store URL: the DSN without its userinfo, and
+    the user and password apart, so that a password with an unencoded '@' or '/' is used
+    as written rather than misread as the host."""
+    parts = split(url)
+    if parts is None:
+        raise StoreError(f"bad store URL {redact(url)!r}")
+    args: dict[str, Any] = {"dsn": f"postgresql://{parts.rest}"}
+    if parts.user:
+        args["user"] = unquote(parts.user)
+    if parts.password is not None:
+        args["password"] = unquote(parts.password)
+    return args

@@ -3,7 +3,7 @@
 FTS5 writes a new index segment in every transaction that adds to it, which made the
 search index the costliest part of recording one message (bench/README.md). Messages are
 now indexed by the store's indexer a moment after they are recorded, many per
-transaction (roomlink.store.sqlite_ops.index_pending), and a search first indexes what is
+transaction (roomlink.store.sqlite.queries.index_pending), and a search first indexes what is
 still waiting, so it sees every message recorded.
 
 ``messages_fts_state.indexed_seq``: every message up to this seq is in the index, none

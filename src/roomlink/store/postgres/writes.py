@@ -1,4 +1,5 @@
-"""The two hot PostgreSQL writes, ``record`` and delivery marks, on a plain asyncpg connection.
+"""The PostgreSQL engine's two hot writes, appends and delivery marks, on a plain asyncpg
+connection.
 
 Through SQLAlchemy's asyncpg dialect a group of messages cost a pool checkout, a
 greenlet hop and six round trips (BEGIN, two lookups, two inserts, COMMIT). Here it is
@@ -7,8 +8,9 @@ plain VALUES for a single message) and commits by itself, with a lookup before i
 when the chain heads are not known or a message is stored already; every statement is
 prepared once per connection by asyncpg's statement cache. A group of delivery marks,
 from any number of rooms, is one statement too. Same contract, same tables and same
-results as ``sqlite_ops.record`` and ``sqlite_ops.mark_delivered``; the contract suite in
-tests/store runs them. Everything else on PostgreSQL is in ``pg_queries``.
+results as the SQLite engine's ``append`` and ``mark_delivered``; the contract suite in
+tests/store runs both engines. Everything else on PostgreSQL is in ``queries`` and
+``record_queries``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 import asyncpg
 
 from roomlink.message.model import Message, utcnow
-from roomlink.store.base import OutboxRow, RecordEntry, UnknownOutboxRow
 from roomlink.store.chain import GENESIS, canonical, link
+from roomlink.store.errors import UnknownOutboxRow
+from roomlink.store.values import NewMessage, OutboxRow
 
-# which ids are known already, and each pipe's head: the pipe's last record in this
-# store, else its retention anchor (as sqlite_ops.chain_head)
+# which ids are known already, and each pipe's head: the pipe's last row in this
+# store, else its retention anchor (as the SQLite engine's chain_head)
 _LOOKUP = (
     "SELECT 0, id, NULL::int, NULL::int, NULL::text, NULL::int, NULL::text "
     "FROM messages WHERE id = ANY($1::text[]) "
@@ -61,7 +64,7 @@ _INSERT = (
 
 def _insert_one(rooms: int) -> str:
     """``_INSERT`` for a single message with ``rooms`` outbox rows, as plain VALUES: what a
-    quiet room records one message at a time, about 0.1-0.2 ms faster than the unnest
+    quiet room appends one message at a time, about 0.1-0.2 ms faster than the unnest
     form (bench/README.md)."""
     sql = _INSERT_ONE.get(rooms)
     if sql is None:
@@ -109,10 +112,10 @@ def _attachments(m: Message) -> str:
 
 
 class Heads:
-    """Each pipe's chain head as this store's record connection last left it, so that a
-    record needs no lookup first: one round trip instead of two (bench/README.md). Only
-    that connection records; any other write to the store (a take-back, retention)
-    calls ``forget`` first, and so does every failed record."""
+    """Each pipe's chain head as this store's writing connection last left it, so that an
+    append needs no lookup first: one round trip instead of two (bench/README.md). Only
+    that connection appends; after any other write to the store (a take-back, retention)
+    the engine calls ``forget``, and so does every failed append."""
 
     def __init__(self) -> None:
         self.known: dict[str, tuple[int, str]] = {}
@@ -121,10 +124,10 @@ class Heads:
         self.known = {}
 
 
-async def record(
-    conn: asyncpg.Connection, entries: Sequence[RecordEntry], heads: Heads | None = None
+async def append(
+    conn: asyncpg.Connection, entries: Sequence[NewMessage], heads: Heads | None = None
 ) -> list[list[OutboxRow]]:
-    """``ops.record`` in one round trip when every pipe's head is known and no message is
+    """``Store.append`` in one round trip when every pipe's head is known and no message is
     stored already: then one atomic insert statement. Otherwise (or when that insert
     finds a message stored after all) a lookup first, then the insert.
 
@@ -166,7 +169,7 @@ async def _lookup(
 
 
 async def _insert(
-    conn: asyncpg.Connection, entries: Sequence[RecordEntry], seen: set[str],
+    conn: asyncpg.Connection, entries: Sequence[NewMessage], seen: set[str],
     known: dict[str, tuple[int, str]], heads: Heads,
 ) -> list[list[OutboxRow]]:
     """Insert what is not in ``seen``, chained on from ``known`` (both are the caller's

@@ -1,10 +1,11 @@
-"""The store operations for SQLite, on the ``sqlite3`` connection itself.
+"""The SQLite engine's statements for the message path and operators, as functions of
+the ``sqlite3`` connection itself (``engine.SqliteStore`` runs them; the record's are in
+``record_queries``).
 
-The same contract as ``pg_queries`` and ``pg_ops`` (PostgreSQL, on asyncpg) and the same
-tables (created by the Alembic migrations), without SQLAlchemy's per-statement overhead:
-on the benchmark machine one relayed message cost 3.6 ms of store time through
-SQLAlchemy Core and 0.14 ms here (bench/README.md). The contract suite in tests/store
-runs both.
+The same tables as the PostgreSQL engine (created by the Alembic migrations), without
+SQLAlchemy's per-statement overhead: on the benchmark machine one relayed message cost
+3.6 ms of store time through SQLAlchemy Core and 0.14 ms here (bench/README.md). The
+contract suite in tests/store runs both engines.
 Timestamps use SQLAlchemy's SQLite format (naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``).
 """
 
@@ -18,17 +19,17 @@ from typing import Any
 
 from roomlink.message.model import Message, utcnow
 from roomlink.store import columns
-from roomlink.store.base import (
+from roomlink.store.chain import GENESIS, canonical, link
+from roomlink.store.errors import UnknownOutboxRow
+from roomlink.store.values import (
     DELIVERED,
     FAILED,
     PENDING,
+    NewMessage,
     OutboxEntry,
     OutboxRow,
-    RecordEntry,
     RoomCount,
-    UnknownOutboxRow,
 )
-from roomlink.store.chain import GENESIS, canonical, link
 
 _IN_CHUNK = 500  # ids per IN (...): far below SQLite's parameter limit
 
@@ -45,13 +46,15 @@ _INSERT_OUTBOX = (
 )
 
 
-def _ts(value: datetime) -> str:
+def stored_time(value: datetime) -> str:
+    """A datetime as this engine stores it."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
 
 
-def _from_ts(text: str) -> datetime:
+def read_time(text: str) -> datetime:
+    """A stored time as a timezone-aware datetime."""
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
@@ -61,20 +64,20 @@ def _message_params(m: Message, now: str) -> tuple[Any, ...]:
     return (
         m.id, m.pipe, m.kind.value, m.origin_connector, m.origin_room, m.origin_native_id,
         a.name, a.id, a.party, a.platform, m.text, attachments, m.reply_to, m.target,
-        _ts(m.ts), now,
+        stored_time(m.ts), now,
     )  # fmt: skip
 
 
 def _message(r: Sequence[Any]) -> Message:
     """A message from the 15 columns of ``_COLS``, in order."""
-    return columns.message(r, _from_ts(r[14]))
+    return columns.message(r, read_time(r[14]))
 
 
 class Connection(sqlite3.Connection):
     """The store's connection, which remembers (position, chain) of each pipe's last
-    record: that saves a query per record (bench/README.md). Only this connection writes
-    records, and the backend calls ``forget_heads`` whenever a transaction rolls back, so
-    what it remembers was committed or is about to be."""
+    row: that saves a query per append (bench/README.md). Only this connection appends,
+    and the engine calls ``forget_heads`` whenever a transaction rolls back, so what it
+    remembers was committed or is about to be."""
 
     chain_heads: dict[str, tuple[int, str]]
 
@@ -83,7 +86,7 @@ class Connection(sqlite3.Connection):
 
 
 def chain_head(conn: sqlite3.Connection, pipe: str) -> tuple[int, str]:
-    """(position, chain) of the pipe's last record in this store, or of its anchor."""
+    """(position, chain) of the pipe's last row in this store, or of its anchor."""
     row = conn.execute(
         "SELECT chain_n, chain FROM messages WHERE pipe = ? ORDER BY seq DESC LIMIT 1", (pipe,)
     ).fetchone() or conn.execute(
@@ -92,8 +95,9 @@ def chain_head(conn: sqlite3.Connection, pipe: str) -> tuple[int, str]:
     return (row[0] or 0, row[1] or GENESIS) if row else (0, GENESIS)
 
 
-def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[list[OutboxRow]]:
-    now = _ts(utcnow())
+def append(conn: sqlite3.Connection, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
+    """``Store.append`` inside the caller's transaction."""
+    now = stored_time(utcnow())
     result: list[list[OutboxRow]] = []
     heads: dict[str, tuple[int, str]] = (
         conn.chain_heads if isinstance(conn, Connection) else {}
@@ -102,7 +106,7 @@ def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[lis
         m = e.message
         n, head = heads.get(m.pipe) or chain_head(conn, m.pipe)
         head = link(head, e.canonical or canonical(m))
-        # a message already on record (or earlier in this call) inserts nothing: no query
+        # a message already stored (or earlier in this call) inserts nothing: no query
         # beforehand, the unique id decides, and the pipe's head stays where it was
         cur = conn.execute(_INSERT_MESSAGE, (*_message_params(m, now), head, n + 1))
         if cur.rowcount == 0:
@@ -119,7 +123,7 @@ def record(conn: sqlite3.Connection, entries: Sequence[RecordEntry]) -> list[lis
 
 
 def index_pending(conn: sqlite3.Connection, limit: int) -> int:
-    """Add up to ``limit`` of the messages recorded since the last run to the search index
+    """Add up to ``limit`` of the messages stored since the last run to the search index
     (migration 0003: one FTS5 segment per batch, not per message); how many it added."""
     (indexed,) = conn.execute("SELECT indexed_seq FROM messages_fts_state").fetchone()
     (top, count) = conn.execute(
@@ -143,7 +147,8 @@ def mark_delivered(conn: sqlite3.Connection, outbox_id: int, native_ids: Sequenc
     native_ids = list(native_ids)
     _update_outbox(
         conn, outbox_id, "state = ?, native_id = ?, native_ids = ?, done_at = ?",
-        DELIVERED, native_ids[0] if native_ids else None, json.dumps(native_ids), _ts(utcnow()),
+        DELIVERED, native_ids[0] if native_ids else None, json.dumps(native_ids),
+        stored_time(utcnow()),
     )  # fmt: skip
     if len(native_ids) > 1:
         conn.executemany(
@@ -156,7 +161,7 @@ def mark_delivered(conn: sqlite3.Connection, outbox_id: int, native_ids: Sequenc
 def mark_failed(conn: sqlite3.Connection, outbox_id: int, error: str, attempts: int) -> None:
     _update_outbox(
         conn, outbox_id, "state = ?, last_error = ?, attempts = ?, done_at = ?",
-        FAILED, error, attempts, _ts(utcnow()),
+        FAILED, error, attempts, stored_time(utcnow()),
     )  # fmt: skip
 
 
@@ -169,7 +174,7 @@ def set_cursor(conn: sqlite3.Connection, connector: str, key: str, value: str) -
         "INSERT INTO cursors (connector, key, value, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (connector, key) DO UPDATE SET value = excluded.value, "
         "updated_at = excluded.updated_at",
-        (connector, key, value, _ts(utcnow())),
+        (connector, key, value, stored_time(utcnow())),
     )
 
 
@@ -279,8 +284,8 @@ def outbox_entries(
         (*params, limit),
     )
     return [
-        OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _from_ts(r[8]),
-                    None if r[9] is None else _from_ts(r[9]))
+        OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], read_time(r[8]),
+                    None if r[9] is None else read_time(r[9]))
         for r in rows
     ]
 
@@ -322,7 +327,7 @@ def size_bytes(conn: sqlite3.Connection) -> int:
 
 
 def forget(conn: sqlite3.Connection, message_ids: Sequence[str], since: datetime) -> int:
-    """Undo recording these messages where it happened at or after ``since``, with their
+    """Undo appending these messages where it happened at or after ``since``, with their
     outbox rows; only ever used on the newest messages of a store (see roomlink.relay.ingest),
     so that the hash chains and the order stay intact. Returns how many were removed."""
     ids = list(dict.fromkeys(message_ids))
@@ -332,7 +337,7 @@ def forget(conn: sqlite3.Connection, message_ids: Sequence[str], since: datetime
         marks = ",".join("?" * len(chunk))
         found = [r[0] for r in conn.execute(
             f"SELECT id FROM messages WHERE id IN ({marks}) AND recorded_at >= ?",
-            (*chunk, _ts(since)),
+            (*chunk, stored_time(since)),
         )]  # fmt: skip
         if not found:
             continue

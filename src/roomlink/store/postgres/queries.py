@@ -1,9 +1,11 @@
-"""Every PostgreSQL store operation but the two hot writes (``pg_ops``), on asyncpg.
+"""The PostgreSQL engine's statements for the message path and operators, but the two hot
+writes (``writes``), as coroutines of an asyncpg connection; the record's are in
+``record_queries``.
 
-The same contract as ``sqlite_ops`` (the contract suite in tests/store runs both), as
-coroutines of an asyncpg connection: a daemon whose PostgreSQL stores are current never
-loads SQLAlchemy, about 21 MiB of its memory (bench/README.md). Writes run inside the
-caller's transaction (``PostgresBackend.write``).
+The same results as the SQLite engine's (the contract suite in tests/store runs both): a
+daemon whose PostgreSQL stores are current never loads SQLAlchemy, about 21 MiB of its
+memory (bench/README.md). Writes run inside the caller's transaction
+(``PostgresStore._write_now``).
 """
 
 from __future__ import annotations
@@ -15,24 +17,25 @@ from typing import Any
 import asyncpg
 
 from roomlink.message.model import Message, utcnow
-from roomlink.store.base import (
+from roomlink.store.columns import COLUMNS, M_COLUMNS, message
+from roomlink.store.errors import UnknownOutboxRow
+from roomlink.store.values import (
     DELIVERED,
     FAILED,
     PENDING,
     OutboxEntry,
     OutboxRow,
     RoomCount,
-    UnknownOutboxRow,
 )
-from roomlink.store.columns import COLUMNS, M_COLUMNS, message
 
 
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
+    """A time from the server (or the caller) as a timezone-aware UTC datetime."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _message(r: Sequence[Any]) -> Message:
-    return message(r, _utc(r[14]))
+    return message(r, utc(r[14]))
 
 
 async def _update_outbox(conn: asyncpg.Connection, outbox_id: int, sql: str, *params: Any) -> None:
@@ -185,8 +188,8 @@ async def outbox_entries(
         *params, limit,
     )
     return [
-        OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _utc(r[8]),
-                    None if r[9] is None else _utc(r[9]))
+        OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], utc(r[8]),
+                    None if r[9] is None else utc(r[9]))
         for r in rows
     ]
 
@@ -226,13 +229,13 @@ async def size_bytes(conn: asyncpg.Connection) -> int:
 
 
 async def forget(conn: asyncpg.Connection, message_ids: Sequence[str], since: datetime) -> int:
-    """As ``sqlite_ops.forget``: undo recording these messages (the newest of the store)
-    where it happened at or after ``since``; their outbox rows go too. The backend
-    forgets the chain heads it remembers after every such write."""
+    """Undo appending these messages (the newest of the store) where it happened at or
+    after ``since``; their outbox rows go too. The engine forgets the chain heads it
+    remembers after every such write."""
     ids = list(dict.fromkeys(message_ids))
     found = [r[0] for r in await conn.fetch(
         "SELECT id FROM messages WHERE id = ANY($1::text[]) AND recorded_at >= $2",
-        ids, _utc(since),
+        ids, utc(since),
     )]  # fmt: skip
     if found:
         for table, column in (("natives", "message_id"), ("outbox", "message_id"),

@@ -1,0 +1,179 @@
+"""The store contract: every operation a party's store offers, with its types.
+
+Each engine implements all of it in its own package, ``sqlite`` (one ``sqlite3``
+connection on the event loop) and ``postgres`` (asyncpg, with its group-committing write
+queue), and subclasses :class:`Store` explicitly: mypy then refuses to build an engine
+that misses an operation or types one differently (``opening.open_store`` builds both).
+Nothing outside an engine sees a connection or SQL; the migrations (``migrate``) are the
+only other code that touches the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from roomlink.message.model import Message
+from roomlink.store.values import (
+    Anchor,
+    NewMessage,
+    OutboxEntry,
+    OutboxRow,
+    RecordRow,
+    RoomCount,
+    SearchHit,
+)
+
+# what retention's check is given: (count, head) where the pipe's chain stands before the
+# rows, and the rows; it returns (count, head) after them, or raises to cut nothing
+PrefixCheck = Callable[[tuple[int, str], Sequence[RecordRow]], tuple[int, str]]
+
+
+class Store(Protocol):
+    """One party's store; every method is coroutine-safe. A failure of the database is
+    a ``StoreError`` whose text holds no SQL parameters (``errors.describe``)."""
+
+    party: str
+    url_for_display: str  # the URL with its password hidden
+
+    # -- the message path: writes ---------------------------------------------------------
+
+    def start_append(self, entries: Sequence[NewMessage]) -> asyncio.Future[list[list[OutboxRow]]]:
+        """:meth:`append`, begun now: a future of its result (already done on SQLite), so
+        that a caller can write to several stores at once without a task for each."""
+        ...
+
+    async def append(self, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
+        """Store messages, chained on their pipes, and their outbox rows in one
+        transaction. An entry whose message id is already stored (or earlier in the same
+        call) inserts nothing and gets ``[]``; every other entry gets its new outbox rows,
+        in order."""
+        ...
+
+    async def forget(self, message_ids: Sequence[str], since: datetime) -> int:
+        """Undo appending these messages where it happened at or after ``since`` (they
+        must be the newest in this store): how a batch another store refused is taken
+        back. Returns how many were removed."""
+        ...
+
+    async def mark_delivered(self, outbox_id: int, native_ids: Sequence[str]) -> None:
+        """The copy is in its room, as these platform ids (UnknownOutboxRow if no row)."""
+        ...
+
+    async def mark_failed(self, outbox_id: int, error: str, attempts: int) -> None: ...
+
+    async def note_attempt(self, outbox_id: int, error: str, attempts: int) -> None: ...
+
+    async def set_cursor(self, connector: str, key: str, value: str) -> None: ...
+
+    async def retry_failed(
+        self, connector: str | None = None, room: str | None = None,
+        message_id: str | None = None,
+    ) -> int:
+        """Make failed copies pending again (fresh retry budget); return how many."""
+        ...
+
+    # -- the message path: reads ----------------------------------------------------------
+
+    async def pending(
+        self, connector: str, room: str, after_id: int = 0, limit: int = 256
+    ) -> list[OutboxRow]:
+        """The room's pending copies after ``after_id``, in delivery order."""
+        ...
+
+    async def native_id(self, message_id: str, connector: str, room: str) -> str | None:
+        """The platform id the copy of ``message_id`` got in that room (or had there)."""
+        ...
+
+    async def message_id_for_native(self, connector: str, room: str, native_id: str) -> str | None:
+        """The newest message that has ``native_id`` as its id in that room."""
+        ...
+
+    async def get_cursor(self, connector: str, key: str) -> str | None: ...
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def delivered_after(
+        self, connector: str, room: str, message_id: str, limit: int = 1000
+    ) -> list[Message] | None:
+        """What the room got after ``message_id``, in order; None if that id is unknown."""
+        ...
+
+    async def messages(
+        self, pipe: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Message]]:
+        """Stored messages (of one pipe) after ``after_seq``, as (seq, message)."""
+        ...
+
+    # -- for operators (the outbox commands, the status page) -----------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """"messages", and outbox rows per state."""
+        ...
+
+    async def outbox_entries(
+        self, state: str | None = None, connector: str | None = None, room: str | None = None,
+        message_id: str | None = None, limit: int = 1000, newest_first: bool = False,
+    ) -> list[OutboxEntry]:
+        """Copies in outbox order (oldest first unless ``newest_first``), filtered."""
+        ...
+
+    async def room_counts(self) -> list[RoomCount]:
+        """Pending and failed copies per pipe and room."""
+        ...
+
+    async def pending_heads(self) -> dict[tuple[str, str], int]:
+        """(connector, room) -> the id of its oldest pending copy."""
+        ...
+
+    async def size_bytes(self) -> int: ...
+
+    # -- the party's record (roomlink.record) ---------------------------------------------
+
+    async def pipes(self) -> list[str]:
+        """Every pipe with records or a retention anchor, sorted."""
+        ...
+
+    async def anchors(self) -> dict[str, Anchor]:
+        """Each cut pipe's retention anchor."""
+        ...
+
+    async def record_size(self, pipe: str | None = None) -> int:
+        """How many messages are stored (of one pipe)."""
+        ...
+
+    async def record_row(self, message_id: str) -> RecordRow | None: ...
+
+    async def record_page(
+        self, pipe: str | None = None, after_seq: int = 0, limit: int = 1000
+    ) -> list[RecordRow]:
+        """Rows (of one pipe) after ``after_seq``, in seq order: the record's order."""
+        ...
+
+    async def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Each pipe's stored (position, chain head): its last row's, else its anchor's.
+        Cheap and not verified (``roomlink.record.verify`` recomputes)."""
+        ...
+
+    async def search(
+        self, words: Sequence[str], pipe: str | None = None, author: str | None = None,
+        since: datetime | None = None, limit: int = 50,
+    ) -> list[SearchHit]:
+        """The newest ``limit`` messages holding every one of ``words`` (matched as
+        words, never as query syntax), of that pipe and author, from ``since`` on."""
+        ...
+
+    async def cut_prefix(
+        self, pipe: str, cutoff: datetime, limit: int, check: PrefixCheck
+    ) -> int:
+        """Retention, in one write transaction: take the pipe's oldest ``limit`` rows
+        stored before ``cutoff`` that come before its first row with a pending copy and
+        its first row stored since; when ``check`` accepts them, remove them with their
+        done outbox rows and keep (count, head) as the pipe's anchor. Returns how many."""
+        ...
+
+    async def close(self) -> None:
+        """Finish every write begun, then release connections and threads."""
+        ...
