@@ -63,6 +63,13 @@ async def test_only_the_author_can_correct_or_retract(tmp_path: Path,
         await bob.correct(original.msg_id, "words put in alice's mouth")
         await bob.retract(original.stanza_id)
         await alice.correct("no-such-message", "a correction of nothing")
+        # nor can anyone change what the bridge posted for the other room
+        await b.api.post("from the web", "carol")
+        [posted] = await b.wait_bodies(1)
+        relayed = next(s for s in b.watcher.seen if s.body == posted)
+        assert relayed.stanza_id
+        await bob.correct(relayed.msg_id, "<carol> words put in carol's mouth")
+        await bob.retract(relayed.stanza_id)
         await alice.say("alice again")
         await b.wait_frames(2)
         await alice.correct(original.msg_id, "alice's own correction")
@@ -73,7 +80,7 @@ async def test_only_the_author_can_correct_or_retract(tmp_path: Path,
         assert frames == [("message", "alice's words"), ("message", "alice again"),
                           ("edit", "alice's own correction"), ("delete", "")], frames
         refused = [ln for ln in b.daemon.log().splitlines() if "not relayed" in ln]
-        assert len(refused) == 3, refused
+        assert len(refused) == 5, refused
         assert "correction" in refused[0] and "bob" in refused[0]
         assert "retraction" in refused[1] and "bob" in refused[1]
         await alice.leave()
