@@ -355,8 +355,7 @@ async def kill_between_receive_and_store(h: Harness) -> None:
             h.daemon.kill()
         await h.start()
         await h.peer.redeliver()
-        await wait_until(lambda t=text: any(f["text"] == t for f in h.stream.frames), 60,
-                         lambda t=text: f"{t!r} in the API room: {h.stream.frames}")
+        await _api_room_hears(h, text)
     await asyncio.sleep(2.0)  # the platform's re-delivery, if any, has come by now
     # a crash may repeat the one copy in flight to a room, but only with the same id
     for text in said:
@@ -364,6 +363,11 @@ async def kill_between_receive_and_store(h: Harness) -> None:
         assert len(ids) == 1, h.stream.frames
     for party in (PEER_PARTY, API_PARTY):
         assert [m["text"] for m in h.records(party)] == said, party
+
+
+async def _api_room_hears(h: Harness, text: str, timeout: float = 60) -> None:
+    await wait_until(lambda: any(f["text"] == text for f in h.stream.frames), timeout,
+                     lambda: f"{text!r} in the API room: {h.stream.frames}")
 
 
 async def _kill_between_store_and_delivery(h: Harness) -> None:
