@@ -1,4 +1,4 @@
-"""The store's operator side (``outbox list|retry``, the status page) on both backends."""
+"""The store's operator side (``outbox list|retry``, the status page) on both engines."""
 
 from __future__ import annotations
 
