@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -63,6 +64,11 @@ class XmppConnector(Connector):
         self._worker: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[str]] = {}  # sent id -> the room's id
         self._sent: OrderedDict[str, None] = OrderedDict()  # ids of what the bridge sent
+        # (room, id of a message the bridge sent) -> the room's id, from its echo: a send
+        # tried again (the connection dropped before the answer) is not posted twice
+        self._echoed: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # set once a room's archive was read after the join: sends wait for it
+        self._caught_up = {room: asyncio.Event() for room in ctx.rooms}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._occupants: dict[str, set[str]] = {}
         # the bot's own occupant id in each room (XEP-0421): its messages of an earlier
@@ -100,14 +106,17 @@ class XmppConnector(Connector):
         return self.session.connected
 
     def is_ready(self, room: str) -> bool:
-        return self.session.joined(room)
+        return self.session.joined(room) and self._caught_up[room].is_set()
 
     async def wait_ready(self, room: str) -> None:
-        await self.session.wait_joined(room)
+        while not self.is_ready(room):
+            await self.session.wait_joined(room)
+            await self._caught_up[room].wait()
 
     # -- what the session hears (called in the server's order) -------------------------
     def entered(self, room: str, pres: Presence) -> None:
         self._occupants[room] = set()
+        self._caught_up[room].clear()
         occupant = pres.xml.find(OCCUPANT)
         if occupant is not None and occupant.get("id"):  # how the room names the bot
             self._own[room] = f"occupant:{occupant.get('id')}"
@@ -119,7 +128,9 @@ class XmppConnector(Connector):
             future = self._pending[sent]
             if not future.done():
                 future.set_result(room_stanza_id(msg, room) or sent)
-            self.ledger.remember(room, read(msg, room, None, None))  # before send() returns
+            said = read(msg, room, None, None)
+            self.ledger.remember(room, said)  # before send() returns
+            self._note_echo(room, said)
         if not history:
             self._queue.put_nowait(("message", room, msg))
 
@@ -141,6 +152,8 @@ class XmppConnector(Connector):
             future.set_exception(ConnectorError(what))
 
     def disconnected(self) -> None:
+        for event in self._caught_up.values():
+            event.clear()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(RoomDown("the XMPP connection was lost"))
@@ -162,6 +175,8 @@ class XmppConnector(Connector):
                 self.ctx.log.exception("%s: skipping a stanza from %s that cannot be read",
                                        self.ctx.name, room)
                 ok = True
+            if what == "catch_up":
+                self._caught_up[room].set()  # what waited for the room goes out now
             if not ok:
                 return  # shutting down: the cursor stays where it was
 
@@ -243,6 +258,8 @@ class XmppConnector(Connector):
         mine = (said.nick == self.session.nick(room) or said.author == self._own.get(room)
                 or said.msg_id in self._sent)
         self.ledger.remember(room, said)
+        if mine:
+            self._note_echo(room, said)
         if mine or not said.nick or room not in self._relayed:
             return True
         event = Inbound(room=room, author=InboundAuthor(name=said.nick, id=said.author),
@@ -268,6 +285,12 @@ class XmppConnector(Connector):
         elif not said.text.strip() and not said.attachments:
             return True
         return await self.ctx.hand_in(event)
+
+    def _note_echo(self, room: str, said: Said) -> None:
+        if said.msg_id and said.stanza_id:
+            self._echoed[(room, said.msg_id)] = said.stanza_id
+            if len(self._echoed) > SEEN_MEMORY:
+                self._echoed.popitem(last=False)
 
     def _refuse(self, room: str, said: Said, what: str, target: str) -> None:
         self.ctx.log.warning(
@@ -314,13 +337,19 @@ class XmppConnector(Connector):
             text += "".join(f"\n{a.name or 'file'}: {a.url}" for a in m.attachments)
         return xml_safe(prefix + text)
 
-    async def _post(self, room: str, body: str, styled: bool,
+    async def _post(self, room: str, key: str, body: str, styled: bool,
                     extra: list[ET.Element]) -> str:
-        """Send one groupchat message; return the room's id for it once it came back."""
-        if not self.session.joined(room):
+        """Send one groupchat message; return the room's id for it once it came back.
+
+        Its id comes from the delivery key, the same on every attempt: when the room
+        echoed an earlier attempt (seen live or in the archive), it is not sent again."""
+        msg_id = "rl-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        if (room, msg_id) in self._echoed:
+            return self._echoed[(room, msg_id)]
+        if not self.is_ready(room):
             raise RoomDown(f"not in {room} now")
         msg = self.session.new_message(room)
-        msg_id = msg["id"]
+        msg["id"] = msg_id
         msg["body"] = body
         msg["origin_id"]["id"] = msg_id
         if not styled:
@@ -351,7 +380,8 @@ class XmppConnector(Connector):
             if author:
                 reply.set("to", f"{out.room}/{author}")
             extra.append(reply)
-        return await self._post(out.room, self._body(out), not needs_unstyled(out.text), extra)
+        return await self._post(out.room, out.delivery_key, self._body(out),
+                                not needs_unstyled(out.text), extra)
 
     async def edit(self, out: Outbound) -> None:
         target = out.target_native
@@ -362,7 +392,8 @@ class XmppConnector(Connector):
             raise PermanentError(f"message {target} is not in the archive of {out.room} "
                                  "any more: it cannot be corrected")
         replace = ET.Element("{urn:xmpp:message-correct:0}replace", {"id": own_id})
-        await self._post(out.room, self._body(out), not needs_unstyled(out.text), [replace])
+        await self._post(out.room, out.delivery_key, self._body(out),
+                         not needs_unstyled(out.text), [replace])
 
     async def delete(self, out: Outbound) -> None:
         target = out.target_native
@@ -373,7 +404,7 @@ class XmppConnector(Connector):
                               {"for": "urn:xmpp:message-retract:1"})
         store = ET.Element("{urn:xmpp:hints}store")
         with contextlib.suppress(TimeoutError):
-            await self._post(out.room, "(a message was deleted)", False,
+            await self._post(out.room, out.delivery_key, "(a message was deleted)", False,
                              [retract, fallback, store])
 
 
