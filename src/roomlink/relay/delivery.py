@@ -102,13 +102,17 @@ class RoomWorker:
         self._task = asyncio.create_task(self._run(), name=f"deliver {self.ref}")
 
     async def stop(self, grace: float) -> None:
-        """Finish the message in flight (for up to ``grace`` seconds), then stop."""
+        """Finish the message in flight (for up to ``grace`` seconds), then stop.
+
+        Only a copy being handed to the platform is in flight: a worker waiting for its
+        room (an API room nobody watches, a channel not joined yet), for its pacer or for
+        a retry stops at once, and its queue stays in the store for the next start."""
         self._stopping = True
         self._wake.set()
         if self._task is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
+            await asyncio.wait_for(asyncio.shield(self._task), grace if self.sending else 0)
         except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -215,8 +219,10 @@ class RoomWorker:
                         native = await self.connector.send(out)
                     break
                 except RoomDown:
+                    self.sending = index > 0  # only earlier parts reached the platform
                     await asyncio.sleep(0.05)  # wait_ready decides when to go again
                 except RateLimited as exc:
+                    self.sending = index > 0
                     log.warning("%s: rate limited (%s); sending again in %.1fs",
                                 self.ref, exc, exc.retry_after)
                     metrics.RETRIES.labels(self.ref.connector).inc()
@@ -231,6 +237,7 @@ class RoomWorker:
                                            attempts)
                         return
                     metrics.RETRIES.labels(self.ref.connector).inc()
+                    self.sending = index > 0
                     delay = self.policy.delay(attempts)
                     self.last_error = str(exc)[:500]
                     log.warning("%s: send failed (%s); retry %d in %.1fs",
