@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 import roomlink
 from rlkit import ROOT, free_port, run_cli, running, write_config
@@ -58,6 +59,17 @@ def test_check_accepts_the_shipped_configs() -> None:
         done = run_cli("check", "-c", str(ROOT / name))
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().endswith(")")
+
+
+def test_check_counts_in_words_of_the_right_number(tmp_path: Path) -> None:
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    del config["parties"]["acme"], config["connectors"]["acme-api"]
+    config["pipes"]["project"]["rooms"][1] = {"connector": "agency-api", "room": "hall"}
+    done = run_cli("check", "-c", str(write_config(tmp_path / "one.yaml", config)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok (1 party, 1 connector, 1 pipe)")
+    done = run_cli("check", "-c", str(ROOT / "examples/demo.yaml"))
+    assert done.stdout.strip().endswith("ok (2 parties, 2 connectors, 1 pipe)")
 
 
 def test_check_and_run_name_the_line_of_an_error(tmp_path: Path) -> None:

@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 pipe``, ``2 pipes``, ``0 parties``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keygen" or getattr(args, "history_command", "") == "check-digest":
@@ -108,9 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in store_notes(config):
             if note.level >= logging.WARNING:
                 print(f"{args.config}: warning: {note.text}", file=sys.stderr)
-        n = len(config.pipes)
-        print(f"{args.config}: ok ({len(config.parties)} parties, "
-              f"{len(config.connectors)} connectors, {n} pipe{'s' if n != 1 else ''})")
+        print(f"{args.config}: ok ({counted(len(config.parties), 'party', 'parties')}, "
+              f"{counted(len(config.connectors), 'connector')}, "
+              f"{counted(len(config.pipes), 'pipe')})")
         return EXIT_OK
     if args.command == "history":
         return record_commands.run(config, args)
@@ -166,8 +171,8 @@ async def _serve(config: Config, source: str | None = None) -> None:
     try:
         await daemon.start()
         started.set()
-        log.info("roomlink %s running: %d pipes, %d connectors", __version__,
-                 len(config.pipes), len(config.connectors))
+        log.info("roomlink %s running: %s, %s", __version__, counted(len(config.pipes), "pipe"),
+                 counted(len(config.connectors), "connector"))
         await stop.wait()
         log.info("stopping: no more input; finishing deliveries in flight")
     finally:
