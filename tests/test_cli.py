@@ -114,3 +114,15 @@ async def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
     log = daemon.log()
     assert "running" in log and log.rstrip().endswith("stopped")
+
+
+def test_outbox_list_says_when_nothing_matched(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    done = run_cli("outbox", "list", "-c", str(path), "--party", "agency")
+    assert done.returncode == 0 and done.stdout == ""
+    assert done.stderr.strip() == ("no failed copies matched in party agency's store; "
+                                   "--state all lists every copy")
+    done = run_cli("outbox", "list", "-c", str(path), "--party", "acme", "--state", "all",
+                   "--room", "acme-api:lobby")
+    assert done.returncode == 0 and done.stdout == ""
+    assert done.stderr.strip() == "no copies matched in party acme's store for room acme-api:lobby"

@@ -214,11 +214,24 @@ async def _list(config: Config, party: str, state: str | None, connector: str | 
 
     store = await open_store(party, config.parties[party].store)
     try:
-        for e in await store.outbox_entries(state, connector, room, None, limit):
-            print(f"{e.message_id}\t{e.connector}:{e.room}\t{e.state}\t"
-                  f"{_one_line(e.last_error)}")
+        entries = await store.outbox_entries(state, connector, room, None, limit)
     finally:
         await store.close()
+    for e in entries:
+        print(f"{e.message_id}\t{e.connector}:{e.room}\t{e.state}\t{_one_line(e.last_error)}")
+    if not entries:  # an empty answer must not look like a command that did nothing
+        copies = f"{state} copies" if state else "copies"
+        print(f"no {copies} matched in party {party}'s store{_filters(connector, room)}"
+              + ("" if state is None else "; --state all lists every copy"), file=sys.stderr)
+
+
+def _filters(connector: str | None, room: str | None) -> str:
+    """The ``--connector``/``--room`` a listing was narrowed to, as words."""
+    if connector and room:
+        return f" for room {connector}:{room}"
+    if room:
+        return f" for room {room}"
+    return f" for connector {connector}" if connector else ""
 
 
 async def _retry(config: Config, party: str, connector: str | None, room: str | None,
