@@ -117,11 +117,15 @@ class ApiConnector(Connector):
         app.router.add_get("/v1/rooms/{room}/stream", self._stream)
         self._server = HttpServer(app, self.opts.listen, self.opts.http_limits(), self.ctx.name)
         await self._server.start()
-        base = f"http://{self.opts.listen}/v1/rooms"
+        host, _, port = self.opts.listen.rpartition(":")
+        if host.strip("[]") in ("0.0.0.0", "::", "*", ""):  # a wildcard is no address to call
+            host = "127.0.0.1"
+        base = f"http://{host}:{port}/v1/rooms"
+        auth = " -H 'Authorization: Bearer TOKEN'" if self.opts.token else ""
         for room in self.ctx.rooms:
-            log.info("%s room %r: post with  curl -d '{\"author\": \"me\", \"text\": \"hi\"}' "
+            log.info("%s room %r: post with  curl%s -d '{\"author\": \"me\", \"text\": \"hi\"}' "
                      "%s/%s/messages   watch with  %s watch %s/%s/stream",
-                     self.ctx.name, room, base, room, _roomlink_command(), base, room)
+                     self.ctx.name, room, auth, base, room, _roomlink_command(), base, room)
 
     async def stop(self) -> None:
         clients = [c for room in self._clients.values() for c in room]

@@ -108,9 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "outbox":
         return outbox_command(config, args)
     if args.command == "check":
-        from roomlink.config.preflight import store_notes
+        from roomlink.config.preflight import notes
 
-        for note in store_notes(config):
+        for note in notes(config):
             if note.level >= logging.WARNING:
                 print(f"{args.config}: warning: {note.text}", file=sys.stderr)
         print(f"{args.config}: ok ({counted(len(config.parties), 'party', 'parties')}, "
@@ -125,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config: Config, level: str, fmt: str = "text", pid_file: str | None = None,
          source: str | None = None) -> int:
     setup_logging(level, config.secrets(), fmt)
-    from roomlink.config.preflight import store_notes
+    from roomlink.config.preflight import notes
 
-    for note in store_notes(config):
+    for note in notes(config):
         log.log(note.level, "%s", note.text)
     try:
         with PidFile(pid_path(config.path, pid_file)):

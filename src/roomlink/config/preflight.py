@@ -1,9 +1,11 @@
 """What an admin should hear about a valid config before it runs: where each party's
 store is, which store files do not exist yet (a typo in a path silently gives a new,
-empty store), and store passwords that a URL cannot hold as written."""
+empty store), store passwords that a URL cannot hold as written, and listeners that
+other machines can reach without a token (an open API by accident)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,3 +47,40 @@ def store_notes(config: Config) -> list[Note]:
                               "tools will not: write them as %40 %2F %3F %23 %3A %25 %5B "
                               "%5D %20"))
     return notes
+
+
+def notes(config: Config) -> list[Note]:
+    """Everything ``roomlink check`` and ``roomlink run`` tell before the start."""
+    return store_notes(config) + listener_notes(config)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a ``host:port`` listen address is reachable from this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a wildcard ("", "*") or a host name: assume others reach it
+        return False
+
+
+def listener_notes(config: Config) -> list[Note]:
+    """A warning for every listener (a connector's ``listen``, ``admin.listen``) on an
+    address other machines can reach that wants no token: inside a container every
+    listener binds all addresses, and a published port then takes anyone's requests."""
+    open_ones: list[tuple[str, str, str]] = []  # (what, listen, what an intruder can do)
+    for name, cc in config.connectors.items():
+        listen = getattr(cc.options, "listen", None)
+        if isinstance(listen, str) and getattr(cc.options, "token", None) is None \
+                and not is_loopback(listen):
+            open_ones.append((f"connector {name}", listen,
+                              "post, edit and delete messages in its rooms and read them"))
+    if config.admin is not None and config.admin.token is None \
+            and not is_loopback(config.admin.listen):
+        open_ones.append(("the admin server", config.admin.listen,
+                          "read the status and metrics and reload the config"))
+    return [Note(logging.WARNING, f"OPEN API: {what} listens on {listen} without a token: "
+                 f"anyone who reaches that address can {can}; set its token (clients send "
+                 "'Authorization: Bearer TOKEN'), or listen on 127.0.0.1 only")
+            for what, listen, can in open_ones]
