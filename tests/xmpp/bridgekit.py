@@ -48,14 +48,17 @@ class Bridge:
 
 
 @contextlib.asynccontextmanager
-async def bridge(tmp_path: Path, prosody: Prosody, **pipe: Any) -> AsyncIterator[Bridge]:
+async def bridge(tmp_path: Path, prosody: Prosody, options: dict[str, Any] | None = None,
+                 **pipe: Any) -> AsyncIterator[Bridge]:
     """roomlink running with the pipe ``p``: the room on Prosody and the API room ``lobby``;
-    a person called ``watcher`` in the room from the start."""
+    a person called ``watcher`` in the room from the start. ``options`` override the
+    connector's."""
     port = free_port()
     config = write_config(tmp_path / "roomlink.yaml", {
         "parties": {p: {"store": f"sqlite:///{tmp_path / p}.db"} for p in ("agency", "acme")},
         "connectors": {
-            "chat": {"party": "agency", "type": "xmpp", **prosody.bridge_options()},
+            "chat": {"party": "agency", "type": "xmpp", **prosody.bridge_options(),
+                     **(options or {})},
             "web": {"party": "acme", "type": "api", "listen": f"127.0.0.1:{port}"},
         },
         "pipes": {"p": {"rooms": [{"connector": "chat", "room": ROOM},

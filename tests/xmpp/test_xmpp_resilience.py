@@ -1,14 +1,17 @@
-"""The XMPP connector through a Prosody restart, and over STARTTLS."""
+"""The XMPP connector through a Prosody restart, over STARTTLS and direct TLS, and with a
+wrong password."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
 from bridgekit import ROOM, bridge
 from xmppkit import BRIDGE_NICK, Person, Prosody
 
 from conformance import wait_until
+from rlkit import Daemon, free_port, write_config
 
 
 async def test_a_prosody_restart_loses_nothing(tmp_path: Path, prosody: Prosody) -> None:
@@ -48,11 +51,12 @@ async def test_a_prosody_restart_loses_nothing(tmp_path: Path, prosody: Prosody)
         await witness.leave()
 
 
-async def test_starttls_with_a_self_signed_certificate(tmp_path: Path) -> None:
-    server = Prosody(tls=True)  # STARTTLS required; the bridge runs with tls_verify: false
+@pytest.mark.parametrize("tls", ["starttls", "direct"])
+async def test_tls_with_a_self_signed_certificate(tmp_path: Path, tls: str) -> None:
+    server = Prosody(tls=True)  # encryption required; the bridge runs with tls_verify: false
     await server.start()
     try:
-        async with bridge(tmp_path, server) as b:
+        async with bridge(tmp_path, server, server.bridge_options(tls)) as b:
             alice = await Person.join(server, ROOM, "alice")
             await alice.say("over TLS")
             [frame] = await b.wait_frames(1)
@@ -62,3 +66,27 @@ async def test_starttls_with_a_self_signed_certificate(tmp_path: Path) -> None:
             await alice.leave()
     finally:
         server.stop()
+
+
+async def test_a_wrong_password_is_logged_and_retried(tmp_path: Path, prosody: Prosody) -> None:
+    secret = "not-the-password-7c1f"
+    port = free_port()
+    config = write_config(tmp_path / "roomlink.yaml", {
+        "parties": {"agency": {"store": f"sqlite:///{tmp_path / 'agency'}.db"}},
+        "connectors": {
+            "chat": {"party": "agency", "type": "xmpp", **prosody.bridge_options(),
+                     "password": secret, "reconnect_initial": 0.2, "reconnect_max": 0.5},
+            "web": {"party": "agency", "type": "api", "listen": f"127.0.0.1:{port}"}},
+        "pipes": {"p": {"rooms": [{"connector": "chat", "room": ROOM},
+                                  {"connector": "web", "room": "lobby"}]}},
+    })
+    daemon = Daemon(config, [port])
+    await daemon.start()
+    try:
+        refused = "the server refused the login of bridge@localhost"
+        await wait_until(lambda: daemon.log().count(refused) >= 2, 30,
+                         lambda: daemon.log()[-3000:])  # it keeps trying, with backoff
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert secret not in daemon.log()
+    finally:
+        daemon.cleanup()

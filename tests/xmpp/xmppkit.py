@@ -41,7 +41,7 @@ log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{work}/prosody
 interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {direct_ports} }}
 s2s_ports = {{ }}
 component_ports = {{ }}
 http_ports = {{ }}
@@ -76,6 +76,7 @@ class Prosody:
 
     tls: bool = False  # STARTTLS required, with a throwaway self-signed certificate
     port: int = field(default_factory=free_port)
+    direct_port: int = field(default_factory=free_port)  # direct TLS (XEP-0368), with tls
     work: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     accounts: set[str] = field(default_factory=set)
@@ -91,6 +92,8 @@ class Prosody:
         log.close()
         try:
             await wait_port(self.port, timeout=15, proc=self.proc)
+            if self.tls:
+                await wait_port(self.direct_port, timeout=15, proc=self.proc)
         except OSError:
             self.stop(keep=True)
             raise AssertionError("prosody did not start:\n" + self.log()) from None
@@ -110,6 +113,7 @@ class Prosody:
                 check=True, capture_output=True)
         (self.work / "prosody.cfg.lua").write_text(CONFIG.format(
             work=self.work, port=self.port, domain=DOMAIN, muc=MUC,
+            direct_ports=self.direct_port if self.tls else "",
             tls_module='"tls";' if self.tls else "",
             no_tls="" if self.tls else '"tls";',
             require="true" if self.tls else "false"))
@@ -161,9 +165,10 @@ class Prosody:
         await asyncio.sleep(down)
         await self.start()
 
-    def bridge_options(self) -> dict[str, Any]:
+    def bridge_options(self, tls: str | None = None) -> dict[str, Any]:
+        tls = tls or ("starttls" if self.tls else "none")
         return {"jid": BRIDGE_JID, "password": BRIDGE_PASSWORD, "server": "127.0.0.1",
-                "port": self.port, "tls": "starttls" if self.tls else "none",
+                "port": self.direct_port if tls == "direct" else self.port, "tls": tls,
                 "tls_verify": False, "nick": BRIDGE_NICK, "reconnect_initial": 0.2,
                 "reconnect_max": 2.0, "join_timeout": 10}
 
