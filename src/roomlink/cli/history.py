@@ -61,7 +61,8 @@ def add_parsers(sub: Any, hsub: Any) -> None:
                        "Write every record of a party's store in record order: jsonl (one "
                        "JSON object a line), html (a self-contained transcript), mbox (one "
                        "mail per message, threaded) or text (a plain log). Times are UTC.")
-    export.add_argument("--format", default="jsonl", choices=["jsonl", "html", "mbox", "text"])
+    export.add_argument("--format", default="jsonl", choices=["jsonl", "html", "mbox", "text"],
+                        help="jsonl (default), html, mbox or text")
     export.add_argument("--pipe", help="only this pipe")
     export.add_argument("--since", type=_when(False), help="from this date/time (UTC)")
     export.add_argument("--until", type=_when(True),
@@ -78,7 +79,7 @@ def add_parsers(sub: Any, hsub: Any) -> None:
                        "Print pipe, count, last message id and chain head in one line. Two "
                        "parties' lines are equal exactly when their records agree up to that "
                        "message.")
-    digest.add_argument("--pipe", required=True)
+    digest.add_argument("--pipe", required=True, help="the pipe whose record to digest")
     digest.add_argument("--at", metavar="MESSAGE_ID", help="the digest as of this message")
     digest.add_argument("--sign", action="store_true",
                         help="sign the line with the party's signing_key")
@@ -101,7 +102,8 @@ def add_parsers(sub: Any, hsub: Any) -> None:
 
     search = party_cmd("search", "full-text search of a party's record",
                        "Find records with every word of QUERY (any language), newest first.")
-    search.add_argument("query", metavar="QUERY")
+    search.add_argument("query", metavar="QUERY",
+                        help="the words to find (quote several: every one must occur)")
     search.add_argument("--pipe", help="only this pipe")
     search.add_argument("--author", help="only this author (name or platform id)")
     search.add_argument("--since", type=_when(False), help="from this date/time (UTC)")

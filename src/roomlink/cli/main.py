@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                          "SIGTERM/SIGINT; then finish in-flight deliveries and exit 0.")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
     run.add_argument("--log-level", default="INFO",
-                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                     help="the least severe log lines to write (default: INFO)")
     run.add_argument("--log-format", choices=["text", "json"], type=str.lower,
                      help="text (default) or json: one JSON object per line "
                      "(also ROOMLINK_LOG_FORMAT)")
