@@ -40,6 +40,9 @@ class Ledger:
         # (room, author, the sender's id) -> the room's id of the original message; a
         # correction's own id maps to the original too, so a correction of it works
         self._by_sender_id: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        # rooms whose archive was looked through in vain once: everything since is in
+        # memory, so a flood of corrections naming unknown ids costs one search, not many
+        self._searched: set[str] = set()
 
     def remember(self, room: str, said: Said) -> None:
         if said.stanza_id is None:
@@ -86,6 +89,8 @@ class Ledger:
         return entry.msg_id if entry else None
 
     async def _search(self, room: str, match: Callable[[Said], bool]) -> bool:
+        if room in self._searched:
+            return False
         before: str | None = None
         try:
             for _ in range(SEARCH_PAGES):
@@ -99,8 +104,9 @@ class Ledger:
                 if found:
                     return True
                 if page.complete or not page.first or not page.items:
-                    return False
+                    break
                 before = page.first
+            self._searched.add(room)
         except ArchiveError as exc:
             self.log.info("%s: cannot search the archive of %s (%s)", self.name, room, exc)
         return False
