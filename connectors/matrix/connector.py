@@ -191,7 +191,9 @@ class MatrixConnector(Connector):
     async def _hand_in(self, answer: Any) -> bool:
         """Hand in every event of the batch; False when shutting down."""
         me = self.client.user_id
-        for room_id, info in answer.rooms.join.items():
+        # a room the bot was removed from: what was said up to that is in its leave entry
+        rooms = [*answer.rooms.join.items(), *answer.rooms.leave.items()]
+        for room_id, info in rooms:
             room = self._room_of.get(room_id)
             if room is None or room not in self.ctx.inbound_rooms:
                 continue
@@ -339,7 +341,7 @@ class MatrixConnector(Connector):
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": out.reply_to_native}}
         answer = await self._call(self.client.room_send(
             room_id, "m.room.message", content, tx_id=_txn("send", out.delivery_key),
-            ignore_unverified_devices=True), "send")
+            ignore_unverified_devices=True), "send", room_id)
         return str(answer.event_id)
 
     async def edit(self, out: Outbound) -> None:
@@ -349,16 +351,17 @@ class MatrixConnector(Connector):
         content = edit_content(self._content(out), out.target_native)
         await self._call(self.client.room_send(
             room_id, "m.room.message", content, tx_id=_txn("edit", out.delivery_key),
-            ignore_unverified_devices=True), "edit")
+            ignore_unverified_devices=True), "edit", room_id)
 
     async def delete(self, out: Outbound) -> None:
         if not out.target_native:
             return
         room_id = self._target(out.room)
         await self._call(self.client.room_redact(
-            room_id, out.target_native, tx_id=_txn("redact", out.delivery_key)), "redact")
+            room_id, out.target_native, tx_id=_txn("redact", out.delivery_key)), "redact",
+            room_id)
 
-    async def _call(self, request: Awaitable[Any], what: str) -> Any:
+    async def _call(self, request: Awaitable[Any], what: str, room_id: str) -> Any:
         try:
             answer = await request
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -369,8 +372,21 @@ class MatrixConnector(Connector):
         except SendRetryError as exc:
             raise ConnectorError(f"{what}: {exc}") from exc
         if isinstance(answer, ErrorResponse):
+            if answer.status_code == "M_FORBIDDEN" and not await self._still_in(room_id):
+                raise RoomDown(f"{what}: the bot is no longer in the room ({answer})")
             raise self._error(answer, what)
         return answer
+
+    async def _still_in(self, room_id: str) -> bool:
+        """Whether the bot is in the room, as the homeserver says: a refusal because it
+        was removed waits for the re-join; any other refusal (power levels) is final."""
+        answer = await self.client.room_get_state_event(room_id, "m.room.member",
+                                                        self.client.user_id)
+        joined = (isinstance(answer, RoomGetStateEventResponse)
+                  and answer.content.get("membership") == "join")
+        if not joined:
+            self._joined.discard(room_id)
+        return joined
 
     def _error(self, answer: Any, what: str) -> ConnectorError:
         code = getattr(answer, "status_code", None)

@@ -31,16 +31,19 @@ class MatrixPeer(PeerRoom):
         self.proxy = proxy
         self.keys = keys
         self.room = ""
+        self.room_id = ""
         self.owner: User
         self.bot: User
         self.people: dict[str, User] = {}
         self.timeline: list[dict[str, Any]] = []
+        self.password_login = False  # log in with the password instead of the token
         self._watcher: asyncio.Task[None] | None = None
 
     async def setup(self, encrypted: bool = False) -> None:
         self.owner = await register(self.http, self.base, "owner")
         self.bot = await register(self.http, self.base, "bridge")
-        self.room = await self.owner.create_room([self.bot.user_id], encrypted=encrypted)
+        self.room_id = await self.owner.create_room([self.bot.user_id], encrypted=encrypted)
+        self.room = self.room_id  # as the config names it (a test may use an alias)
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
@@ -50,9 +53,11 @@ class MatrixPeer(PeerRoom):
                 await self._watcher
 
     def connector_options(self) -> dict[str, Any]:
-        return {"homeserver": self.proxy.url, "user_id": self.bot.user_id,
-                "access_token": self.bot.token, "key_store": str(self.keys),
-                "sync_timeout": 5, "reconnect_initial": 0.2, "reconnect_max": 2}
+        login = ({"password": self.bot.password} if self.password_login
+                 else {"access_token": self.bot.token})
+        return {"homeserver": self.proxy.url, "user_id": self.bot.user_id, **login,
+                "key_store": str(self.keys), "sync_timeout": 5, "reconnect_initial": 0.2,
+                "reconnect_max": 2}
 
     async def _watch(self) -> None:
         since: str | None = None
@@ -67,7 +72,7 @@ class MatrixPeer(PeerRoom):
                 await asyncio.sleep(0.2)  # the homeserver is restarting
                 continue
             since = data["next_batch"]
-            room = data.get("rooms", {}).get("join", {}).get(self.room, {})
+            room = data.get("rooms", {}).get("join", {}).get(self.room_id, {})
             self.timeline.extend(room.get("timeline", {}).get("events", []))
 
     async def bot_joined(self, timeout: float = 30) -> None:
@@ -79,22 +84,25 @@ class MatrixPeer(PeerRoom):
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # its next /sync starts from the join
 
+    async def wait_ready(self) -> None:
+        await self.bot_joined()
+
     async def person(self, name: str) -> User:
         if name not in self.people:
             user = await register(self.http, self.base, name)
             await user.set_name(name)
-            await user.join(self.room)
+            await user.join(self.room_id)
             self.people[name] = user
         return self.people[name]
 
     async def say(self, text: str, author: str) -> str:
         user = await self.person(author)
         await self.bot_joined()
-        return await user.send(self.room, {"msgtype": "m.text", "body": text})
+        return await user.send(self.room_id, {"msgtype": "m.text", "body": text})
 
     async def reply(self, to_native: str, text: str, author: str) -> str:
         user = await self.person(author)
-        return await user.send(self.room, {
+        return await user.send(self.room_id, {
             "msgtype": "m.text", "body": text,
             "m.relates_to": {"m.in_reply_to": {"event_id": to_native}}})
 
@@ -103,13 +111,13 @@ class MatrixPeer(PeerRoom):
         return next(u for u in self.people.values() if u.user_id == sender)
 
     async def edit(self, native_id: str, text: str) -> None:
-        await self._sender_of(native_id).send(self.room, {
+        await self._sender_of(native_id).send(self.room_id, {
             "msgtype": "m.text", "body": f"* {text}",
             "m.new_content": {"msgtype": "m.text", "body": text},
             "m.relates_to": {"rel_type": "m.replace", "event_id": native_id}})
 
     async def delete(self, native_id: str) -> None:
-        await self._sender_of(native_id).redact(self.room, native_id)
+        await self._sender_of(native_id).redact(self.room_id, native_id)
 
     async def wait_handed_over(self, native_id: str, timeout: float = 20) -> None:
         await self.proxy.wait_synced(native_id, timeout)

@@ -27,6 +27,7 @@ from aiohttp import web
 from rlkit import ROOT, free_port
 
 SYNAPSE_PY = ROOT / ".venv-synapse" / "bin" / "python"
+PASSWORD = "secret-pass"  # every test account's
 
 CONFIG = """\
 server_name: "localhost"
@@ -153,6 +154,7 @@ class User:
         self.user_id: str = answer["user_id"]
         self.token: str = answer["access_token"]
         self.device_id: str = answer["device_id"]
+        self.password = PASSWORD
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
                    **params: str) -> dict[str, Any]:
@@ -187,6 +189,12 @@ class User:
         return str((await self.call("PUT", f"/rooms/{room}/send/{kind}/{txn}",
                                     content))["event_id"])
 
+    async def kick(self, room: str, user: str) -> None:
+        await self.call("POST", f"/rooms/{room}/kick", {"user_id": user})
+
+    async def devices(self) -> list[str]:
+        return [d["device_id"] for d in (await self.call("GET", "/devices"))["devices"]]
+
     async def redact(self, room: str, event_id: str) -> None:
         await self.call("PUT", f"/rooms/{room}/redact/{event_id}/{uuid.uuid4().hex}", {})
 
@@ -199,7 +207,7 @@ class User:
 async def register(http: aiohttp.ClientSession, base: str, name: str) -> User:
     """A new account; ``name`` is made unique (and a valid localpart)."""
     local = re.sub(r"[^a-z0-9._=-]", "", name.lower())[:20] or "user"
-    body = {"username": f"{local}-{uuid.uuid4().hex[:8]}", "password": "secret-pass",
+    body = {"username": f"{local}-{uuid.uuid4().hex[:8]}", "password": PASSWORD,
             "auth": {"type": "m.login.dummy"}, "inhibit_login": False}
     async with http.post(f"{base}/_matrix/client/v3/register", json=body) as answer:
         data = await answer.json()

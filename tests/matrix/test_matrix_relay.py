@@ -23,13 +23,12 @@ HOSTILE_NAME = "<b>Boss</b> @room <a href='https://evil.example'>click</a> **x**
 
 async def test_formatting_both_ways_and_an_alias(tmp_path: Path, matrix_room: MatrixPeer
                                                  ) -> None:
-    alias = f"proj-{matrix_room.room[1:9].lower()}"
-    alias = alias.replace("_", "-").replace("+", "-").replace("/", "-")
+    room_id = matrix_room.room_id
+    alias = "proj-" + "".join(c for c in room_id[1:12].lower() if c.isalnum())
     await matrix_room.owner.call("PUT", f"/directory/room/%23{alias}:localhost",
-                                 {"room_id": matrix_room.room})
-    matrix_room.room, room_id = f"#{alias}:localhost", matrix_room.room
+                                 {"room_id": room_id})
+    matrix_room.room = f"#{alias}:localhost"  # the config names the room by its alias
     async with conformance.harness(tmp_path, matrix_room) as h:
-        matrix_room.room = room_id  # the test's own calls use the id
         alice = await matrix_room.person("Alice")
         await matrix_room.bot_joined()
         await alice.send(room_id, {
@@ -70,7 +69,7 @@ async def test_history_before_the_first_start_and_foreign_invites(
         tmp_path: Path, matrix_room: MatrixPeer, http: aiohttp.ClientSession,
         synapse: Synapse) -> None:
     alice = await matrix_room.person("Alice")
-    await alice.send(matrix_room.room, {"msgtype": "m.text", "body": "said before"})
+    await alice.send(matrix_room.room_id, {"msgtype": "m.text", "body": "said before"})
     stranger = await register(http, synapse.url, "stranger")
     elsewhere = await stranger.create_room([matrix_room.bot.user_id])
     async with conformance.harness(tmp_path, matrix_room) as h:
@@ -118,10 +117,26 @@ async def test_synapse_restart_mid_conversation_loses_nothing(
         assert len(matrix_room.posts()) == 4 and len(h.stream.frames) == 2
 
 
+async def test_kicked_bot_joins_again_and_delivers_what_waited(
+        tmp_path: Path, matrix_room: MatrixPeer) -> None:
+    async with conformance.harness(tmp_path, matrix_room) as h:
+        await matrix_room.say("before the kick", "Alice")
+        await h.frames(1)
+        await matrix_room.owner.kick(matrix_room.room_id, matrix_room.bot.user_id)
+        for i in range(3):
+            await h.api.post(f"said while out {i}", "bob")
+        posts = await h.posts(3, timeout=60)  # the room is public: the bot joins again
+        assert [p.text for p in posts] == [f"said while out {i}" for i in range(3)]
+        await matrix_room.say("after the re-join", "Alice")
+        frames = await h.frames(2, timeout=60)
+        assert [f["text"] for f in frames] == ["before the kick", "after the re-join"]
+
+
 async def test_encrypted_room_both_ways_across_a_restart(
         tmp_path: Path, http: aiohttp.ClientSession, synapse: Synapse, proxy: SyncProxy
 ) -> None:
     peer = MatrixPeer(http, synapse.url, proxy, tmp_path / "bot-keys")
+    peer.password_login = True  # logs in once; the device and token are kept in the store
     await peer.setup(encrypted=True)
     account = await register(http, synapse.url, "alice")
     await account.set_name("Alice Secret")
@@ -163,6 +178,8 @@ async def test_encrypted_room_both_ways_across_a_restart(
                       and e["type"] not in ("m.room.member",)]
             assert by_bot and {e["type"] for e in by_bot} == {"m.room.encrypted"}
             assert "secret from the web" not in json.dumps(raw)
+            # one login for three starts: the registration's device and the bridge's
+            assert len(await peer.bot.devices()) == 2
     finally:
         syncing.cancel()
         await asyncio.gather(syncing, return_exceptions=True)
