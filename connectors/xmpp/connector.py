@@ -70,7 +70,8 @@ class XmppConnector(Connector):
         # set once a room's archive was read after the join: sends wait for it
         self._caught_up = {room: asyncio.Event() for room in ctx.rooms}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._occupants: dict[str, set[str]] = {}
+        self._occupants: dict[str, set[str]] = {}  # nicks in each room: who joins anew
+        self._present: dict[str, set[str]] = {}  # who was there when the bot came in
         # the bot's own occupant id in each room (XEP-0421): its messages of an earlier
         # nick are its own too
         self._own: dict[str, str] = {}
@@ -115,7 +116,7 @@ class XmppConnector(Connector):
 
     # -- what the session hears (called in the server's order) -------------------------
     def entered(self, room: str, pres: Presence) -> None:
-        self._occupants[room] = set()
+        self._occupants[room] = self._present.pop(room, set())
         self._caught_up[room].clear()
         occupant = pres.xml.find(OCCUPANT)
         if occupant is not None and occupant.get("id"):  # how the room names the bot
@@ -134,8 +135,11 @@ class XmppConnector(Connector):
         if not history:
             self._queue.put_nowait(("message", room, msg))
 
-    def presence(self, room: str, pres: Presence) -> None:
-        self._queue.put_nowait(("presence", room, pres))
+    def presence(self, room: str, pres: Presence, initial: bool) -> None:
+        if not initial:
+            self._queue.put_nowait(("presence", room, pres))
+        elif pres["type"] != "unavailable" and pres["from"].resource:
+            self._present.setdefault(room, set()).add(pres["from"].resource)
 
     def message_error(self, room: str, msg: Message) -> None:
         future = self._pending.get(msg["id"])

@@ -38,7 +38,7 @@ class Listener(Protocol):
 
     def entered(self, room: str, pres: Presence) -> None: ...
     def message(self, room: str, msg: Message, history: bool) -> None: ...
-    def presence(self, room: str, pres: Presence) -> None: ...
+    def presence(self, room: str, pres: Presence, initial: bool) -> None: ...
     def message_error(self, room: str, msg: Message) -> None: ...
     def disconnected(self) -> None: ...
 
@@ -256,9 +256,8 @@ class Session:
         state = self.rooms[room]
         codes = set(pres["muc"]["status_codes"])
         mine = SELF in codes or pres["from"].resource == state.nick
-        if not mine:
-            if state.joined.is_set():
-                self.listener.presence(room, pres)
+        if not mine:  # before the bot's own presence: who is in the room already
+            self.listener.presence(room, pres, not state.joined.is_set())
             return
         if pres["type"] == "unavailable":
             if 303 in codes and pres["muc"]["item_nick"]:  # our nick was changed
