@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import signal
@@ -28,6 +30,7 @@ from rlkit import ROOT, free_port
 
 SYNAPSE_PY = ROOT / ".venv-synapse" / "bin" / "python"
 PASSWORD = "secret-pass"  # every test account's
+SHARED_SECRET = "test-registration-secret"
 
 CONFIG = """\
 server_name: "localhost"
@@ -49,7 +52,7 @@ database:
 log_config: {work}/log.config
 media_store_path: {work}/media_store
 signing_key_path: {work}/localhost.signing.key
-registration_shared_secret: "test-registration-secret"
+registration_shared_secret: "{secret}"
 enable_registration: true
 enable_registration_without_verification: true
 report_stats: false
@@ -101,7 +104,8 @@ class Synapse:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         work.mkdir(parents=True, exist_ok=True)
-        (work / "homeserver.yaml").write_text(CONFIG.format(work=work, port=self.port))
+        (work / "homeserver.yaml").write_text(CONFIG.format(work=work, port=self.port,
+                                                           secret=SHARED_SECRET))
         (work / "log.config").write_text(LOG_CONFIG.format(work=work))
 
     def start(self, timeout: float = 60) -> None:
@@ -213,6 +217,31 @@ async def register(http: aiohttp.ClientSession, base: str, name: str) -> User:
         data = await answer.json()
         assert answer.status == 200, data
     return User(http, base, data)
+
+
+async def register_admin(http: aiohttp.ClientSession, base: str) -> User:
+    """A server admin, through the shared-secret registration of Synapse's admin API."""
+    url = f"{base}/_synapse/admin/v1/register"
+    async with http.get(url) as answer:
+        nonce = (await answer.json())["nonce"]
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    mac = hmac.new(SHARED_SECRET.encode(), digestmod=hashlib.sha1)
+    mac.update(b"\x00".join([nonce.encode(), name.encode(), PASSWORD.encode(), b"admin"]))
+    body = {"nonce": nonce, "username": name, "password": PASSWORD, "admin": True,
+            "mac": mac.hexdigest()}
+    async with http.post(url, json=body) as answer:
+        data = await answer.json()
+        assert answer.status == 200, data
+    return User(http, base, data)
+
+
+async def limit_messages(admin: User, user: str, per_second: int, burst: int) -> None:
+    """Synapse's message rate limit for ``user`` alone (the others stay relaxed)."""
+    async with admin.http.post(
+            f"{admin.base}/_synapse/admin/v1/users/{user}/override_ratelimit",
+            json={"messages_per_second": per_second, "burst_count": burst},
+            headers={"Authorization": f"Bearer {admin.token}"}) as answer:
+        assert answer.status == 200, await answer.text()
 
 
 class SyncProxy:

@@ -13,7 +13,7 @@ import aiohttp
 import nio
 from bs4 import BeautifulSoup
 from mxpeer import MatrixPeer, assert_inert
-from synapsekit import Synapse, SyncProxy, register
+from synapsekit import Synapse, SyncProxy, limit_messages, register, register_admin
 
 import conformance
 from conformance import wait_until
@@ -130,6 +130,23 @@ async def test_kicked_bot_joins_again_and_delivers_what_waited(
         await matrix_room.say("after the re-join", "Alice")
         frames = await h.frames(2, timeout=60)
         assert [f["text"] for f in frames] == ["before the kick", "after the re-join"]
+
+
+async def test_rate_limit_is_waited_out(tmp_path: Path, matrix_room: MatrixPeer,
+                                        http: aiohttp.ClientSession, synapse: Synapse
+                                        ) -> None:
+    """Synapse answers 429 M_LIMIT_EXCEEDED with retry_after_ms: the message waits that
+    long and goes out again; nothing is lost, doubled or reordered."""
+    admin = await register_admin(http, synapse.url)
+    await limit_messages(admin, matrix_room.bot.user_id, 1, 1)
+    async with conformance.harness(tmp_path, matrix_room) as h:
+        for i in range(4):
+            await h.api.post(f"burst {i}", "bob")
+        posts = await h.posts(4, timeout=60)
+        assert [p.text for p in posts] == [f"burst {i}" for i in range(4)]
+        await asyncio.sleep(1.5)
+        assert len(matrix_room.posts()) == 4
+        assert "M_LIMIT_EXCEEDED" in h.daemon.log()  # it was refused, and waited
 
 
 async def test_encrypted_room_both_ways_across_a_restart(
