@@ -142,6 +142,10 @@ class ApiConnector(Connector):
     def is_ready(self, room: str) -> bool:
         return bool(self._clients.get(room))
 
+    def idle_reason(self, room: str) -> str | None:
+        # a room nobody watches is normal: its copies wait in the store for a client
+        return None if self.is_ready(room) else "no client"
+
     async def wait_ready(self, room: str) -> None:
         await self._ready[room].wait()
 

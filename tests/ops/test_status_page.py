@@ -90,7 +90,7 @@ async def test_status_page_shows_failures_and_a_connector_going_down_and_up(
             html = await resp.text()
             assert resp.status == 200 and resp.content_type == "text/html"
         for piece in ('data-connector="api"', 'data-connector="irc"', "<td>main</td>",
-                      'data-room="irc:#ops"'):
+                      'data-room="irc:#ops"', '<td class="idle">no client</td>'):
             assert piece in html
         assert "http://" not in html.replace(base, "") and "https://" not in html
 
@@ -98,6 +98,25 @@ async def test_status_page_shows_failures_and_a_connector_going_down_and_up(
         await page.goto(f"{base}/?token={TOKEN}")
         irc_state = cell(page, 'tr[data-connector="irc"]', 3)
         await expect(irc_state).to_have_text("connected", timeout=15_000)
+
+        # an API room nobody watches is normal, not an error: grey "no client", its copies
+        # counted as pending; with a watcher it is ready and the copy is delivered
+        api_room = 'tr[data-room="api:lobby-main"]'
+        api_state = cell(page, api_room, 4)
+        await expect(api_state).to_have_text("no client")
+        assert await api_state.evaluate("e => getComputedStyle(e).color") == "rgb(101, 109, 118)"
+        op.say("#ops", "for nobody yet")
+        await expect(cell(page, api_room, 5)).to_have_text("1", timeout=15_000)
+        await expect(api_state).to_have_text("no client")
+        async with http.get(base + "/api/status", headers=bearer) as resp:
+            api_status = next(r for r in (await resp.json())["rooms"] if r["connector"] == "api")
+        assert (api_status["ready"], api_status["idle"], api_status["pending"]) == (
+            False, "no client", 1)
+        async with Room(http, port, "lobby-main").stream() as api_watcher:
+            await api_watcher.wait_for(1, timeout=15)
+            await expect(api_state).to_have_text("ready", timeout=10_000)
+            await expect(cell(page, api_room, 5)).to_have_text("0", timeout=10_000)
+        await expect(api_state).to_have_text("no client", timeout=10_000)
 
         # a delivery that fails for good shows up by itself, with the server's error
         said = await Room(http, port, "lobby-main").post("refused at first", "bob")

@@ -70,8 +70,12 @@ def _rooms(status: dict[str, Any]) -> str:
         ref = f"{r['connector']}:{r['room']}"
         if r["ready"] is None:
             ready = _td("—", "idle")
+        elif r["ready"]:
+            ready = _td("ready", "up")
+        elif r.get("idle"):  # its normal state (nobody watches an API room): grey, not red
+            ready = _td(r["idle"], "idle")
         else:
-            ready = _td("ready", "up") if r["ready"] else _td("waiting", "down")
+            ready = _td("waiting", "down")
         retry = RETRY if r["failed"] else "<td></td>"
         rows.append(f'<tr data-room="{escape(ref)}">' + _td(r["pipe"]) + _td(ref) + _td(r["party"])
                     + _td(r["direction"]) + ready + _num(r["pending"])

@@ -87,6 +87,7 @@ class ConnectorState(Protocol):
 
     def is_connected(self) -> bool: ...
     def is_ready(self, room: str) -> bool: ...
+    def idle_reason(self, room: str) -> str | None: ...
 
 
 class RoomDeliveryState(Protocol):
@@ -257,6 +258,10 @@ async def collect(source: StatusSource, rates: Rates, reports: StoreReports
                 "party": r.party, "direction": r.direction,
                 "ready": (connector.is_ready(r.ref.room)
                           if connector is not None and r.receives else None),
+                # not ready as it normally is (no client on an API room): not an error
+                "idle": (connector.idle_reason(r.ref.room)
+                         if connector is not None and r.receives and connector.is_connected()
+                         else None),
                 "pending": int(n.get("pending", 0)), "failed": int(n.get("failed", 0)),
                 "last_delivery": _iso(worker.last_delivery) if worker else None,
                 "last_error": worker.last_error if worker else None,

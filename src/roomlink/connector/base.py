@@ -120,6 +120,13 @@ class Connector(ABC):
         """
         return any(self.is_ready(room) for room in self.ctx.rooms)
 
+    def idle_reason(self, room: str) -> str | None:
+        """Why ``room`` is not ready, when that is its normal state rather than a fault
+        (an API room nobody watches: "no client"): the status page shows it neutral, not
+        as an error. None (the default): a room that is not ready is waiting for trouble
+        to pass."""
+        return None
+
     @abstractmethod
     async def wait_ready(self, room: str) -> None:
         """Return when ``room`` can take a message."""
