@@ -28,7 +28,9 @@ from nio import (
     JoinedRoomsResponse,
     LocalProtocolError,
     MegolmEvent,
+    MessageDirection,
     RoomGetStateEventResponse,
+    RoomMessagesResponse,
     RoomResolveAliasResponse,
     SendRetryError,
     SyncResponse,
@@ -53,9 +55,7 @@ from .session import log_in, make_client
 
 # room ids of room version 12 on have no ":server" part any more
 ROOM = re.compile(r"![^\s:]+(:\S+)?|#[^:\s]+:\S+")
-# a burst must not arrive as a "limited" timeline with a gap (Synapse's default is 10)
-TIMELINE_LIMIT = 1000
-SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}, "presence": {"types": []}}
+GAP_PAGE, GAP_MAX = 500, 20000  # events per page, and at most, when filling a gap
 REJOIN_INITIAL, REJOIN_MAX = 2.0, 300.0
 
 
@@ -77,6 +77,9 @@ class MatrixConnector(Connector):
         self._changed = asyncio.Event()  # set after each sync: wait_ready looks again
         self._relogin = True
         self._task: asyncio.Task[None] | None = None
+        # a burst must not arrive as a "limited" timeline (Synapse's default is 10 events)
+        self._filter = {"room": {"timeline": {"limit": options.sync_timeline_limit}},
+                        "presence": {"types": []}}
 
     @property
     def limits(self) -> Limits:
@@ -171,7 +174,7 @@ class MatrixConnector(Connector):
         while True:
             answer = await self.client.sync(
                 timeout=0 if first else int(self.opts.sync_timeout * 1000),
-                sync_filter=SYNC_FILTER, since=token, full_state=True if first else None)
+                sync_filter=self._filter, since=token, full_state=True if first else None)
             if not isinstance(answer, SyncResponse):
                 raise self._error(answer, "sync")
             await self._keys()
@@ -181,14 +184,14 @@ class MatrixConnector(Connector):
             await self._invites(answer)
             await self._rejoin()
             self._changed.set()
-            if not fresh and not await self._hand_in(answer):
+            if not fresh and not await self._hand_in(answer, token):
                 return
             fresh = first = False
             await self._save_token(answer.next_batch)
             token = answer.next_batch
             await self._resolve_rooms()  # an alias that did not resolve yet
 
-    async def _hand_in(self, answer: Any) -> bool:
+    async def _hand_in(self, answer: Any, since: str | None) -> bool:
         """Hand in every event of the batch; False when shutting down."""
         me = self.client.user_id
         # a room the bot was removed from: what was said up to that is in its leave entry
@@ -197,11 +200,10 @@ class MatrixConnector(Connector):
             room = self._room_of.get(room_id)
             if room is None or room not in self.ctx.inbound_rooms:
                 continue
-            if info.timeline.limited:
-                self.ctx.log.warning("%s: the homeserver left out part of %s's timeline "
-                                     "(more than %d events at once)", self.ctx.name, room,
-                                     TIMELINE_LIMIT)
-            sources = self._sources(room, info.timeline.events)
+            timeline = list(info.timeline.events)
+            if info.timeline.limited and since is not None:
+                timeline = await self._gap(room_id, info.timeline.prev_batch, since) + timeline
+            sources = self._sources(room, timeline)
             await self._learn_names(room_id, sources)
             name_of = partial(self._name, room_id)
             for source in sources:
@@ -209,6 +211,29 @@ class MatrixConnector(Connector):
                     if not await self.ctx.hand_in(event):
                         return False
         return True
+
+    async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
+        """What a "limited" timeline left out (more happened since the last sync than one
+        answer holds: a long downtime): paged back from the batch's start to ``since``."""
+        older: list[Any] = []
+        start = prev_batch
+        while len(older) < GAP_MAX:
+            page = await self.client.room_messages(room_id, start=start, end=since,
+                                                   direction=MessageDirection.back,
+                                                   limit=GAP_PAGE)
+            if not isinstance(page, RoomMessagesResponse):
+                raise self._error(page, "messages")
+            older.extend(page.chunk)
+            if not page.chunk or not page.end or page.end == start:
+                break
+            start = page.end
+        else:
+            self.ctx.log.warning("%s: more than %d events missed in %s; relaying the last "
+                                 "of them", self.ctx.name, GAP_MAX, self._room_of[room_id])
+        self.ctx.log.info("%s: %d events fetched that the sync left out of %s",
+                          self.ctx.name, len(older), self._room_of[room_id])
+        older.reverse()
+        return older
 
     def _sources(self, room: str, timeline: list[Any]) -> list[dict[str, Any]]:
         """The events' JSON; only what followed our own join when the batch has it (the

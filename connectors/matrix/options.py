@@ -24,6 +24,9 @@ class MatrixOptions(ConnectorOptions):
     key_store: str | None = None  # default: ./matrix-keys/<connector name>
     encryption: bool = True  # read and write encrypted rooms
     sync_timeout: float = Field(default=30.0, gt=0, le=120)  # long-poll seconds of /sync
+    # events per room in one /sync answer; more (after a long downtime) are fetched with
+    # /messages, so a smaller value costs requests, never messages
+    sync_timeline_limit: int = Field(default=1000, ge=1, le=10000)
     request_timeout: float = Field(default=60.0, gt=0)  # seconds for one API call
     reconnect_initial: float = Field(default=1.0, gt=0)  # first wait after a failed sync
     reconnect_max: float = Field(default=60.0, gt=0)  # the wait doubles up to this

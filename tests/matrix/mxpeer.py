@@ -37,6 +37,7 @@ class MatrixPeer(PeerRoom):
         self.people: dict[str, User] = {}
         self.timeline: list[dict[str, Any]] = []
         self.password_login = False  # log in with the password instead of the token
+        self.options: dict[str, Any] = {}  # more connector options
         self._watcher: asyncio.Task[None] | None = None
 
     async def setup(self, encrypted: bool = False) -> None:
@@ -57,7 +58,7 @@ class MatrixPeer(PeerRoom):
                  else {"access_token": self.bot.token})
         return {"homeserver": self.proxy.url, "user_id": self.bot.user_id, **login,
                 "key_store": str(self.keys), "sync_timeout": 5, "reconnect_initial": 0.2,
-                "reconnect_max": 2}
+                "reconnect_max": 2, **self.options}
 
     async def _watch(self) -> None:
         since: str | None = None

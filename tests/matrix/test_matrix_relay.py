@@ -117,6 +117,24 @@ async def test_synapse_restart_mid_conversation_loses_nothing(
         assert len(matrix_room.posts()) == 4 and len(h.stream.frames) == 2
 
 
+async def test_more_said_during_a_downtime_than_one_sync_holds(
+        tmp_path: Path, matrix_room: MatrixPeer) -> None:
+    """The sync answer is "limited" (here to 3 events per room): the rest is fetched."""
+    matrix_room.options = {"sync_timeline_limit": 3}
+    async with conformance.harness(tmp_path, matrix_room) as h:
+        await matrix_room.say("before the downtime", "Alice")
+        await h.frames(1)
+        assert h.daemon.terminate() == 0
+        said = [f"said while the bridge was down {i}" for i in range(10)]
+        for text in said:
+            await matrix_room.say(text, "Alice")
+        await h.start()
+        frames = await h.frames(11, timeout=60)
+        assert [f["text"] for f in frames] == ["before the downtime", *said]
+        await asyncio.sleep(1.5)
+        assert len(h.stream.frames) == 11
+
+
 async def test_kicked_bot_joins_again_and_delivers_what_waited(
         tmp_path: Path, matrix_room: MatrixPeer) -> None:
     async with conformance.harness(tmp_path, matrix_room) as h:
