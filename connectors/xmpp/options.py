@@ -24,6 +24,8 @@ class XmppOptions(ConnectorOptions):
     send_timeout: float = Field(default=15.0, gt=0)  # seconds to wait for the room's echo
     join_timeout: float = Field(default=30.0, gt=0)  # seconds for a join before retrying
     catch_up_limit: int = Field(default=5000, ge=0)  # most archived messages read on start
+    ping_interval: float = Field(default=60.0, gt=0)  # seconds between pings to the server
+    ping_timeout: float = Field(default=30.0, gt=0)  # no answer: reconnect
     reconnect_initial: float = Field(default=1.0, gt=0)  # first wait before reconnect/re-join
     reconnect_max: float = Field(default=300.0, gt=0)  # the wait doubles up to this, jittered
 

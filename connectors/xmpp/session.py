@@ -30,6 +30,7 @@ PLUGINS = ("xep_0030", "xep_0045", "xep_0059", "xep_0199", "xep_0203", "xep_0297
            "xep_0308", "xep_0313", "xep_0359", "xep_0421", "xep_0424", "xep_0428",
            "xep_0461", "xep_0066")
 MAM_TIMEOUT = 30  # seconds for one archive page
+LOGIN_TIMEOUT = 60  # seconds from connecting to a session, or the attempt is dropped
 SELF = 110  # the status code of one's own presence in a room (XEP-0045)
 
 
@@ -82,6 +83,8 @@ class Session:
         self.connected = False
         self._over: asyncio.Future[bool] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._logged_in = asyncio.Event()
+        self._pinger: asyncio.Task[None] | None = None
         self._mam_results: dict[str, list[Message]] = {}
         self._stopping = False
 
@@ -91,7 +94,6 @@ class Session:
         client = slixmpp.ClientXMPP(opts.jid, opts.password.get_secret_value())
         for plugin in PLUGINS:
             client.register_plugin(plugin)
-        client.plugin["xep_0199"].enable_keepalive(interval=60, timeout=30)
         client.enable_direct_tls = opts.tls == "direct"
         client.enable_starttls = opts.tls == "starttls"
         client.enable_plaintext = opts.tls == "none"
@@ -127,6 +129,8 @@ class Session:
         for state in self.rooms.values():
             if state.retry is not None:
                 state.retry.cancel()
+        if self._pinger is not None:
+            self._pinger.cancel()
         if self.connected:
             for room, state in self.rooms.items():
                 if state.joined.is_set():  # leave: the room tells the others at once
@@ -152,7 +156,19 @@ class Session:
             else:
                 self.client.connect()  # the domain's SRV records, then the domain itself
             self.log.info("%s: connecting to %s", self.name, host or opts.account.domain)
+            login = asyncio.ensure_future(self._logged_in.wait())
+            waiting: set[asyncio.Future[Any]] = {login, self._over}
+            await asyncio.wait(waiting, timeout=LOGIN_TIMEOUT,
+                               return_when=asyncio.FIRST_COMPLETED)
+            login.cancel()
+            if not self._over.done() and not self._logged_in.is_set():
+                self.log.warning("%s: no session within %ds of connecting; dropping the "
+                                 "attempt", self.name, LOGIN_TIMEOUT)
+                self.client.cancel_connection_attempt()
+                self.client.abort()
+                self._end(False)
             started = await self._over
+            self._logged_in.clear()
             failures = 0 if started else failures + 1
             delay = backoff(max(failures, 1), opts.reconnect_initial, opts.reconnect_max)
             self.log.warning("%s: disconnected from the XMPP server; reconnecting in %.1fs",
@@ -165,6 +181,8 @@ class Session:
 
     def _on_session_start(self, _: Any) -> None:
         self.connected = True
+        self._logged_in.set()
+        self._pinger = asyncio.get_running_loop().create_task(self._keepalive())
         self.log.info("%s: logged in as %s", self.name, self.client.boundjid)
         self.client.send_presence()
         for room in self.rooms:
@@ -174,6 +192,9 @@ class Session:
     def _on_disconnected(self, reason: Any) -> None:
         was = self.connected
         self.connected = False
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         for state in self.rooms.values():
             state.joined.clear()
             state.subject_seen = False
@@ -185,6 +206,22 @@ class Session:
             if reason:
                 self.log.info("%s: connection closed (%s)", self.name, reason)
             self._end(was)
+
+    async def _keepalive(self) -> None:
+        """Ping the server now and then: a connection that went silent is dropped (the
+        supervisor then reconnects) instead of holding messages forever."""
+        while True:
+            await asyncio.sleep(self.opts.ping_interval)
+            try:  # XEP-0199
+                await self.client.plugin["xep_0199"].ping(JID(self.client.boundjid.host),
+                                                          timeout=self.opts.ping_timeout)
+            except IqTimeout:
+                self.log.warning("%s: the server did not answer a ping for %.0fs; "
+                                 "reconnecting", self.name, self.opts.ping_timeout)
+                self.client.abort()
+                return
+            except IqError:
+                pass  # an answer, even an error, shows the connection is alive
 
     def _on_connection_failed(self, error: Any) -> None:
         self.log.warning("%s: cannot connect to the XMPP server: %s", self.name, error)

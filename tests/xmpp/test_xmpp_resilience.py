@@ -4,6 +4,7 @@ wrong password."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,27 @@ async def test_a_prosody_restart_loses_nothing(tmp_path: Path, prosody: Prosody)
         assert [f["text"] for f in b.frames()] == [
             "before the restart", "right after the restart", "later on"]
         await alice.leave()
+        await witness.leave()
+
+
+async def test_a_server_gone_silent_is_left_and_reconnected(tmp_path: Path,
+                                                             prosody: Prosody) -> None:
+    """Prosody frozen (SIGSTOP): the connection stays open but nothing answers; the
+    bridge's ping finds it dead, and once the server is back the waiting message goes out."""
+    options = {"ping_interval": 1.0, "ping_timeout": 1.0}
+    async with bridge(tmp_path, prosody, options) as b:
+        assert prosody.proc is not None
+        prosody.proc.send_signal(signal.SIGSTOP)
+        try:
+            await wait_until(lambda: "did not answer a ping" in b.daemon.log(), 20,
+                             lambda: b.daemon.log()[-2000:])
+            await b.api.post("said while the server was frozen", "bob")
+        finally:
+            prosody.proc.send_signal(signal.SIGCONT)
+        witness = await Person.join(prosody, ROOM, "witness", history=10)
+        await wait_until(lambda: any(s.body == "<bob> said while the server was frozen"
+                                     for s in witness.seen), 60,
+                         lambda: str([s.body for s in witness.seen]))
         await witness.leave()
 
 
