@@ -12,12 +12,15 @@ them so in a MUC, XEP-0461 and XEP-0424). Corrections (XEP-0308) name the sender
 id; the :class:`Ledger` maps between the two, from what it saw and from the archive,
 and knows who wrote what: a correction or retraction of a message its sender did not
 write is dropped with a log line, never relayed.
+
+Outbound, a message's id is derived from its delivery key and sends wait until the
+room's archive was read after a join: an attempt repeated after a lost connection finds
+the room's echo of the first one (live or archived) and is not posted twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -407,9 +410,8 @@ class XmppConnector(Connector):
         fallback = ET.Element("{urn:xmpp:fallback:0}fallback",
                               {"for": "urn:xmpp:message-retract:1"})
         store = ET.Element("{urn:xmpp:hints}store")
-        with contextlib.suppress(TimeoutError):
-            await self._post(out.room, out.delivery_key, "(a message was deleted)", False,
-                             [retract, fallback, store])
+        await self._post(out.room, out.delivery_key, "(a message was deleted)", False,
+                         [retract, fallback, store])
 
 
 def _iso(stamp: datetime | None) -> str:
