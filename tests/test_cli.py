@@ -126,3 +126,35 @@ def test_outbox_list_says_when_nothing_matched(tmp_path: Path) -> None:
                    "--room", "acme-api:lobby")
     assert done.returncode == 0 and done.stdout == ""
     assert done.stderr.strip() == "no copies matched in party acme's store for room acme-api:lobby"
+
+
+def test_digest_defaults_to_the_partys_only_pipe(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    done = run_cli("history", "digest", "-c", str(path), "--party", "acme")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("roomlink-digest/1 pipe=project count=0 ")
+    config = yaml.safe_load(path.read_text())
+    config["pipes"]["side"] = {"rooms": [{"connector": "agency-api", "room": "side"},
+                                         {"connector": "acme-api", "room": "side"}]}
+    two = write_config(tmp_path / "two.yaml", config)
+    done = run_cli("history", "digest", "-c", str(two), "--party", "acme")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "party acme is in 2 pipes (project, side): name one with --pipe"
+
+
+def test_an_unknown_pipe_names_the_pipes_there_are(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    for command in ("export", "digest", "verify"):
+        done = run_cli("history", command, "-c", str(path), "--party", "acme", "--pipe", "nope")
+        assert done.returncode == 2
+        assert done.stderr.strip() == "unknown pipe 'nope' (roomlink.yaml has pipes: project)"
+    done = run_cli("history", "export", "-c", str(path), "--party", "acme", "--pipe", "projct")
+    assert "unknown pipe 'projct'; did you mean 'project'?" in done.stderr
+
+
+def test_signing_without_a_key_says_how_to_make_one(tmp_path: Path) -> None:
+    done = run_cli("history", "digest", "-c", str(_config(tmp_path)), "--party", "acme",
+                   "--sign")
+    assert done.returncode == 2
+    assert "`roomlink keygen -o acme`" in done.stderr
+    assert 'signing_key: "${ACME_SIGNING_KEY}"' in done.stderr

@@ -79,7 +79,8 @@ def add_parsers(sub: Any, hsub: Any) -> None:
                        "Print pipe, count, last message id and chain head in one line. Two "
                        "parties' lines are equal exactly when their records agree up to that "
                        "message.")
-    digest.add_argument("--pipe", required=True, help="the pipe whose record to digest")
+    digest.add_argument("--pipe", help="the pipe whose record to digest (default: the "
+                        "party's only pipe)")
     digest.add_argument("--at", metavar="MESSAGE_ID", help="the digest as of this message")
     digest.add_argument("--sign", action="store_true",
                         help="sign the line with the party's signing_key")
@@ -147,8 +148,37 @@ def _known(config: Config, kind: str, value: str | None) -> None:
     choices = config.parties if kind == "party" else config.pipes
     if value is not None and value not in choices:
         hint = difflib.get_close_matches(value, list(choices), n=1)
+        plural = "parties" if kind == "party" else "pipes"
         raise UsageError(f"unknown {kind} {value!r}"
-                         + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                         + (f"; did you mean {hint[0]!r}?" if hint else "")
+                         + f" ({config.path.name} has {plural}: {', '.join(choices) or 'none'})")
+
+
+def _pipes_of(config: Config, party: str) -> list[str]:
+    """The config's pipes that ``party`` has a room in."""
+    return [name for name, pipe in config.pipes.items()
+            if any(config.connectors[r.connector].party == party for r in pipe.rooms)]
+
+
+def _only_pipe(config: Config, party: str) -> str:
+    """The party's pipe when it has exactly one (``digest`` without ``--pipe``)."""
+    pipes = _pipes_of(config, party)
+    if len(pipes) == 1:
+        return pipes[0]
+    if not pipes:
+        raise UsageError(f"party {party} has no room in any pipe of {config.path.name}")
+    raise UsageError(f"party {party} is in {len(pipes)} pipes ({', '.join(pipes)}): "
+                     "name one with --pipe")
+
+
+def _no_signing_key(config: Config, party: str) -> UsageError:
+    variable = f"{party.upper().replace('-', '_')}_SIGNING_KEY"
+    return UsageError(
+        f"party {party} has no signing_key in {config.path.name}. To sign: `roomlink keygen "
+        f"-o {party}` writes {party}.key (private) and {party}.pub (for whoever checks); put "
+        f"the content of {party}.key in the environment variable {variable} and add to "
+        f"party {party} in the config:\n"
+        f'    signing_key: "${{{variable}}}"')
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -160,8 +190,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
         _known(config, "pipe", args.pipe)
         if cmd == "compare" and (len(parties) != 2 or parties[0] == parties[1]):
             raise UsageError("compare takes two different parties: --party A --party B")
+        if cmd == "digest" and args.pipe is None:
+            args.pipe = _only_pipe(config, parties[0])
         if cmd == "digest" and args.sign and config.parties[parties[0]].signing_key is None:
-            raise UsageError(f"party {parties[0]} has no signing_key in the config")
+            raise _no_signing_key(config, parties[0])
         if cmd == "search" and args.limit < 1:
             raise UsageError("--limit must be at least 1")
     except UsageError as e:
