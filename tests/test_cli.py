@@ -147,7 +147,7 @@ def test_an_unknown_pipe_names_the_pipes_there_are(tmp_path: Path) -> None:
     for command in ("export", "digest", "verify"):
         done = run_cli("history", command, "-c", str(path), "--party", "acme", "--pipe", "nope")
         assert done.returncode == 2
-        assert done.stderr.strip() == "unknown pipe 'nope' (roomlink.yaml has pipes: project)"
+        assert done.stderr.strip() == "unknown pipe 'nope' (pipes: project)"
     done = run_cli("history", "export", "-c", str(path), "--party", "acme", "--pipe", "projct")
     assert "unknown pipe 'projct'; did you mean 'project'?" in done.stderr
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from roomlink.config.document import unknown
 from roomlink.config.models import Config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -146,12 +146,9 @@ def run_without_config(args: argparse.Namespace) -> int:
 
 def _known(config: Config, kind: str, value: str | None) -> None:
     choices = config.parties if kind == "party" else config.pipes
-    if value is not None and value not in choices:
-        hint = difflib.get_close_matches(value, list(choices), n=1)
-        plural = "parties" if kind == "party" else "pipes"
-        raise UsageError(f"unknown {kind} {value!r}"
-                         + (f"; did you mean {hint[0]!r}?" if hint else "")
-                         + f" ({config.path.name} has {plural}: {', '.join(choices) or 'none'})")
+    if value is not None and value not in choices:  # as the config's own errors say it
+        raise UsageError(unknown(kind, value, list(choices),
+                                 "parties" if kind == "party" else "pipes"))
 
 
 def _pipes_of(config: Config, party: str) -> list[str]:
