@@ -388,8 +388,8 @@ class Session:
         finally:
             messages = self._mam_results.pop(query, [])
         fin = result["mam_fin"]
-        page = ArchivePage(complete=bool(fin["complete"]), first=fin["rsm"]["first"] or None,
-                           last=fin["rsm"]["last"] or None)
+        page = ArchivePage(complete=fin["complete"] in ("true", "1"),  # "false" is a str too
+                           first=fin["rsm"]["first"] or None, last=fin["rsm"]["last"] or None)
         for wrapper in messages:
             result_el = wrapper["mam_result"]
             forwarded = result_el["forwarded"]
