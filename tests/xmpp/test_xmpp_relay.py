@@ -33,6 +33,12 @@ async def test_formatting_both_ways_actions_and_a_hostile_nick(tmp_path: Path,
         xml = {s.body: s.xml for s in b.watcher.seen}
         assert "urn:xmpp:styling:0" not in xml[styled]
         assert "<unstyled" in xml[plain]  # clients must not style stray asterisks
+
+        words = [f"word{n}" for n in range(4000)]  # about 31,000 characters: 4 messages
+        await b.api.post(" ".join(words), "bob")
+        parts = (await b.wait_bodies(7))[3:]
+        assert all(p.startswith("<bob> ") and len(p) <= 10_010 for p in parts), parts
+        assert " ".join(p.removeprefix("<bob> ") for p in parts).split() == words
         await mallory.leave()
 
 
