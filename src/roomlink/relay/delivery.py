@@ -237,12 +237,12 @@ class RoomWorker:
                                            attempts)
                         return
                     metrics.RETRIES.labels(self.ref.connector).inc()
-                    self.sending = index > 0
                     delay = self.policy.delay(attempts)
                     self.last_error = str(exc)[:500]
                     log.warning("%s: send failed (%s); retry %d in %.1fs",
                                 self.ref, exc, attempts, delay, extra=self._fields(row))
                     await self.store.note_attempt(row.id, str(exc)[:500], attempts)
+                    self.sending = index > 0  # the wait for the retry is not in flight
                     await asyncio.sleep(delay)
             if native is not None:  # an edit or delete keeps the original's native id
                 native_ids.append(native)
@@ -263,6 +263,7 @@ class RoomWorker:
     async def _finish(
         self, row: OutboxRow, native_ids: list[str], error: str | None, attempts: int = 0
     ) -> None:
+        self.sending = True  # committing the outcome is in flight too: a stop lets it finish
         if error is None:
             await self.store.mark_delivered(row.id, native_ids)
             self._delivered.inc()
