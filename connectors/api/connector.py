@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -117,12 +118,28 @@ class ApiConnector(Connector):
         app.router.add_get("/v1/rooms/{room}/stream", self._stream)
         self._server = HttpServer(app, self.opts.listen, self.opts.http_limits(), self.ctx.name)
         await self._server.start()
+        self._show_rooms(self.ctx.rooms)
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # the listener and the other rooms' streams stay; a removed room's clients are
+        # told it went away, and it answers 404 from now on
+        for room in removed:
+            for client in self._clients.pop(room, set()):
+                client.close(GOING_AWAY, "the room was removed from roomlink's config")
+            self._ready.pop(room, None)
+        for room in added:
+            self._clients.setdefault(room, set())
+            self._ready.setdefault(room, asyncio.Event())
+        self._show_rooms(added)
+
+    def _show_rooms(self, rooms: Sequence[str]) -> None:
+        """Log how to post into each room and how to watch it."""
         host, _, port = self.opts.listen.rpartition(":")
         if host.strip("[]") in ("0.0.0.0", "::", "*", ""):  # a wildcard is no address to call
             host = "127.0.0.1"
         base = f"http://{host}:{port}/v1/rooms"
         auth = " -H 'Authorization: Bearer TOKEN'" if self.opts.token else ""
-        for room in self.ctx.rooms:
+        for room in rooms:
             log.info("%s room %r: post with  curl%s -d '{\"author\": \"me\", \"text\": \"hi\"}' "
                      "%s/%s/messages   watch with  %s watch %s/%s/stream",
                      self.ctx.name, room, auth, base, room, _roomlink_command(), base, room)
@@ -270,6 +287,9 @@ class ApiConnector(Connector):
             replay = found
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
+        if room not in self._clients:  # a reload removed the room meanwhile
+            await ws.close(code=GOING_AWAY, message=b"the room was removed")
+            return ws
         client = StreamClient(ws, request, self.opts.stream_buffer)
         # live frames queue from now on; the replay goes first and is not sent twice
         self._clients[room].add(client)
@@ -302,8 +322,11 @@ class ApiConnector(Connector):
             after = page[-1].message.id
 
     def _drop(self, room: str, client: StreamClient) -> None:
-        self._clients[room].discard(client)
-        if not self._clients[room]:
+        clients = self._clients.get(room)  # None: a reload removed the room
+        if clients is None:
+            return
+        clients.discard(client)
+        if not clients:
             self._ready[room].clear()
 
     # -- delivery ------------------------------------------------------------------

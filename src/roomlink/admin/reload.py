@@ -1,10 +1,13 @@
 """Live reload: read the config again and change only what changed, without a restart.
 
-A connector whose party, type, options and rooms are the same keeps running, with its
-connection and its rooms' delivery workers. A changed one is stopped and started again
-alone; a removed one is stopped. Rooms that no longer receive from any pipe lose their
-worker, but their pending copies stay in the store and are delivered when the room
-comes back. New parties open their stores before anything is touched, so that a store
+A connector whose party, type and options are the same keeps running, with its
+connection and its rooms' delivery workers: when its rooms changed, it is told which
+came and went (:meth:`~roomlink.connector.Connector.rooms_changed`: IRC joins and parts
+only those channels, an API connector's other streams stay open). One whose options
+changed is stopped and started again alone, and so is one that cannot change its rooms
+while running; a removed one is stopped. Rooms that no longer receive from any pipe
+lose their worker, but their pending copies stay in the store and are delivered when
+the room comes back. New parties open their stores before anything is touched, so that a store
 that cannot be opened rejects the reload whole, like a config with errors: the running
 config stays, and the errors are logged as ``roomlink check`` prints them.
 """
@@ -20,11 +23,15 @@ from typing import Protocol
 
 from roomlink.admin.logs import add_secrets, set_connector_names
 from roomlink.config import Config, ConfigError, load_config
+from roomlink.errors import NotSupported
 from roomlink.message.model import RoomRef
 from roomlink.relay.topology import Topology, build_topology
 from roomlink.store import Store
 
 log = logging.getLogger("roomlink.reload")
+
+# seconds a running connector may take to adjust to its new rooms before it is restarted
+ROOMS_CHANGED_TIMEOUT = 30.0
 
 
 class RunningParts(Protocol):
@@ -52,6 +59,11 @@ class RunningParts(Protocol):
 
     async def stop_connector(self, name: str, grace: float) -> None:
         """Stop the connector and forget it (its pacing, its health, a failed start)."""
+        ...
+
+    async def update_rooms(self, name: str) -> None:
+        """Give the running connector its rooms in the running topology and tell it which
+        came and went, without a restart; raises what the connector raised."""
         ...
 
     def take_over(self, config: Config, topology: Topology, stores: Mapping[str, Store]
@@ -155,19 +167,24 @@ class Reloader:
         retired = {**old_topology.retired, **old_topology.pipes}
         topology = build_topology(new, retired)
 
-        # 2. which connectors keep running
+        # 2. which connectors keep running: all whose settings are the same; of those,
+        # the ones whose rooms changed are told so, and keep their connection
         def same(name: str) -> bool:
             a, b = old.connectors[name], new.connectors[name]
             return (
                 a.party == b.party and a.type == b.type and a.options == b.options
                 and b.party not in moved and name not in d.failed_starts
-                and old_topology.rooms_of(name) == topology.rooms_of(name)
-                and old_topology.inbound_rooms_of(name) == topology.inbound_rooms_of(name)
             )
+
+        def rooms_same(name: str) -> bool:
+            return (old_topology.rooms_of(name) == topology.rooms_of(name)
+                    and old_topology.inbound_rooms_of(name) == topology.inbound_rooms_of(name))
 
         removed = [n for n in old.connectors if n not in new.connectors]
         added = [n for n in new.connectors if n not in old.connectors]
         changed = [n for n in new.connectors if n in old.connectors and not same(n)]
+        adjusted = [n for n in new.connectors if n in old.connectors and same(n)
+                    and not rooms_same(n)]
         going = set(removed) | set(changed)
 
         # 3. stop the workers of rooms that go away or whose connector restarts, then
@@ -181,8 +198,27 @@ class Reloader:
         # 4. the new config takes over: input is routed by the new pipes from here on
         retiring = d.take_over(new, topology, opened)
 
-        # 5. connectors and workers that are new or restarted
-        starting = [name for name in (*changed, *added) if d.add_connector(name)]
+        # 5. running connectors learn their new rooms before those rooms' workers start
+        # (which wait for them); one that cannot adjust is restarted instead
+        unadjusted: list[str] = []
+        for name in adjusted:
+            try:
+                async with asyncio.timeout(ROOMS_CHANGED_TIMEOUT):
+                    await d.update_rooms(name)
+                continue
+            except NotSupported:
+                log.info("connector %s cannot change its rooms while running; "
+                         "restarting it", name)
+            except Exception as exc:
+                log.error("connector %s could not change its rooms (%s); restarting it",
+                          name, str(exc) or type(exc).__name__)
+            await d.stop_workers([ref for ref in d.workers if ref.connector == name], grace)
+            await d.stop_connector(name, grace)
+            unadjusted.append(name)
+        adjusted = [name for name in adjusted if name not in unadjusted]
+
+        # 6. connectors and workers that are new or restarted
+        starting = [name for name in (*changed, *unadjusted, *added) if d.add_connector(name)]
         d.start_room_workers()
         for name in starting:
             try:
@@ -190,7 +226,7 @@ class Reloader:
             except Exception as exc:  # the others go on; a later reload may fix it
                 log.error("connector %s could not start: %s", name, exc)
 
-        # 6. parties that left: their stores close once nothing uses them
+        # 7. parties that left: their stores close once nothing uses them
         retiring += d.remove_stores([p for p in old.parties if p not in new.parties])
         # retention follows the parties and their days; it held the old store objects
         await d.restart_retention()
@@ -202,17 +238,30 @@ class Reloader:
             asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(
                 d.restart_admin()))
 
+        kept = [_rooms_change(name, old_topology, topology) for name in adjusted]
+        kept += [f"connector {name} restarted (could not change its rooms while running)"
+                 for name in unadjusted]
         return _describe(old, new, old_topology.outbound, topology.outbound,
-                         removed, added, changed, moved)
+                         removed, added, changed, moved, kept)
 
 
 class _Rejected(Exception):
     pass
 
 
+def _rooms_change(name: str, old: Topology, new: Topology) -> str:
+    """What changed in a connector's rooms, for people."""
+    before, after = set(old.rooms_of(name)), set(new.rooms_of(name))
+    parts = [f"+{room}" for room in sorted(after - before)]
+    parts += [f"-{room}" for room in sorted(before - after)]
+    if not parts:  # only whether a room's messages are relayed changed
+        parts = ["rooms relayed changed"]
+    return f"connector {name}: rooms {' '.join(parts)} (kept its connection)"
+
+
 def _describe(old: Config, new: Config, old_rooms: set[RoomRef], new_rooms: set[RoomRef],
-              removed: list[str], added: list[str], changed: list[str], moved: set[str]
-              ) -> list[str]:
+              removed: list[str], added: list[str], changed: list[str], moved: set[str],
+              kept: list[str]) -> list[str]:
     out: list[str] = []
     for p in new.parties:
         if p not in old.parties:
@@ -225,6 +274,7 @@ def _describe(old: Config, new: Config, old_rooms: set[RoomRef], new_rooms: set[
     out += [f"connector {n} added" for n in added]
     out += [f"connector {n} removed" for n in removed]
     out += [f"connector {n} restarted (changed)" for n in changed]
+    out += kept
     for name in new.pipes:
         if name not in old.pipes:
             out.append(f"pipe {name} added")

@@ -2,14 +2,15 @@
 
 A connector knows its platform and nothing of pipes, parties or stores. The core gives
 it a :class:`ConnectorContext` (its name, party, rooms, a way to hand in events and to
-keep a cursor) and asks it to start, stop, send, edit and delete.
+keep a cursor) and asks it to start, stop, send, edit and delete, and, when a live
+reload changes its rooms but not its options, tells it which rooms came and went.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import ClassVar
@@ -107,6 +108,24 @@ class Connector(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop taking input and disconnect."""
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """A live reload changed this connector's rooms; its options did not change, so it
+        keeps running and keeps its connection.
+
+        ``ctx.rooms`` and ``ctx.inbound_rooms`` already hold the new rooms when this is
+        called. ``added``: rooms new to this connector (their delivery workers start right
+        after this returns and wait for :meth:`wait_ready`); ``removed``: rooms it no
+        longer has (their workers are already stopped). Both may be empty when only the
+        direction of a room changed (``ctx.inbound_rooms``). Return promptly: joining a
+        new room may go on in the background, as at start.
+
+        The default does nothing, which is right for a connector that reads ``ctx.rooms``
+        and ``ctx.inbound_rooms`` each time it needs them. One that keeps state per room
+        must override it; one that cannot adjust may raise :class:`NotSupported`, and is
+        then stopped and started again with its new rooms.
+        """
+        return None
 
     @abstractmethod
     def is_ready(self, room: str) -> bool:

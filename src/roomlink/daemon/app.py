@@ -158,6 +158,19 @@ class Daemon:
             return False
         return True
 
+    async def update_rooms(self, name: str) -> None:
+        """Give the running connector ``name`` its rooms in the running topology and tell
+        it which came and went (:meth:`Connector.rooms_changed`); it keeps its connection.
+        What the connector raises is raised: the caller then restarts it instead."""
+        connector = self.connectors[name]
+        ctx = connector.ctx
+        before = set(ctx.rooms)
+        ctx.rooms = self.topology.rooms_of(name)
+        ctx.inbound_rooms = self.topology.inbound_rooms_of(name)
+        added = [room for room in ctx.rooms if room not in before]
+        removed = sorted(before - set(ctx.rooms))
+        await connector.rooms_changed(added, removed)
+
     async def stop_connector(self, name: str, grace: float) -> None:
         """Stop the connector and forget it: its pacing, its health, a failed start."""
         connector = self.connectors.pop(name, None)  # None: it could not even be built
