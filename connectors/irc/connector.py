@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from irc.client import Event, is_channel
@@ -58,6 +59,13 @@ class IrcConnector(Connector):
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # JOIN and PART only these channels: no QUIT, the others stay joined
+        self._relayed = {lower(r): r for r in self.ctx.inbound_rooms}
+        for room in removed:
+            self._members.pop(lower(room), None)
+        self.session.change_rooms(added, removed)
 
     def is_connected(self) -> bool:
         return self.session.connected

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from irc.client import Event, ServerNotConnectedError
@@ -64,6 +64,8 @@ class Session:
         self._joined: dict[str, float] = {}  # folded channel -> when joined
         self._ready = {f: asyncio.Event() for f in self.rooms}
         self._changed = {f: asyncio.Event() for f in self.rooms}
+        self._keepers: dict[str, asyncio.Task[None]] = {}  # folded channel -> its joiner
+        self._serving: RelayConnection | None = None  # registered, channels being joined
         self._acks: dict[str, asyncio.Future[None]] = {}
         self._refused: dict[str, str] = {}  # folded channel -> last error for a line
         self._welcomed = asyncio.Event()
@@ -137,14 +139,23 @@ class Session:
             conn.privmsg("NickServ", f"IDENTIFY {o.nickserv_password.get_secret_value()}")
 
     async def _serve(self, conn: RelayConnection) -> None:
-        tasks = [asyncio.create_task(self._keep_joined(conn, f)) for f in self.rooms]
-        tasks.append(asyncio.create_task(self._watchdog(conn)))
+        self._serving = conn
+        for folded in self.rooms:
+            self._keep(conn, folded)
+        watchdog = asyncio.create_task(self._watchdog(conn))
         try:
             await self._lost.wait()
         finally:
+            self._serving = None
+            tasks = [*self._keepers.values(), watchdog]
+            self._keepers.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _keep(self, conn: RelayConnection, folded: str) -> None:
+        self._keepers[folded] = asyncio.create_task(self._keep_joined(conn, folded),
+                                                    name=f"irc join {self.rooms[folded]}")
 
     def _drop(self, conn: RelayConnection) -> None:
         if conn.connected:
@@ -167,6 +178,34 @@ class Session:
         return self.conn is not None and self._welcomed.is_set() and not self._lost.is_set()
 
     # -- channels --------------------------------------------------------------------
+    def change_rooms(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Part the ``removed`` channels and join the ``added`` ones on the live connection
+        (or at the next connect); the other channels are not touched."""
+        conn = self._serving
+        for room in removed:
+            folded = lower(room)
+            if self.rooms.pop(folded, None) is None:
+                continue
+            keeper = self._keepers.pop(folded, None)
+            if keeper is not None:
+                keeper.cancel()
+            self._joined.pop(folded, None)
+            self._ready.pop(folded, None)
+            self._changed.pop(folded, None)
+            self._refused.pop(folded, None)
+            if conn is not None and conn.connected:  # also when a JOIN is still on its way
+                with contextlib.suppress(ServerNotConnectedError):
+                    conn.send_raw(f"PART {room} :no longer bridged")
+        for room in added:
+            folded = lower(room)
+            if folded in self.rooms:
+                continue
+            self.rooms[folded] = room
+            self._ready[folded] = asyncio.Event()
+            self._changed[folded] = asyncio.Event()
+            if conn is not None:
+                self._keep(conn, folded)
+
     def is_joined(self, room: str) -> bool:
         return lower(room) in self._joined and self.conn is not None
 
