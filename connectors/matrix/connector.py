@@ -179,6 +179,9 @@ class MatrixConnector(Connector):
                 raise self._error(answer, "sync")
             await self._keys()
             self._joined |= set(answer.rooms.join)
+            for room_id in set(answer.rooms.leave) & self._joined:
+                self.ctx.log.warning("%s: the bot is no longer in %s; joining it again",
+                                     self.ctx.name, self._room_of.get(room_id, room_id))
             self._joined -= set(answer.rooms.leave)
             self._online.set()
             await self._invites(answer)
@@ -230,8 +233,9 @@ class MatrixConnector(Connector):
         else:
             self.ctx.log.warning("%s: more than %d events missed in %s; relaying the last "
                                  "of them", self.ctx.name, GAP_MAX, self._room_of[room_id])
-        self.ctx.log.info("%s: %d events fetched that the sync left out of %s",
-                          self.ctx.name, len(older), self._room_of[room_id])
+        if older:
+            self.ctx.log.info("%s: %d events fetched that the sync left out of %s",
+                              self.ctx.name, len(older), self._room_of[room_id])
         older.reverse()
         return older
 
@@ -404,7 +408,7 @@ class MatrixConnector(Connector):
 
     async def _still_in(self, room_id: str) -> bool:
         """Whether the bot is in the room, as the homeserver says: a refusal because it
-        was removed waits for the re-join; any other refusal (power levels) is final."""
+        was removed waits for the re-join without spending the retries."""
         answer = await self.client.room_get_state_event(room_id, "m.room.member",
                                                         self.client.user_id)
         joined = (isinstance(answer, RoomGetStateEventResponse)
@@ -421,8 +425,10 @@ class MatrixConnector(Connector):
         if code == "M_UNKNOWN_TOKEN":
             self._relogin = True
             return ConnectorError(f"{what}: the homeserver forgot the token ({answer})")
-        if code in ("M_TOO_LARGE", "M_BAD_JSON", "M_NOT_JSON", "M_FORBIDDEN"):
+        if code in ("M_TOO_LARGE", "M_BAD_JSON", "M_NOT_JSON"):
             return PermanentError(f"{what}: {answer}")
+        # M_FORBIDDEN while in the room: a power level (then the retries run out) or a
+        # refusal that raced a re-join (then the next attempt goes through)
         return ConnectorError(f"{what}: {answer}")
 
 
