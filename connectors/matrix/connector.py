@@ -112,7 +112,10 @@ class MatrixConnector(Connector):
         return self._online.is_set()
 
     def is_ready(self, room: str) -> bool:
-        return self._online.is_set() and self._id_of.get(room) in self._joined
+        room_id = self._id_of.get(room)
+        # joined, and its state synced (nio encrypts for the members it knows)
+        return (self._online.is_set() and room_id in self._joined
+                and room_id in self.client.rooms)
 
     async def wait_ready(self, room: str) -> None:
         while not self.is_ready(room):
