@@ -364,7 +364,7 @@ class MatrixConnector(Connector):
         m = out.message
         last = out.part == out.parts - 1
         return compose(m.kind is Kind.ACTION, out.display_name, out.text,
-                       [(a.url, a.name) for a in m.attachments] if last else None)
+                       [(a.url, a.name) for a in m.attachments if a.url] if last else None)
 
     async def send(self, out: Outbound) -> str:
         room_id = self._target(out.room)

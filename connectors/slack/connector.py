@@ -309,9 +309,9 @@ class SlackConnector(Connector):
         elif m.kind in (Kind.JOIN, Kind.PART, Kind.TOPIC):
             body = f"_{escape_mrkdwn(m.author.name)} {body}_" if "\n" not in body else body
         if out.part == out.parts - 1 and m.attachments:
-            links = [f"<{escape_mrkdwn(a.url).replace('|', '%7C')}|"
+            links = [f"<{escape_mrkdwn(a.url or '').replace('|', '%7C')}|"
                      f"{escape_mrkdwn(a.name or 'file')}>"
-                     for a in m.attachments if a.url.startswith(("https://", "http://"))]
+                     for a in m.attachments if a.url and a.url.startswith(("https://", "http://"))]
             body = "\n".join([body, *links]) if body else "\n".join(links)
         if not self.opts.post_as_author:
             body = escape_mrkdwn(_one_line(out.display_name)) + body

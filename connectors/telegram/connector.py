@@ -270,7 +270,7 @@ class TelegramConnector(Connector):
         m = out.message
         kind = Kind.MESSAGE if m.kind is Kind.EDIT else m.kind
         return compose(kind.value, out.display_name, m.author.name, out.text,
-                       [(a.url, a.name) for a in m.attachments])
+                       [(a.url, a.name) for a in m.attachments if a.url])
 
     async def send(self, out: Outbound) -> str:
         parts = split_html(self._html(out))

@@ -22,6 +22,7 @@ from roomlink.connector.base import (
     connector_type_names,
     load_connector_type,
 )
+from roomlink.connector.files import FileRefused, Files
 from roomlink.connector.pacing import TokenBucket, backoff
 from roomlink.errors import (
     BadInput,
@@ -40,6 +41,8 @@ __all__ = [
     "ConnectorContext",
     "ConnectorError",
     "ConnectorOptions",
+    "FileRefused",
+    "Files",
     "Limits",
     "NotSupported",
     "PermanentError",

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from roomlink.connector.files import Files
 from roomlink.connector.handin import hand_in
 from roomlink.errors import NotSupported
 from roomlink.message.model import Inbound, Outbound
@@ -38,6 +39,8 @@ class Limits:
     default_nick_format: str = "{nick}"
     edits: bool = False
     deletes: bool = False
+    files: bool = False  # posts files natively (Outbound.files); else they go as text lines
+    max_file_bytes: int | None = None  # larger files go as text lines (and a link)
 
 
 class ConnectorOptions(BaseModel):
@@ -71,6 +74,9 @@ class ConnectorContext:
     # from the party's store; None when the id is unknown. For connectors whose clients
     # can catch up (the API's streams); the core provides it.
     history_after: HistoryFn | None = None
+    # keeping received files and reading files to post (see roomlink.connector.files);
+    # the core provides it
+    files: Files | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("roomlink.connector"))
 
     async def hand_in(self, event: Inbound) -> bool:

@@ -73,12 +73,18 @@ class Author(BaseModel):
 
 
 class Attachment(BaseModel):
+    """A file of a message. ``sha256`` is set when every party's store keeps its bytes
+    (content-addressed); without it the file is metadata only: a platform's ``url``,
+    and a ``note`` saying why the bytes are not kept (too big, download failed)."""
+
     model_config = ConfigDict(frozen=True)
 
-    url: Text
-    name: Text | None = None
-    mime: Text | None = None
-    size: int | None = None
+    url: Text | None = None  # where the platform had it, when the bytes are not kept
+    name: Text | None = None  # cleaned: no path, no control or bidi characters
+    mime: Text | None = None  # the file's type, e.g. image/png
+    size: int | None = None  # in bytes
+    sha256: Text | None = None  # hex digest of the kept bytes
+    note: Text | None = None  # why the bytes are not kept, for people to read
 
 
 def utcnow() -> datetime:
@@ -155,3 +161,6 @@ class Outbound:
     target_native: str | None = None  # native id in this room of the message edited/deleted
     part: int = 0
     parts: int = 1
+    # the kept files the connector should post natively with this part (Limits.files);
+    # others are already lines of ``text``
+    files: tuple[Attachment, ...] = ()

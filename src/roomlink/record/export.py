@@ -285,8 +285,8 @@ class HtmlWriter(Writer):
         else:
             parts.append(f"<div class=\"text\">{_e(m.text)}</div>")
         for att in m.attachments:
-            url = _safe_url(att.url)
-            name = _e(att.name or att.url)
+            url = _safe_url(att.url or "")
+            name = _e(att.name or att.url or "file")
             parts.append(f"<div class=\"att\">Attachment: <a href=\"{_e(url)}\">{name}</a></div>"
                          if url else f"<div class=\"att\">Attachment: {name}</div>")
         parts.append("</article>\n")
