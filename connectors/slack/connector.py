@@ -13,9 +13,10 @@ errors that can never succeed are :class:`PermanentError` with Slack's error cod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -87,6 +88,9 @@ class SlackConnector(Connector):
         self._channel: dict[str, str] = {}  # room -> channel id
         self._room: dict[str, str] = {}  # channel id -> room
         self._ready = {room: asyncio.Event() for room in ctx.rooms}
+        self._pending = set(ctx.rooms)  # rooms not mapped to a channel id yet
+        self._tried: set[str] = set()  # rooms looked for at least once (then: quietly)
+        self._resolve_now = asyncio.Event()  # a reload added rooms: look for them now
         self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
         self._events: OrderedDict[str, None] = OrderedDict()  # event ids stored
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # (channel, ts) stored
@@ -144,7 +148,8 @@ class SlackConnector(Connector):
             await self._http.close()
 
     def is_ready(self, room: str) -> bool:
-        return self._ready[room].is_set()
+        ready = self._ready.get(room)
+        return ready is not None and ready.is_set()
 
     async def wait_ready(self, room: str) -> None:
         await self._ready[room].wait()
@@ -153,7 +158,7 @@ class SlackConnector(Connector):
         """Learn who we are, find the rooms, then open Socket Mode (echoes need ``me``)."""
         assert self._web is not None
         self.me = await self._auth_test()
-        unresolved = await self._resolve(list(self.ctx.rooms))
+        await self._resolve_pending()
         socket = BackoffSocketModeClient(
             app_token=self.opts.app_token.get_secret_value(), web_client=self._web,
             logger=self.log, ping_interval=self.opts.ping_interval,
@@ -161,9 +166,39 @@ class SlackConnector(Connector):
         socket.socket_mode_request_listeners.append(self._on_request)
         self._socket = socket
         await socket.connect()  # type: ignore[no-untyped-call]
-        while unresolved:  # a channel created or the bot invited later: pick it up then
-            await asyncio.sleep(self.opts.resolve_interval)
-            unresolved = await self._resolve(unresolved, quiet=True)
+        while True:  # a channel created, the bot invited, a room added later: pick it up
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.opts.resolve_interval if self._pending
+                                           else None):
+                    await self._resolve_now.wait()
+            self._resolve_now.clear()
+            await self._resolve_pending()
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # Socket Mode stays connected: events of a removed channel are no longer relayed
+        # (ctx.inbound_rooms), an added room is looked up as at start
+        for room in removed:
+            self._pending.discard(room)
+            self._ready.pop(room, None)
+            cid = self._channel.pop(room, None)
+            if cid is not None and self._room.get(cid) == room:
+                del self._room[cid]
+        for room in added:
+            self._ready.setdefault(room, asyncio.Event())
+            self._pending.add(room)
+        self._resolve_now.set()
+
+    async def _resolve_pending(self) -> None:
+        """Look for the rooms not mapped to a channel yet; say why for each not found (the
+        first time loudly, then at debug level)."""
+        if not self._pending:
+            return
+        rooms = sorted(self._pending)
+        quiet = all(room in self._tried for room in rooms)
+        self._tried.update(rooms)
+        missing = await self._resolve(rooms, quiet=quiet)
+        # a reload may have removed a room meanwhile
+        self._pending = (self._pending - set(rooms)) | (set(missing) & set(self._ready))
 
     async def _auth_test(self) -> Me:
         assert self._web is not None
@@ -213,6 +248,8 @@ class SlackConnector(Connector):
                     self.opts.resolve_interval)
                 continue
             assert channel is not None
+            if room not in self._ready:  # a reload removed it meanwhile
+                continue
             cid = str(channel["id"])
             self._channel[room], self._room[cid] = cid, room
             self._ready[room].set()

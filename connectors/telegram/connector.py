@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from telegram import LinkPreviewOptions, Message, ReplyParameters, Update
@@ -59,9 +59,7 @@ class TelegramConnector(Connector):
         self.opts = options
         self.bot: RawBot = make_bot(options)
         self.me: int | None = None
-        self._by_id = {r: r for r in ctx.rooms if not r.startswith("@")}
-        self._by_name = {r.lower(): r for r in ctx.rooms if r.startswith("@")}
-        self._relayed = set(ctx.inbound_rooms)
+        self._index_rooms()
         self._moved: dict[str, int] = {}  # room -> supergroup id it was upgraded to
         self._reachable = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -87,13 +85,24 @@ class TelegramConnector(Connector):
         raise ValueError(f"{room!r} is not a Telegram chat: write its chat id as a string "
                          '("-1001234567890") or "@channelusername"')
 
-    async def start(self) -> None:
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long poll
-        for room in self.ctx.rooms:
+    def _index_rooms(self) -> None:
+        """Which chat is which room, and which rooms' messages are relayed."""
+        rooms = self.ctx.rooms
+        self._by_id = {r: r for r in rooms if not r.startswith("@")}
+        self._by_name = {r.lower(): r for r in rooms if r.startswith("@")}
+        self._relayed = set(self.ctx.inbound_rooms)
+
+    async def _load_moves(self, rooms: Sequence[str]) -> None:
+        """The supergroups that these rooms' groups were upgraded to, as recorded."""
+        for room in rooms:
             moved = await self.ctx.get_cursor(f"migrated:{room}")
             if moved and moved.lstrip("-").isdigit():
                 self._moved[room] = int(moved)
                 self._warn_moved(room, int(moved))
+
+    async def start(self) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long poll
+        await self._load_moves(self.ctx.rooms)
         self._poller = asyncio.create_task(self._poll(), name=f"{self.ctx.name} getUpdates")
 
     async def stop(self) -> None:
@@ -104,6 +113,13 @@ class TelegramConnector(Connector):
             await self.bot.shutdown()
         except Exception as exc:  # closing a session that never opened
             self.ctx.log.debug("%s: closing the Bot API session: %s", self.ctx.name, exc)
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # the bot polls every chat it is in anyway: only which chats are rooms changes
+        for room in removed:
+            self._moved.pop(room, None)
+        self._index_rooms()
+        await self._load_moves(added)
 
     def is_ready(self, room: str) -> bool:
         return self._reachable.is_set()
