@@ -24,6 +24,7 @@ from roomlink.daemon.retention import RetentionJob
 from roomlink.message.model import RoomRef, utcnow
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
 from roomlink.relay.replay import history_after
+from roomlink.relay.repair import repair_stores
 from roomlink.relay.router import Router
 from roomlink.relay.topology import Topology, build_topology
 from roomlink.store import OutboxRow, Store, open_store
@@ -59,6 +60,8 @@ class Daemon:
         self.health.install()
         set_connector_names(cfg.connectors)
         self.stores.update(await self.open_stores(cfg, list(cfg.parties)))
+        # before any input: what a kill -9 left in some parties' stores only goes into all
+        await repair_stores(self.topology, self.stores)
         router = Router(self.topology, self.stores, self._platforms(), self._on_recorded)
         self.router = router
         for name, cc in cfg.connectors.items():

@@ -152,6 +152,11 @@ class Store(Protocol):
         """Rows (of one pipe) after ``after_seq``, in seq order: the record's order."""
         ...
 
+    async def record_tail(self, pipe: str, limit: int) -> list[RecordRow]:
+        """The pipe's newest ``limit`` rows, in seq order (the oldest of them first): what
+        the start's repair compares across the parties' stores (``relay.repair``)."""
+        ...
+
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         """Each pipe's stored (position, chain head): its last row's, else its anchor's.
         Cheap and not verified (``roomlink.record.verify`` recomputes)."""

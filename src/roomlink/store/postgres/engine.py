@@ -256,6 +256,9 @@ class PostgresStore(GroupCommit, Store):
     ) -> list[RecordRow]:
         return await self._read(lambda c: rq.record_page(c, pipe, after_seq, limit))
 
+    async def record_tail(self, pipe: str, limit: int) -> list[RecordRow]:
+        return await self._read(lambda c: rq.record_tail(c, pipe, limit))
+
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         return await self._read(rq.chain_heads)
 

@@ -61,6 +61,12 @@ async def record_page(
     return [_row(r) for r in rows]
 
 
+async def record_tail(conn: asyncpg.Connection, pipe: str, limit: int) -> list[RecordRow]:
+    rows = await conn.fetch(f"{_SELECT_ROWS} WHERE pipe = $1 ORDER BY seq DESC LIMIT $2",
+                            pipe, limit)
+    return [_row(r) for r in rows][::-1]
+
+
 async def chain_heads(conn: asyncpg.Connection) -> dict[str, tuple[int, str]]:
     found: dict[str, tuple[int, str]] = {
         r[0]: (r[1], r[2])

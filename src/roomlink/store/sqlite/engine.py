@@ -303,6 +303,9 @@ class SqliteStore(Store):
     ) -> list[RecordRow]:
         return self.read_now(lambda c: rq.record_page(c, pipe, after_seq, limit))
 
+    async def record_tail(self, pipe: str, limit: int) -> list[RecordRow]:
+        return self.read_now(lambda c: rq.record_tail(c, pipe, limit))
+
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         return self.read_now(rq.chain_heads)
 

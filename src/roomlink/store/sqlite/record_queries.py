@@ -59,6 +59,12 @@ def record_page(
     return [_row(r) for r in rows]
 
 
+def record_tail(conn: sqlite3.Connection, pipe: str, limit: int) -> list[RecordRow]:
+    rows = conn.execute(f"{_SELECT_ROWS} WHERE pipe = ? ORDER BY seq DESC LIMIT ?",
+                        (pipe, limit))
+    return [_row(r) for r in rows][::-1]
+
+
 def chain_heads(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
     found: dict[str, tuple[int, str]] = {
         r[0]: (r[1], r[2]) for r in conn.execute("SELECT pipe, count, head FROM chain_anchors")
