@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,18 +86,39 @@ class EmailConnector(Connector):
                       edits=False, deletes=False)
 
     async def start(self) -> None:
-        for room in self.ctx.rooms:
-            saved = await self.ctx.get_cursor(f"batch:{room}")
-            if saved:
-                self.batches[room] = json.loads(saved)
-                for pipe in self.batches[room]:
-                    self._schedule_flush(room, pipe)
+        await self._load_batches(self.ctx.rooms)
         if self.ctx.inbound_rooms:
             self._task = asyncio.create_task(self._inbound(), name=f"{self.ctx.name} imap")
             # give the first connection a moment, so mail is read from the start; a
             # server that is down must not stop the daemon: the loop keeps trying
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.connected.wait(), 10)
+
+    async def _load_batches(self, rooms: Sequence[str]) -> None:
+        """The batches these rooms had open when roomlink last stopped: they go out."""
+        for room in rooms:
+            saved = await self.ctx.get_cursor(f"batch:{room}")
+            if saved:
+                self.batches[room] = json.loads(saved)
+                for pipe in self.batches[room]:
+                    self._schedule_flush(room, pipe)
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # SMTP connects per mail; the IMAP session stays, unless no room is read any more.
+        # A removed room keeps its recipients: a batch still open for it goes out.
+        for room in added:
+            if room not in self.addresses:
+                self.addresses[room] = parse_room(room)
+                self.by_tag[room_tag(self.addresses[room])] = room
+                await self._load_batches([room])
+        if self.ctx.inbound_rooms and self._task is None:
+            self._task = asyncio.create_task(self._inbound(), name=f"{self.ctx.name} imap")
+        elif not self.ctx.inbound_rooms and self._task is not None:
+            # else the mail of people whose room went away would be judged and moved
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            self.connected.clear()
 
     async def stop(self) -> None:
         self._stopping = True
