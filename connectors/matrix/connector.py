@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any
 
@@ -107,6 +107,25 @@ class MatrixConnector(Connector):
             await asyncio.gather(self._task, return_exceptions=True)
         if self.client is not None:
             await self.client.close()
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # the sync goes on. A removed room is no longer relayed nor joined again (the bot
+        # stays in it: taking it back needs no invite); an added one is resolved and
+        # joined now, or after the next sync if that fails
+        for room in removed:
+            room_id = self._id_of.pop(room, None)
+            if room_id is not None and self._room_of.get(room_id) == room:
+                del self._room_of[room_id]
+                self._rejoin_at.pop(room_id, None)
+        if added and self._online.is_set():
+            try:
+                await self._resolve_rooms()
+                await self._rejoin()
+            except Exception as exc:  # the sync loop tries again
+                self.ctx.log.warning("%s: joining the new rooms: %s (%s); trying again "
+                                     "after the next sync", self.ctx.name, exc,
+                                     type(exc).__name__)
+        self._changed.set()
 
     def is_connected(self) -> bool:
         return self._online.is_set()
@@ -332,7 +351,7 @@ class MatrixConnector(Connector):
     async def _rejoin(self) -> None:
         """Join configured rooms the bot is not in, with backoff per room."""
         now = time.monotonic()
-        for room_id in self._room_of:
+        for room_id in list(self._room_of):  # a reload may change it meanwhile
             if room_id in self._joined:
                 self._rejoin_at.pop(room_id, None)
                 continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -105,6 +106,13 @@ class XmppConnector(Connector):
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        # the XMPP session stays: only the added MUCs are joined and the removed ones left
+        self._relayed = set(self.ctx.inbound_rooms)
+        for room in added:  # set again once the room's archive was read after the join
+            self._caught_up.setdefault(room, asyncio.Event())
+        self.session.change_rooms(added, removed)
 
     def is_connected(self) -> bool:
         return self.session.connected

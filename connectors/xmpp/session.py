@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -234,6 +235,24 @@ class Session:
         self.client.abort()
 
     # -- rooms -------------------------------------------------------------------------
+    def change_rooms(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Leave the ``removed`` rooms and join the ``added`` ones in the live session (or
+        at the next login); the other rooms are not touched."""
+        for room in removed:
+            state = self.rooms.pop(room, None)
+            if state is None:
+                continue
+            if state.retry is not None:
+                state.retry.cancel()
+            if self.connected:  # the room tells the others at once
+                self.client.send_presence(pto=JID(f"{room}/{state.nick}"), ptype="unavailable")
+        for room in added:
+            if room in self.rooms:
+                continue
+            self.rooms[room] = RoomState(self.opts.nick)
+            if self.connected:
+                self._join(room)
+
     def joined(self, room: str) -> bool:
         return self.rooms[room].joined.is_set()
 
