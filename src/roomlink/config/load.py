@@ -118,7 +118,8 @@ def load_config(
         party = loader.validate(PartyConfig, raw, ("parties", name))
         if party is not None:
             store = _resolve_store(party.store, config_path.parent)
-            parties[name] = party.model_copy(update={"store": store})
+            files = party.files and str(config_path.parent / Path(party.files).expanduser())
+            parties[name] = party.model_copy(update={"store": store, "files": files})
 
     type_names = sorted(types) if types is not None else connector_type_names()
     loaded: dict[str, type[Connector] | None] = {}

@@ -50,6 +50,29 @@ class PartyConfig(BaseModel):
     signing_key: SecretStr | None = None
     # PostgreSQL only: commit delivery marks with synchronous_commit = off (README)
     async_delivery_marks: bool = False
+    # a folder for the party's files (README "Files"); default: beside a SQLite database
+    # (``<file>.files``), inside a PostgreSQL one. A relative path is the config file's.
+    files: str | None = None
+    # where the party's admin server is reached from outside, + "/files": a file that
+    # cannot be posted natively goes as a line with the link {files_url}/{id}/{name}
+    files_url: str | None = None
+
+    @field_validator("files_url")
+    @classmethod
+    def _check_files_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = AnyUrl(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("files_url must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("files")
+    @classmethod
+    def _check_files(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("files must be a folder's path")
+        return value
 
     @field_validator("async_delivery_marks")
     @classmethod

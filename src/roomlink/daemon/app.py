@@ -23,6 +23,7 @@ from roomlink.connector.pacing import TokenBucket
 from roomlink.daemon.retention import RetentionJob
 from roomlink.message.model import RoomRef, utcnow
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
+from roomlink.relay.files import StoreFiles
 from roomlink.relay.replay import history_after
 from roomlink.relay.repair import repair_stores
 from roomlink.relay.router import Router
@@ -108,7 +109,8 @@ class Daemon:
         results = await asyncio.gather(
             *(
                 open_store(p, config.parties[p].store,
-                           async_delivery_marks=config.parties[p].async_delivery_marks)
+                           async_delivery_marks=config.parties[p].async_delivery_marks,
+                           files=config.parties[p].files)
                 for p in parties
             ),
             return_exceptions=True,
@@ -213,7 +215,13 @@ class Daemon:
             set_cursor=partial(store.set_cursor, name),
             log=logging.getLogger(f"roomlink.connector.{name}"),
         )
+        built: list[Connector] = []  # its own limit caps the files it keeps
+        ctx.files = StoreFiles(
+            name, cc.party, self.stores, lambda: self.topology,
+            lambda: built[0].limits.max_file_bytes if built else None,
+        )
         connector = load_connector_type(cc.type)(cc.options, ctx)
+        built.append(connector)
         ctx.history_after = partial(
             history_after, store, lambda: self.topology, lambda: connector.limits, name
         )

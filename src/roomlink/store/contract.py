@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from roomlink.message.model import Message
+from roomlink.store.files import FileKeeper
 from roomlink.store.values import (
     Anchor,
     NewMessage,
@@ -37,6 +38,7 @@ class Store(Protocol):
 
     party: str
     url_for_display: str  # the URL with its password hidden
+    files: FileKeeper  # the bytes of the party's files (``roomlink.store.files``)
 
     # -- the message path: writes ---------------------------------------------------------
 
@@ -177,6 +179,25 @@ class Store(Protocol):
         stored before ``cutoff`` that come before its first row with a pending copy and
         its first row stored since; when ``check`` accepts them, remove them with their
         done outbox rows and keep (count, head) as the pipe's anchor. Returns how many."""
+        ...
+
+    # -- files (their bytes: ``files``) ----------------------------------------------------
+
+    async def file_id(self, sha256: str) -> str:
+        """The party's unguessable id of the file (``secrets.token_urlsafe``, 128 bits or
+        more, never the digest), minted and kept on first use."""
+        ...
+
+    async def file_by_id(self, file_id: str) -> str | None:
+        """The digest of the file this id names, or None."""
+        ...
+
+    async def file_refs(self) -> set[str]:
+        """The digest of every file a kept message refers to."""
+        ...
+
+    async def forget_file_ids(self, sha256s: Sequence[str]) -> None:
+        """Remove the ids of these files (retention removed the files)."""
         ...
 
     async def close(self) -> None:

@@ -142,3 +142,34 @@ SEARCH_OBJECTS = ("messages_fts", "ix_messages_search")
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     """For Alembic's autogenerate comparison: leave the search index out."""
     return not (name and name.startswith(SEARCH_OBJECTS))
+
+# -- files (migration 0005) ------------------------------------------------------------
+
+# A file kept in the database (a PostgreSQL party's, store.files.pgchunks): it is visible
+# once its row is here; its bytes are its file_chunks, in order of n.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("sha256", sa.Text, primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("kept_at", UTCDateTime, nullable=False),
+)
+
+file_chunks = sa.Table(
+    "file_chunks",
+    metadata,
+    sa.Column("sha256", sa.Text, primary_key=True),  # a temporary key while written
+    sa.Column("n", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+# The party's unguessable id of each file a link named (every engine, every kind of
+# keeping): what /files/{id}/{name} looks up. Never the digest.
+file_ids = sa.Table(
+    "file_ids",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("sha256", name="uq_file_ids_sha256"),
+)

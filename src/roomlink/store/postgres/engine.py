@@ -25,6 +25,9 @@ from roomlink.message.model import Message
 from roomlink.store import migrate
 from roomlink.store.contract import PrefixCheck, Store
 from roomlink.store.errors import StoreError, wrap
+from roomlink.store.files import FileKeeper
+from roomlink.store.files.folder import FolderFiles
+from roomlink.store.files.pgchunks import ChunkFiles
 from roomlink.store.postgres import queries as q
 from roomlink.store.postgres import record_queries as rq
 from roomlink.store.postgres import writes
@@ -57,9 +60,13 @@ class PostgresStore(GroupCommit, Store):
 
     def __init__(
         self, party: str, url: str, connect: dict[str, Any], pool: asyncpg.Pool,
-        async_marks: bool,
+        async_marks: bool, files: str | None = None,
     ) -> None:
         self.party = party
+        # a folder when the party sets one, else the database's file_chunks
+        self.files: FileKeeper = (
+            FolderFiles.open(files) if files else ChunkFiles(connect, pool)
+        )
         self.url_for_display = redact(url)
         self._closed = False
         self._connect = connect  # connect_args(url)
@@ -74,7 +81,8 @@ class PostgresStore(GroupCommit, Store):
         return f"<PostgresStore {self.party} {self.url_for_display}>"
 
     @classmethod
-    async def open(cls, party: str, url: str, async_marks: bool = False) -> PostgresStore:
+    async def open(cls, party: str, url: str, async_marks: bool = False,
+                   files: str | None = None) -> PostgresStore:
         args = connect_args(url)
         pool = await asyncpg.create_pool(**args, min_size=1, max_size=2, timeout=10)
         try:
@@ -87,7 +95,7 @@ class PostgresStore(GroupCommit, Store):
             raise
         # by name, not cls(): so mypy refuses an engine that misses an operation of
         # the contract ("Cannot instantiate abstract class")
-        store = PostgresStore(party, url, args, pool, async_marks)
+        store = PostgresStore(party, url, args, pool, async_marks, files)
         try:
             await store._connection(marks=False)
             await store._connection(marks=True)
@@ -273,10 +281,26 @@ class PostgresStore(GroupCommit, Store):
     ) -> int:
         return await self._write(lambda c: rq.cut_prefix(c, pipe, cutoff, limit, check))
 
+    # -- files --------------------------------------------------------------------------
+
+    async def file_id(self, sha256: str) -> str:
+        return await self._write(lambda c: rq.file_id(c, sha256))
+
+    async def file_by_id(self, file_id: str) -> str | None:
+        return await self._read(lambda c: rq.file_by_id(c, file_id))
+
+    async def file_refs(self) -> set[str]:
+        return await self._read(rq.file_refs)
+
+    async def forget_file_ids(self, sha256s: Sequence[str]) -> None:
+        digests = list(sha256s)
+        await self._write(lambda c: rq.forget_file_ids(c, digests))
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.files.close()
         await self._close_queue()
         for conn in (self._write_conn, self._mark_conn):
             if conn is not None and not conn.is_closed():

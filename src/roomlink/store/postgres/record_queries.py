@@ -4,6 +4,7 @@ coroutines of an asyncpg connection."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -147,3 +148,33 @@ async def cut_prefix(
         "VALUES ($1, $2, $3, $4, $5)", pipe, n, head, last.id, utcnow(),
     )  # fmt: skip
     return int(status.split()[-1])  # "DELETE <count>"
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+async def file_id(conn: asyncpg.Connection, sha256: str) -> str:
+    await conn.execute(
+        "INSERT INTO file_ids (id, sha256, created_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (sha256) DO NOTHING",
+        secrets.token_urlsafe(24), sha256, utcnow(),
+    )
+    return str(await conn.fetchval("SELECT id FROM file_ids WHERE sha256 = $1", sha256))
+
+
+async def file_by_id(conn: asyncpg.Connection, file_id: str) -> str | None:
+    found = await conn.fetchval("SELECT sha256 FROM file_ids WHERE id = $1", file_id)
+    return None if found is None else str(found)
+
+
+async def file_refs(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT e->>'sha256' FROM messages m, "
+        "jsonb_array_elements(m.attachments::jsonb) e "
+        "WHERE m.attachments <> '[]' AND e->>'sha256' IS NOT NULL"
+    )
+    return {str(r[0]) for r in rows}
+
+
+async def forget_file_ids(conn: asyncpg.Connection, sha256s: list[str]) -> None:
+    await conn.execute("DELETE FROM file_ids WHERE sha256 = ANY($1::text[])", sha256s)

@@ -30,6 +30,8 @@ from roomlink.message.model import Message
 from roomlink.store import migrate
 from roomlink.store.contract import PrefixCheck, Store
 from roomlink.store.errors import StoreError, wrap
+from roomlink.store.files import FileKeeper
+from roomlink.store.files.folder import FolderFiles
 from roomlink.store.sqlite import queries as q
 from roomlink.store.sqlite import record_queries as rq
 from roomlink.store.urls import redact
@@ -69,8 +71,9 @@ class SqliteStore(Store):
     """One party's store in a SQLite file. Build it with ``open_store``."""
 
     def __init__(self, party: str, url: str, conn: q.Connection,
-                 checkpointer: sqlite3.Connection, path: str) -> None:
+                 checkpointer: sqlite3.Connection, path: str, files: FileKeeper) -> None:
         self.party = party
+        self.files = files
         self.url_for_display = redact(url)
         self._closed = False
         self._conn = conn
@@ -91,7 +94,9 @@ class SqliteStore(Store):
         return f"<SqliteStore {self.party} {self.url_for_display}>"
 
     @classmethod
-    async def open(cls, party: str, url: str, path: str) -> SqliteStore:
+    async def open(cls, party: str, url: str, path: str, files: str | None = None
+                   ) -> SqliteStore:
+        """``files``: the folder of the party's files; default ``<path>.files``."""
         async with _file_lock(path):
             if not migrate.sqlite_is_current(path):
                 await migrate.migrate_sqlite(path)
@@ -105,7 +110,8 @@ class SqliteStore(Store):
         migrate.sqlite_pragmas(checkpointer)
         # by name, not cls(): so mypy refuses an engine that misses an operation of
         # the contract ("Cannot instantiate abstract class")
-        return SqliteStore(party, url, conn, checkpointer, path)
+        keeper = FolderFiles.open(files or f"{path}.files")
+        return SqliteStore(party, url, conn, checkpointer, path, keeper)
 
     # -- how operations run ---------------------------------------------------------------
 
@@ -321,10 +327,26 @@ class SqliteStore(Store):
     ) -> int:
         return self.write_now(lambda c: rq.cut_prefix(c, pipe, cutoff, limit, check))
 
+    # -- files --------------------------------------------------------------------------
+
+    async def file_id(self, sha256: str) -> str:
+        return self.write_now(lambda c: q.file_id(c, sha256))
+
+    async def file_by_id(self, file_id: str) -> str | None:
+        return self.read_now(lambda c: q.file_by_id(c, file_id))
+
+    async def file_refs(self) -> set[str]:
+        return await self._read_aside(q.file_refs)
+
+    async def forget_file_ids(self, sha256s: Sequence[str]) -> None:
+        digests = tuple(sha256s)
+        self.write_now(lambda c: q.forget_file_ids(c, digests))
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.files.close()
         self._checkpoints.cancel()
         self._indexer.cancel()
         await asyncio.gather(self._checkpoints, self._indexer, return_exceptions=True)

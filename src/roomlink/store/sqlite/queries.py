@@ -12,6 +12,7 @@ Timestamps use SQLAlchemy's SQLite format (naive UTC, ``YYYY-MM-DD HH:MM:SS.ffff
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -366,3 +367,37 @@ def delivered_after(
         (connector, room, row[0], limit),
     )
     return [_message(r) for r in rows]
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def file_id(conn: sqlite3.Connection, sha256: str) -> str:
+    conn.execute(
+        "INSERT INTO file_ids (id, sha256, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (sha256) DO NOTHING",
+        (secrets.token_urlsafe(24), sha256, stored_time(utcnow())),
+    )
+    row = conn.execute("SELECT id FROM file_ids WHERE sha256 = ?", (sha256,)).fetchone()
+    return str(row[0])
+
+
+def file_by_id(conn: sqlite3.Connection, file_id: str) -> str | None:
+    row = conn.execute("SELECT sha256 FROM file_ids WHERE id = ?", (file_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def file_refs(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT json_extract(j.value, '$.sha256') FROM messages m, "
+        "json_each(m.attachments) j WHERE m.attachments != '[]' AND json_valid(m.attachments) "
+        "AND json_extract(j.value, '$.sha256') IS NOT NULL"
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def forget_file_ids(conn: sqlite3.Connection, sha256s: Sequence[str]) -> None:
+    for i in range(0, len(sha256s), _IN_CHUNK):
+        part = sha256s[i : i + _IN_CHUNK]
+        marks = ", ".join("?" * len(part))
+        conn.execute(f"DELETE FROM file_ids WHERE sha256 IN ({marks})", part)

@@ -1,0 +1,146 @@
+"""Files kept in a folder: ``<root>/<first two hex digits>/<sha256>``.
+
+A file is written to ``<root>/.tmp/`` first, fsync'd, renamed to its digest's name and
+the folder fsync'd, so that it appears whole or not at all, even across a ``kill -9``
+or a power cut; what a crash left in ``.tmp`` is removed when the folder is opened.
+The disk work runs in threads, a chunk at a time, so neither the event loop waits for
+the disk nor a file is ever whole in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from roomlink.store.files import CHUNK, FileKeeper, FileWriter, MissingFile, is_digest
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FolderFiles(FileKeeper):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.where = str(root)
+        self._tmp = root / ".tmp"
+
+    @classmethod
+    def open(cls, root: str | Path) -> FolderFiles:
+        keeper = FolderFiles(Path(root))
+        keeper._tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in keeper._tmp.iterdir():  # a write a crash interrupted
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        return keeper
+
+    def path_of(self, sha256: str) -> Path:
+        if not is_digest(sha256):
+            raise MissingFile(f"not a file digest: {sha256[:80]!r}")
+        return self.root / sha256[:2] / sha256
+
+    async def begin(self) -> FileWriter:
+        path = self._tmp / secrets.token_hex(16)
+        handle = await asyncio.to_thread(open, path, "xb")
+        return _FolderWriter(self, path, handle)
+
+    async def has(self, sha256: str) -> bool:
+        try:
+            return self.path_of(sha256).is_file()
+        except MissingFile:
+            return False
+
+    async def read(self, sha256: str) -> AsyncIterator[bytes]:
+        path = self.path_of(sha256)
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:
+            raise MissingFile(f"file {sha256} is not kept") from None
+        try:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def kept(self) -> list[tuple[str, datetime]]:
+        def scan() -> list[tuple[str, datetime]]:
+            found = []
+            for sub in self.root.iterdir():
+                if len(sub.name) != 2 or not sub.is_dir():
+                    continue
+                for f in sub.iterdir():
+                    if is_digest(f.name):
+                        mtime = datetime.fromtimestamp(f.stat().st_mtime, UTC)
+                        found.append((f.name, mtime))
+            return found
+
+        return await asyncio.to_thread(scan)
+
+    async def remove(self, sha256s: Iterable[str]) -> int:
+        paths = [self.path_of(s) for s in sha256s]
+
+        def unlink() -> int:
+            removed = 0
+            for p in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+            return removed
+
+        return await asyncio.to_thread(unlink)
+
+    async def close(self) -> None:
+        pass
+
+
+class _FolderWriter(FileWriter):
+    def __init__(self, keeper: FolderFiles, path: Path, handle: BinaryIO) -> None:
+        self._keeper = keeper
+        self._path = path
+        self._handle = handle
+        self._done = False
+
+    async def write(self, chunk: bytes) -> None:
+        await asyncio.to_thread(self._handle.write, chunk)
+
+    async def finish(self, sha256: str) -> None:
+        final = self._keeper.path_of(sha256)
+
+        def publish() -> None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            if final.exists():  # kept already (content-addressed): these bytes go
+                self._path.unlink()
+                return
+            made = not final.parent.exists()
+            final.parent.mkdir(exist_ok=True)
+            if made:
+                _fsync_dir(self._keeper.root)
+            os.replace(self._path, final)
+            _fsync_dir(final.parent)
+
+        await asyncio.to_thread(publish)
+        self._done = True
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+
+        def drop() -> None:
+            self._handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+        await asyncio.to_thread(drop)
