@@ -64,3 +64,9 @@ class Files(Protocol):
         """This party's unguessable id (128 bits or more, never the sha256) for the file,
         minted on first use: what a download URL names."""
         ...
+
+    async def find(self, file_id: str) -> str | None:
+        """The sha256 of the kept file this party's ``file_id`` names, or None (what a
+        connector serving downloads, the API's ``/v1/files/...``, looks up). A core that
+        keeps no ids answers None: every such download is then a 404."""
+        return None
