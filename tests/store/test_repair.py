@@ -10,11 +10,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from roomlink.message.model import Author, Message, RoomRef
+from roomlink.message.model import Author, Message, RoomRef, utcnow
+from roomlink.record import retention
 from roomlink.record.compare import compare
 from roomlink.record.sign import digest_line
 from roomlink.record.verify import walk_store
@@ -187,3 +189,20 @@ async def test_record_tail_is_the_pipes_newest_rows_in_record_order(
         "m0000", "m0001", "m0002", "m0003"]
     assert [r.chain_n for r in await store.record_tail(PIPE, 10)] == [1, 2, 3, 4]
     assert await store.record_tail("nowhere", 10) == []
+
+
+async def test_a_store_retention_emptied_is_not_given_the_history_back(
+    stores: dict[str, Store]
+) -> None:
+    """agency keeps a day, acme keeps everything: agency's store holds nothing of the
+    pipe after the cut, yet it stands where acme does."""
+    await repair_stores(BOTH, stores)  # marks both stores: members from the pipe's start
+    await Ingest(BOTH, stores).write(*(said(i) for i in range(3)))
+    cut = await retention.apply(stores["agency"], 1, now=utcnow() + timedelta(days=2))
+    assert cut == {PIPE: 3} and await ids(stores["agency"]) == []
+    assert await repair_stores(BOTH, stores) == {}
+    assert await ids(stores["agency"]) == []
+    # and a batch only acme took after the cut is still a gap to repair
+    await Ingest(BOTH, stores).write_only("acme", said(3))
+    assert await repair_stores(BOTH, stores) == {("agency", PIPE): 1}
+    assert await digest(stores["agency"]) == await digest(stores["acme"])

@@ -16,8 +16,11 @@ Where a store stands in a pipe is its newest message of that pipe. A store holdi
 nothing of a pipe is either one whose first batch of the pipe was the one in flight, or
 the store of a party a reload (or an edited config) has just added to the pipe, which
 lacks the whole history and must not be given it. The two are told apart by a mark the
-start leaves in every such store: the pipe's newest message (or none) when the party was
-first seen in the pipe. A store without the mark is never repaired in that pipe.
+start leaves in every such store: the pipe's newest message (none: the pipe's start)
+when the start first found the party in the pipe. A store without the mark is never
+repaired in that pipe. So a party a live reload adds is marked at the next start: a
+kill -9 on the pipe's first batch after that reload is repaired for it only by the
+platform's re-delivery or the client's retry, as before.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import NewMessage, Store
 from roomlink.store.chain import canonical_stored
 from roomlink.store.errors import describe
-from roomlink.store.values import RecordRow
+from roomlink.store.values import Anchor, RecordRow
 
 log = logging.getLogger("roomlink.repair")
 
@@ -49,21 +52,30 @@ async def repair_stores(
 ) -> dict[tuple[str, str], int]:
     """Repair every pipe of ``topology``; returns (party, pipe) -> messages appended, for
     each store that lacked some."""
+    anchors = {party: await store.anchors() for party, store in stores.items()}
     repaired: dict[tuple[str, str], int] = {}
     for pipe in topology.pipes.values():
         parties = [p for p in pipe.parties if p in stores]
-        for party, count in (await repair_pipe(pipe, {p: stores[p] for p in parties})).items():
+        cut = {p: anchors[p][pipe.name] for p in parties if pipe.name in anchors[p]}
+        done = await repair_pipe(pipe, {p: stores[p] for p in parties}, cut)
+        for party, count in done.items():
             repaired[(party, pipe.name)] = count
     return repaired
 
 
-async def repair_pipe(pipe: Pipe, stores: Mapping[str, Store]) -> dict[str, int]:
+async def repair_pipe(
+    pipe: Pipe, stores: Mapping[str, Store], cut: Mapping[str, Anchor] | None = None
+) -> dict[str, int]:
     """Append to each of ``stores`` what another holds of ``pipe`` beyond it; returns
-    party -> how many messages were appended."""
+    party -> how many messages were appended. ``cut``: the stores' retention anchors of
+    the pipe."""
+    newest = {party: await store.record_tail(pipe.name, 1) for party, store in stores.items()}
+    if all(newest.values()) and len({t[0].id for t in newest.values()}) == 1:
+        return {}  # the usual start: every store stands at the same message
     tails = {party: await store.record_tail(pipe.name, WINDOW) for party, store in stores.items()}
     standing: dict[str, str | None] = {}  # party -> its newest message id, "" or unknown
     for party, store in stores.items():
-        anchor = (await store.anchors()).get(pipe.name)
+        anchor = (cut or {}).get(party)
         if tails[party]:
             standing[party] = tails[party][-1].id
         elif anchor is not None:  # retention cut all it held: it stands at the last cut
@@ -88,7 +100,7 @@ def _after(tail: Sequence[RecordRow], since: str) -> list[RecordRow]:
     none when ``tail`` does not show where ``since`` stands."""
     if since == FROM_THE_START:
         # the whole record of the pipe must be in the tail: its first row is the first
-        # link after the genesis (a pipe cut by retention never had an empty store)
+        # link after the genesis (after a retention cut it is a later one)
         whole = bool(tail) and tail[0].chain_n == 1
         return list(tail) if whole else []
     for i in range(len(tail) - 1, -1, -1):
