@@ -18,11 +18,13 @@ import codecs
 import hmac
 import json
 import logging
+import mimetypes
 import os
 import sys
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 from pydantic import Field, SecretStr, field_validator
@@ -36,9 +38,11 @@ from roomlink.connector import (
     ShuttingDown,
     check_host_port,
 )
-from roomlink.connector.httpserve import HttpLimitOptions, HttpServer
-from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound
+from roomlink.connector.httpserve import HttpLimitOptions, HttpServer, serve_file
+from roomlink.message.filenames import clean_filename
+from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind, Outbound
 
+from .files import Refused, read_upload
 from .stream import GOING_AWAY, STALL, TOO_SLOW, Frame, StreamClient
 
 log = logging.getLogger("roomlink.connector.api")
@@ -53,6 +57,11 @@ class ApiOptions(HttpLimitOptions, ConnectorOptions):
     listen: str = Field(description="host:port to listen on")
     token: SecretStr | None = None
     max_text_length: int = Field(default=65536, ge=1)
+    max_file_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1,
+        description="bytes of one file in a multipart POST at most; a larger one is 413",
+    )
+    max_files: int = Field(default=10, ge=1, description="files in one message at most")
     stream_buffer: int = Field(
         default=1_048_576, ge=65536,
         description="bytes of frames that may wait for one stream client; a client with "
@@ -106,19 +115,24 @@ class ApiConnector(Connector):
 
     @property
     def limits(self) -> Limits:
-        return Limits(can_impersonate=True, edits=True, deletes=True)
+        return Limits(can_impersonate=True, edits=True, deletes=True, files=True,
+                      max_file_bytes=self.opts.max_file_bytes)
 
     async def start(self) -> None:
-        # JSON escapes can double a text's size; leave room for the rest of the body
-        app = web.Application(client_max_size=self.opts.max_text_length * 6 + 65536,
-                              middlewares=[_json_errors])
+        # a multipart body is streamed part by part: this caps the JSON form only
+        app = web.Application(client_max_size=self._max_body(), middlewares=[_json_errors])
         app.router.add_post("/v1/rooms/{room}/messages", self._post)
         app.router.add_patch("/v1/rooms/{room}/messages/{message_id}", self._change)
         app.router.add_delete("/v1/rooms/{room}/messages/{message_id}", self._change)
         app.router.add_get("/v1/rooms/{room}/stream", self._stream)
+        app.router.add_get("/v1/files/{file_id}/{name}", self._download)
         self._server = HttpServer(app, self.opts.listen, self.opts.http_limits(), self.ctx.name)
         await self._server.start()
         self._show_rooms(self.ctx.rooms)
+
+    def _max_body(self) -> int:
+        # JSON escapes can double a text's size; leave room for the rest of the body
+        return self.opts.max_text_length * 6 + 65536
 
     async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
         # the listener and the other rooms' streams stay; a removed room's clients are
@@ -204,6 +218,10 @@ class ApiConnector(Connector):
             return _error(400, "body is not valid JSON")
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object")
+        return self._checked(body, need_text)
+
+    def _checked(self, body: dict[str, Any], need_text: bool) -> dict[str, Any] | web.Response:
+        """``body`` when its fields are right, else the error answer."""
         text, author = body.get("text"), body.get("author")
         if need_text and (not isinstance(text, str) or not text.strip()):
             return _error(400, "'text' must be a non-empty string")
@@ -222,17 +240,37 @@ class ApiConnector(Connector):
         room = self._room(request, speaking=True)
         if isinstance(room, web.Response):
             return room
-        body = await self._body(request, need_text=True)
-        if isinstance(body, web.Response):
-            return body
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key) <= MAX_KEY:
             return _error(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
+        files: list[Attachment] = []
+        if request.content_type == "multipart/form-data":
+            try:
+                upload = await read_upload(
+                    request, self.ctx.files, room, max_file_bytes=self.opts.max_file_bytes,
+                    max_files=self.opts.max_files, max_message=self._max_body())
+            except Refused as refused:
+                if refused.__cause__ is not None:  # a store's error says why, never a file
+                    log.error("%s: could not keep a file (%s)", self.ctx.name,
+                              type(refused.__cause__).__name__)
+                return _error(refused.status, refused.message)
+            files = upload.files
+            # without a 'message' part the files come from the connector's own name
+            message = upload.message if upload.message is not None else {}
+            message.setdefault("author", self.ctx.name)
+            message.setdefault("text", "")
+            body = self._checked(message, need_text=not files)
+        else:
+            body = await self._body(request, need_text=True)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body.get("text"), str):
+            return _error(400, "'text' must be a string")
         # every message said here gets a platform id, so that it can be edited later
         native = f"key:{key}" if key is not None else uuid.uuid4().hex
         inbound = Inbound(room=room, author=InboundAuthor(name=body["author"]),
                           text=body["text"], native_id=native,
-                          reply_to_native=body.get("reply_to"))
+                          reply_to_native=body.get("reply_to"), attachments=files)
         ids = await self._accept(inbound)
         if isinstance(ids, web.Response):
             return ids
@@ -273,6 +311,21 @@ class ApiConnector(Connector):
         except Exception as exc:  # the store's error says why; never the message itself
             log.error("%s: could not store a message (%s)", self.ctx.name, type(exc).__name__)
             return _error(503, "the message could not be stored; retry")
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/files/{file_id}/{name}``: the bytes of a file of this party, to a
+        client with the token; 404 for any id or name that is not one of its files."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        files = self.ctx.files
+        name = request.match_info["name"]
+        sha256 = None if files is None else await files.find(request.match_info["file_id"])
+        if files is None or sha256 is None or clean_filename(name) != name:
+            return _error(404, "no such file")
+        # the id names the bytes; the name in the URL (the one the frame gave) is shown
+        mime, _ = mimetypes.guess_type(name, strict=False)
+        kept = Attachment(name=name, mime=mime, sha256=sha256)
+        return await serve_file(request, name, mime, None, files.open(kept))
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         room = self._room(request)
@@ -315,8 +368,8 @@ class ApiConnector(Connector):
             if page is None:
                 return _error(404, f"no message {after!r} on record for room {room!r}")
             for out in page:
-                frames.append((_key(out), json.dumps(self._frame(out, out.message.kind),
-                                                     ensure_ascii=False)))
+                frame = await self._frame(out, out.message.kind)
+                frames.append((_key(out), json.dumps(frame, ensure_ascii=False)))
             if len(page) < REPLAY_PAGE or len(frames) >= REPLAY_MAX:
                 return frames[:REPLAY_MAX]
             after = page[-1].message.id
@@ -373,7 +426,7 @@ class ApiConnector(Connector):
                 self._drop(room, client)
         raise RoomDown(f"no stream client on room {room!r} took the message")
 
-    def _frame(self, out: Outbound, kind: Kind) -> dict[str, Any]:
+    async def _frame(self, out: Outbound, kind: Kind) -> dict[str, Any]:
         m = out.message
         frame: dict[str, Any] = {
             "id": m.id,
@@ -391,17 +444,31 @@ class ApiConnector(Connector):
             frame["target"] = m.target
         if out.parts > 1:
             frame["part"], frame["parts"] = out.part, out.parts
+        if out.files:
+            frame["attachments"] = [await self._attachment(a) for a in out.files]
         return frame
 
+    async def _attachment(self, att: Attachment) -> dict[str, Any]:
+        """A file of a frame: what it is, and where this listener answers its bytes."""
+        url = None
+        if att.sha256 is not None and self.ctx.files is not None:
+            file_id = await self.ctx.files.file_id(att)
+            url = f"/v1/files/{file_id}/{quote(att.name or 'file', safe='')}"
+        found: dict[str, Any] = {"name": att.name, "type": att.mime, "size": att.size,
+                                 "sha256": att.sha256, "url": url}
+        if att.note:
+            found["note"] = att.note
+        return found
+
     async def send(self, out: Outbound) -> str:
-        await self._broadcast(out.room, _key(out), self._frame(out, out.message.kind))
+        await self._broadcast(out.room, _key(out), await self._frame(out, out.message.kind))
         return out.message.id if out.parts == 1 else f"{out.message.id}.{out.part}"
 
     async def edit(self, out: Outbound) -> None:
-        await self._broadcast(out.room, _key(out), self._frame(out, Kind.EDIT))
+        await self._broadcast(out.room, _key(out), await self._frame(out, Kind.EDIT))
 
     async def delete(self, out: Outbound) -> None:
-        await self._broadcast(out.room, _key(out), self._frame(out, Kind.DELETE))
+        await self._broadcast(out.room, _key(out), await self._frame(out, Kind.DELETE))
 
 
 def _codec(charset: str) -> str | None:
