@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -37,7 +38,8 @@ from typing import Any
 
 import aiohttp
 
-from rlkit import Daemon, Room, Stream, export, free_port, write_config
+from filekit import SAMPLES, PeerFile, clean_name_ok, post_files, received
+from rlkit import Daemon, Room, Stream, export, free_port, run_cli, write_config
 
 PEER_PARTY, API_PARTY = "agency", "acme"
 PEER_CONNECTOR, API_CONNECTOR, API_ROOM, PIPE = "peer", "web", "lobby", "p"
@@ -87,6 +89,10 @@ class PeerRoom(ABC):
     # stored message survives a kill -9 before its delivery, once, and that what was
     # said while the bridge was down is lost, not half-kept.
     no_redelivery: str | None = None
+    # Why the platform carries no files (IRC), or None. Files the bridge relays there
+    # then arrive as a "[file: NAME (TYPE, SIZE)]" line each, and its people post none.
+    # A room that carries files overrides this and say_with_files and files_of.
+    no_files: str | None = "this room's test adapter neither posts nor reads files"
 
     @abstractmethod
     def connector_options(self) -> dict[str, Any]: ...
@@ -119,6 +125,15 @@ class PeerRoom(ABC):
         """Say ``text`` and return once the bridge surely has it; the bridge cannot
         acknowledge it (a store is locked) and is killed next."""
         await self.wait_handed_over(await self.say(text, author))
+
+    async def say_with_files(self, text: str, author: str, files: list[PeerFile]) -> str:
+        """Post ``text`` with ``files`` as one message, the way the platform's people do."""
+        raise NotImplementedError(f"{type(self).__name__}: {self.no_files}")
+
+    async def files_of(self, post: Post) -> list[PeerFile]:
+        """The files the bridge posted with ``post``, as the platform's people get them
+        (names as the platform shows them, bytes as they download them)."""
+        raise NotImplementedError(f"{type(self).__name__}: {self.no_files}")
 
     async def redeliver(self) -> None:
         """After that crash and a restart: what the platform's users must do themselves to
@@ -184,6 +199,10 @@ class Harness:
 
     def records(self, party: str) -> list[dict[str, Any]]:
         return export(self.config, party, PIPE)
+
+    async def api_files(self, frame: dict[str, Any]) -> list[PeerFile]:
+        """The files of a frame the API room received, downloaded as its client would."""
+        return await received(self.api.session, self.api.base, frame, self.api.headers)
 
 
 async def wait_until(check: Callable[[], bool], timeout: float = 30,
@@ -394,6 +413,66 @@ async def _kill_between_store_and_delivery(h: Harness) -> None:
         assert [m["text"] for m in h.records(party)] == [stored, after]
 
 
+FILE_LINE = re.compile(r"\[file: (.+?) \(([^,()]+), ([^()]+)\)\]")
+
+
+def assert_same_files(got: list[PeerFile], sent: list[PeerFile]) -> None:
+    """The same files in the same order: equal bytes and types, names made safe."""
+    assert [(g.type, len(g.data)) for g in got] == [(s.type, len(s.data)) for s in sent]
+    for g, s in zip(got, sent, strict=True):
+        assert g.data == s.data, (g.name, s.name)
+        assert clean_name_ok(g.name, s.name), (g.name, s.name)
+
+
+async def files_travel_and_are_kept(h: Harness) -> None:
+    """An image, a PDF and a file with a hostile name (``../``, a right-to-left override,
+    Cyrillic) go each way with equal bytes and safe names, and every party keeps them,
+    across a restart. A platform without files (``no_files``) gets a ``[file: ...]`` line
+    for each, and its people post none."""
+    sent = list(SAMPLES)
+    said = []
+    frame: dict[str, Any] | None = None
+    if not h.peer.no_files:
+        await h.peer.say_with_files("files from the platform", "Alice", sent)
+        said.append("files from the platform")
+        [frame] = await h.frames(1)
+        assert _words(frame["text"]) == "files from the platform"
+        assert [a["sha256"] for a in frame["attachments"]] == [f.sha256 for f in sent]
+        assert_same_files(await h.api_files(frame), sent)
+    await h.restart()
+    if frame is not None:  # the links of a frame outlive the process that gave them
+        assert_same_files(await h.api_files(frame), sent)
+    status, answer = await post_files(h.api.session, h.api.base, "files from the web", "bob",
+                                      sent, h.api.headers)
+    assert status == 202, answer
+    said.append("files from the web")
+    if h.peer.no_files:
+        def shown() -> str:
+            return "\n".join(p.text for p in h.peer.posts())
+
+        await wait_until(lambda: len(FILE_LINE.findall(shown())) >= len(sent), 30,
+                         lambda: f"a [file: ...] line per file in {shown()!r}")
+        assert "files from the web" in _words(shown())
+        lines = FILE_LINE.findall(shown())
+        assert [kind for _, kind, _ in lines] == [f.type for f in sent], lines
+        for (name, _, _), f in zip(lines, sent, strict=True):
+            assert clean_name_ok(name, f.name), (name, f.name)
+    else:
+        [post] = await h.posts(1)
+        assert "files from the web" in _words(post.text)
+        assert_same_files(await h.peer.files_of(post), sent)
+    await asyncio.sleep(1.0)  # nothing else comes: no second copy, no echo
+    assert len(h.stream.frames) == (0 if frame is None else 1), h.stream.frames
+    for party in (PEER_PARTY, API_PARTY):  # every party keeps every file, and it verifies
+        records = h.records(party)
+        assert [m["text"] for m in records] == said, party
+        for m in records:
+            assert [a["sha256"] for a in m["attachments"]] == [f.sha256 for f in sent]
+            assert [a["size"] for a in m["attachments"]] == [len(f.data) for f in sent]
+        verified = run_cli("history", "verify", "-c", str(h.config), "--party", party)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 Scenario = Callable[[Harness], Awaitable[None]]
 ALL: tuple[Scenario, ...] = (
     relay_both_ways,
@@ -401,4 +480,5 @@ ALL: tuple[Scenario, ...] = (
     edits_and_deletes,
     hostile_text_is_inert,
     kill_between_receive_and_store,
+    files_travel_and_are_kept,
 )

@@ -19,6 +19,7 @@ import pytest
 
 import conformance
 from conformance import Post
+from filekit import PeerFile, post_files, received
 from rlkit import Room, free_port
 
 
@@ -28,6 +29,7 @@ class ApiPeer(conformance.PeerRoom):
     connector_type = "api"
     room = "platform"
     can_edit = can_delete = shows_edits = shows_deletes = True
+    no_files = None  # a multipart POST in, frames with links out
 
     def __init__(self, http: aiohttp.ClientSession) -> None:
         self.port = free_port()
@@ -49,6 +51,15 @@ class ApiPeer(conformance.PeerRoom):
 
     async def delete(self, native_id: str) -> None:
         await self.users.delete(native_id, "someone")
+
+    async def say_with_files(self, text: str, author: str, files: list[PeerFile]) -> str:
+        status, answer = await post_files(self.users.session, self.users.base, text, author,
+                                          files)
+        assert status == 202, answer
+        return str(answer["id"])
+
+    async def files_of(self, post: Post) -> list[PeerFile]:
+        return await received(self.users.session, self.users.base, post.raw)
 
     def posts(self) -> list[Post]:
         posts: dict[str, Post] = {}

@@ -35,6 +35,7 @@ class IrcChannel(conformance.PeerRoom):
                      "bridge received but had stored in no store when it died is gone "
                      "(one some stores held is given to the others at the restart), as "
                      "is a line said while it was down")
+    no_files = "IRC carries no files: each comes as a [file: NAME (TYPE, SIZE)] line"
 
     def __init__(self, server: Ngircd, watcher: IrcUser) -> None:
         self.server = server
