@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from rlkit import Room, free_port, run_cli, running, write_config
+from rlkit import Room, free_port, plugin_env, run_cli, running, write_config
 
 
 def _config(ports: dict[str, int], *, extra: list[dict[str, str]] | None = None
@@ -173,3 +174,76 @@ async def test_rooms_change_under_load_without_dropping_streams(tmp_path: Path) 
         assert log.count("connector acme-api (api) started") == 1, log
         assert log.count("reload done") == 3, log
         assert daemon.terminate() == 0, daemon.log()
+
+
+STIFF_PLUGIN = '''
+"""A connector that cannot change its rooms while running; it writes what it is sent to
+the file named by STIFF_OUT."""
+import os
+
+from roomlink.connector.base import Connector, ConnectorOptions
+from roomlink.errors import NotSupported
+
+class Options(ConnectorOptions):
+    pass
+
+class Stiff(Connector):
+    platform = "stiff"
+    Options = Options
+
+    async def rooms_changed(self, added, removed):
+        raise NotSupported("rooms are fixed at start")
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    def is_ready(self, room):
+        return True
+
+    async def wait_ready(self, room):
+        return None
+
+    async def send(self, out):
+        with open(os.environ["STIFF_OUT"], "a") as f:
+            f.write(f"{out.room} {out.text}\\n")
+        return out.delivery_key
+'''
+
+
+async def test_a_connector_that_cannot_change_its_rooms_is_restarted(tmp_path: Path) -> None:
+    out = tmp_path / "stiff.out"
+    env = {**plugin_env(tmp_path, "stiff_plugin", textwrap.dedent(STIFF_PLUGIN), "stiff"),
+           "STIFF_OUT": str(out)}
+    ports = {n: free_port() for n in ("api", "admin")}
+
+    def config(*rooms: str) -> dict[str, Any]:
+        return {
+            "parties": {p: {"store": f"sqlite:///{tmp_path / p}.db"} for p in ("a", "b")},
+            "connectors": {"stiff": {"party": "a", "type": "stiff"},
+                           "api": {"party": "b", "type": "api",
+                                   "listen": f"127.0.0.1:{ports['api']}"}},
+            "pipes": {"p": {"rooms": [{"connector": "api", "room": "r"}]
+                            + [{"connector": "stiff", "room": room} for room in rooms]}},
+            "admin": {"listen": f"127.0.0.1:{ports['admin']}", "token": "admin-token-123"},
+        }
+
+    path = write_config(tmp_path / "roomlink.yaml", config("x"))
+    async with running(path, list(ports.values()), env) as daemon, \
+            aiohttp.ClientSession() as http:
+        write_config(path, config("x", "y"))
+        done = await asyncio.to_thread(run_cli, "reload", "-c", str(path), env=env)
+        assert done.returncode == 0, done.stderr
+        assert "connector stiff restarted (could not change its rooms while running)" in (
+            done.stdout)
+        await Room(http, ports["api"], "r").post("to x and y", "bob")
+        for _ in range(200):
+            if out.exists() and len(out.read_text().splitlines()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(out.read_text().splitlines()) == ["x to x and y", "y to x and y"]
+        log = daemon.log()
+        assert log.count("connector stiff (stiff) started") == 2, log
+        assert daemon.terminate() == 0, log

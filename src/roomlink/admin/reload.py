@@ -7,9 +7,9 @@ only those channels, an API connector's other streams stay open). One whose opti
 changed is stopped and started again alone, and so is one that cannot change its rooms
 while running; a removed one is stopped. Rooms that no longer receive from any pipe
 lose their worker, but their pending copies stay in the store and are delivered when
-the room comes back. New parties open their stores before anything is touched, so that a store
-that cannot be opened rejects the reload whole, like a config with errors: the running
-config stays, and the errors are logged as ``roomlink check`` prints them.
+the room comes back. New parties open their stores before anything is touched, so that
+a store that cannot be opened rejects the reload whole, like a config with errors: the
+running config stays, and the errors are logged as ``roomlink check`` prints them.
 """
 
 from __future__ import annotations
@@ -254,8 +254,8 @@ def _rooms_change(name: str, old: Topology, new: Topology) -> str:
     before, after = set(old.rooms_of(name)), set(new.rooms_of(name))
     parts = [f"+{room}" for room in sorted(after - before)]
     parts += [f"-{room}" for room in sorted(before - after)]
-    if not parts:  # only whether a room's messages are relayed changed
-        parts = ["rooms relayed changed"]
+    if not parts:  # only the direction of some room changed
+        return f"connector {name}: which rooms are relayed changed (kept its connection)"
     return f"connector {name}: rooms {' '.join(parts)} (kept its connection)"
 
 
