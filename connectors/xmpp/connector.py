@@ -118,7 +118,8 @@ class XmppConnector(Connector):
         return self.session.connected
 
     def is_ready(self, room: str) -> bool:
-        return self.session.joined(room) and self._caught_up[room].is_set()
+        caught_up = self._caught_up.get(room)  # None: a reload is adding it
+        return self.session.joined(room) and caught_up is not None and caught_up.is_set()
 
     async def wait_ready(self, room: str) -> None:
         while not self.is_ready(room):

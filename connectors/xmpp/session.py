@@ -254,7 +254,8 @@ class Session:
                 self._join(room)
 
     def joined(self, room: str) -> bool:
-        return self.rooms[room].joined.is_set()
+        state = self.rooms.get(room)  # None: a reload is adding or removing it
+        return state is not None and state.joined.is_set()
 
     async def wait_joined(self, room: str) -> None:
         await self.rooms[room].joined.wait()
