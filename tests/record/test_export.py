@@ -196,3 +196,125 @@ def test_progress_bar_on_a_terminal_only(conversation: Conversation, tmp_path: P
     assert done.returncode == 0
     assert re.search(rb"export text: 100%\|.*\| 8(\.00)?/8(\.00)? ", shown), shown
     assert out.read_text().count("\n") == 10  # 8 records and 2 digest lines
+
+
+# -- files beside the export (`--files DIR`) ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two SQLite parties; acme posts a message with an image, a PDF and a file with a
+    hostile name, then a plain one. Returns the config."""
+    import asyncio
+
+    import aiohttp
+
+    from filekit import SAMPLES, post_files
+    from rlkit import Room, free_port, running, write_config
+
+    folder = tmp_path_factory.mktemp("files")
+    ports = {p: free_port() for p in ("agency", "acme")}
+    config = write_config(folder / "roomlink.yaml", {
+        "parties": {p: {"store": f"sqlite:///{p}.db"} for p in ports},
+        "connectors": {f"{p}-api": {"party": p, "type": "api",
+                                    "listen": f"127.0.0.1:{port}"} for p, port in ports.items()},
+        "pipes": {"project": {"rooms": [{"connector": f"{p}-api", "room": "lobby"}
+                                        for p in ports]}},
+    })
+
+    async def converse() -> None:
+        async with running(config, list(ports.values())) as daemon, \
+                aiohttp.ClientSession() as http:
+            acme = Room(http, ports["acme"], "lobby")
+            status, answer = await post_files(http, acme.base, "the mock-ups, the contract",
+                                              "boris", SAMPLES)
+            assert status == 202, answer
+            await acme.post("no file here", "boris")
+            assert daemon.terminate() == 0
+
+    asyncio.run(converse())
+    return config
+
+
+def test_files_are_copied_beside_every_export_and_linked(with_files: Path,
+                                                         tmp_path: Path) -> None:
+    from email.utils import collapse_rfc2231_value
+
+    from filekit import SAMPLES, clean_name_ok
+
+    out, files = tmp_path / "out", tmp_path / "out" / "files"
+    out.mkdir()
+    for fmt in ("jsonl", "html", "mbox", "text"):
+        done = run_cli("history", "export", "-c", str(with_files), "--party", "agency",
+                       "--format", fmt, "-o", str(out / f"record.{fmt}"), "--files", str(files))
+        assert done.returncode == 0, done.stderr
+        assert "copied 3 files" in done.stderr
+    # DIR/<sha256 prefix>/<cleaned name>, equal bytes, nothing else and nothing outside
+    copies = sorted(p for p in files.rglob("*") if p.is_file())
+    assert len(copies) == 3 and all(p.parent.parent == files for p in copies)
+    by_data = {p.read_bytes(): p for p in copies}
+    for f in SAMPLES:
+        copy = by_data[f.data]
+        assert copy.parent.name == f.sha256[:16] and clean_name_ok(copy.name, f.name)
+    # jsonl: every attachment field, and the copy's path relative to the export
+    first, second = [json.loads(x) for x in (out / "record.jsonl").read_text().splitlines()]
+    assert [(a["name"], a["mime"], a["size"], a["sha256"]) for a in first["attachments"]] == [
+        (by_data[f.data].name, f.type, len(f.data), f.sha256) for f in SAMPLES]
+    assert [(out / a["path"]).read_bytes() for a in first["attachments"]] == [
+        f.data for f in SAMPLES]
+    assert second["attachments"] == []
+    # mbox: the files as MIME attachments, decoded equal
+    mails = list(mailbox.mbox(str(out / "record.mbox")))
+    assert len(mails) == 2 and not mails[1].is_multipart()
+    parts = [p for p in mails[0].walk() if p.get_content_disposition() == "attachment"]
+    assert [p.get_payload(decode=True) for p in parts] == [f.data for f in SAMPLES]
+    assert [p.get_content_type() for p in parts] == [f.type for f in SAMPLES]
+    names = [collapse_rfc2231_value(p.get_param("filename", header="content-disposition"))
+             for p in parts]
+    assert names == [by_data[f.data].name for f in SAMPLES]
+    body = next(p for p in mails[0].walk() if p.get_content_type() == "text/plain")
+    assert "the mock-ups, the contract" in body.get_payload(decode=True).decode()
+    # text: a line per file with its type, size and digest
+    text = (out / "record.text").read_text()
+    assert all(f"sha256:{f.sha256}" in text for f in SAMPLES)
+    # html: the image inline, the others linked, all relative to the transcript
+    page = (out / "record.html").read_text()
+    parsed = _Transcript()
+    parsed.feed(page)
+    png = by_data[SAMPLES[0].data].relative_to(out).as_posix()
+    assert parsed.external == [png]  # the image, from the files folder beside it
+    assert f'href="{png}"' in page
+    from urllib.parse import quote
+    for f in SAMPLES[1:]:
+        assert f'href="{quote(by_data[f.data].relative_to(out).as_posix())}"' in page
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            tab = browser.new_page()
+            tab.goto((out / "record.html").as_uri())
+            image = tab.locator("figure.att img")
+            assert image.count() == 1
+            image.scroll_into_view_if_needed()
+            tab.wait_for_function("document.querySelector('figure.att img').complete")
+            assert tab.evaluate("document.querySelector('figure.att img').naturalWidth") == 160
+        finally:
+            browser.close()
+
+
+def test_without_files_the_export_names_them(with_files: Path) -> None:
+    from filekit import SAMPLES
+
+    page = _export_config(with_files, "html")
+    assert "<img" not in page and "screenshot.png" in page and "image/png" in page
+    mbox = _export_config(with_files, "mbox")
+    assert "multipart" not in mbox and f"sha256:{SAMPLES[1].sha256}" in mbox
+
+
+def _export_config(config: Path, fmt: str) -> str:
+    done = run_cli("history", "export", "-c", str(config), "--party", "acme", "--format", fmt)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

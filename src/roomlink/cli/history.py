@@ -69,6 +69,10 @@ def add_parsers(sub: Any, hsub: Any) -> None:
                         help="up to this date/time (UTC); a date includes the whole day")
     export.add_argument("-o", "--output", help="write to this file (with a progress bar on "
                         "a terminal) instead of standard output")
+    export.add_argument("--files", metavar="DIR",
+                        help="copy the files of the records written to DIR/<sha256 prefix>/"
+                        "<name>; the export links them (html shows images inline, mbox "
+                        "attaches them, jsonl gives each its path)")
 
     verify = party_cmd("verify", "check the hash chains of a party's record",
                        "Recompute every pipe's hash chain; print per pipe the count and head. "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import BinaryIO
 
 from roomlink.config.models import Config
+from roomlink.record.exportfiles import FileCopier
 from roomlink.record.sign import digest_line
 from roomlink.record.verify import Walker, rows_in_order, walk_store
 from roomlink.store import Store, open_store
@@ -32,11 +35,13 @@ async def _store(config: Config, party: str) -> AsyncIterator[Store]:
 async def export(config: Config, args: argparse.Namespace) -> int:
     from roomlink.record.export import export as run_export
 
+    files = _files_folder(args.files, args.output)
     async with _store(config, args.party) as store:
         if args.output is None:
             await run_export(store, args.format, sys.stdout.buffer, args.pipe, args.since,
-                             args.until)
+                             args.until, files=files)
             sys.stdout.buffer.flush()
+            _say_files(files)
             return OK
         from tqdm import tqdm
 
@@ -48,9 +53,27 @@ async def export(config: Config, args: argparse.Namespace) -> int:
             disable=not sys.stderr.isatty(), file=sys.stderr,
         ) as bar:  # fmt: skip
             written = await run_export(store, args.format, out, args.pipe, args.since,
-                                       args.until, progress=bar.update)
+                                       args.until, progress=bar.update, files=files)
         print(f"wrote {written} records to {args.output}", file=sys.stderr)
+        _say_files(files)
     return OK
+
+
+def _files_folder(folder: str | None, output: str | None) -> FileCopier | None:
+    """``--files DIR``: the folder, linked from the export relative to where it is."""
+    if folder is None:
+        return None
+    where = os.path.dirname(os.path.abspath(output)) if output else os.getcwd()
+    return FileCopier(Path(folder), os.path.relpath(os.path.abspath(folder), where))
+
+
+def _say_files(files: FileCopier | None) -> None:
+    if files is None:
+        return
+    for att in files.missing:
+        print(f"warning: file {att.name!r} (sha256 {att.sha256}) is not in the store: not "
+              "copied (`roomlink history verify` names its message)", file=sys.stderr)
+    print(f"copied {len(files.copied)} files to {files.folder}", file=sys.stderr)
 
 
 async def verify(config: Config, args: argparse.Namespace) -> int:

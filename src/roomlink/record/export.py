@@ -3,6 +3,12 @@
 Rows stream from the store a page at a time, in the order ``verify`` checks; the writers
 keep no more than a bounded cache of recent texts (to show what an edit or delete
 changed), so a million-message store exports in bounded memory.
+
+With a files folder (``history export --files DIR``) every kept file a written record
+refers to is copied, a chunk at a time, to ``DIR/<first 16 hex digits of its sha256>/
+<its cleaned name>`` (see :mod:`roomlink.record.exportfiles`); the HTML transcript then
+shows images inline and links the other files, jsonl gives each attachment its
+``path``, and mbox attaches the files as MIME parts.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from collections.abc import Callable
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
-from roomlink.message.model import Kind, Message
+from roomlink.message.model import Attachment, Kind, Message
+from roomlink.record.exportfiles import FileCopier, base64_lines, media_type, size_text
 from roomlink.record.sign import digest_line
 from roomlink.record.verify import Break, Walker, rows_in_order
 from roomlink.store import Store
@@ -54,10 +62,20 @@ class _Known:
 
 
 class Writer:
-    def __init__(self, out: BinaryIO, party: str, pipes: list[str]) -> None:
+    def __init__(self, out: BinaryIO, party: str, pipes: list[str],
+                 files: FileCopier | None = None) -> None:
         self.out = out
         self.party = party
         self.pipes = pipes
+        self.files = files  # the files copied beside the export, when asked for
+
+    def copied(self, att: Attachment) -> Path | None:
+        """Where ``att``'s bytes were copied (None: not asked, or not kept)."""
+        return None if self.files is None else self.files.path_of(att)
+
+    def href(self, att: Attachment) -> str | None:
+        """A relative link from the export to ``att``'s copy."""
+        return None if self.files is None else self.files.href_of(att)
 
     def write(self, text: str) -> None:
         self.out.write(text.encode("utf-8", "surrogateescape"))
@@ -79,6 +97,10 @@ class JsonlWriter(Writer):
         self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
     ) -> None:
         record = {"seq": seq, **m.model_dump(mode="json"), "chain": chain}
+        for att, dumped in zip(m.attachments, record["attachments"], strict=True):
+            path = None if self.files is None else self.files.relative_of(att)
+            if path is not None:
+                dumped["path"] = path  # the copy beside the export
         self.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -107,7 +129,7 @@ class TextWriter(Writer):
             reply = f" (in reply to {replied[0]})" if replied else ""
             line += f"{who}{reply}: {text}"
         for att in m.attachments:
-            line += f"\n    [attachment: {att.name or att.url} <{att.url}>]"
+            line += f"\n    {_attachment_line(att, self.href(att))}"
         self.write(line.replace("\r", "") + "\n")
 
     def end(self, digests: list[str], breaks: list[Break]) -> None:
@@ -115,6 +137,20 @@ class TextWriter(Writer):
             self.write(f"-- {d}\n")
         for b in breaks:
             self.write(f"-- WARNING: {b}\n")
+
+
+def _attachment_line(att: Attachment, href: str | None) -> str:
+    """One line that says what a file was: name, type, size, digest, where it is."""
+    what = ", ".join(x for x in (att.mime, size_text(att.size)) if x)
+    line = f"[attachment: {att.name or att.url or 'file'}" + (f" ({what})" if what else "")
+    if att.sha256:
+        line += f" sha256:{att.sha256}"
+    where = href or att.url
+    if where:
+        line += f" <{where}>"
+    if att.note:
+        line += f" — {att.note}"
+    return _CONTROL.sub(" ", line) + "]"
 
 
 def _header(value: str) -> str:
@@ -174,8 +210,6 @@ class MboxWriter(Writer):
             ("X-Roomlink-Kind", m.kind.value),
             ("X-Roomlink-Chain", chain or "-"),
             ("MIME-Version", "1.0"),
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Transfer-Encoding", "8bit"),
         ]
         body = m.text
         if m.kind == Kind.DELETE and earlier:
@@ -183,11 +217,28 @@ class MboxWriter(Writer):
         elif m.kind == Kind.EDIT and earlier:
             body = f"{m.text}\n\n[edited; earlier text:]\n{earlier[1]}"
         for att in m.attachments:
-            body += f"\n[attachment: {att.name or att.url} <{att.url}>]"
+            body += f"\n{_attachment_line(att, self.href(att))}"
         body = _FROM_LINE.sub(r">\1", body.replace("\r\n", "\n").replace("\r", "\n"))
+        copies = [(att, path) for att in m.attachments if (path := self.copied(att))]
+        plain = "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n"
+        if copies:  # the files go along as MIME parts (base64: no line starts "From ")
+            boundary = f"roomlink-{quote(m.id, safe='')}"
+            headers.append(("Content-Type", f'multipart/mixed; boundary="{boundary}"'))
         head = "".join(f"{k}: {v}\n" for k, v in headers)
-        self.write(f"From roomlink@roomlink.invalid {time.asctime(m.ts.timetuple())}\n"
-                   f"{head}\n{body}\n\n")
+        self.write(f"From roomlink@roomlink.invalid {time.asctime(m.ts.timetuple())}\n{head}")
+        if not copies:
+            self.write(f"{plain}\n{body}\n\n")
+            return
+        self.write(f"\n--{boundary}\n{plain}\n{body}\n")
+        for att, path in copies:
+            name = _header(att.name or "file")
+            quoted = quote(name, safe="")
+            self.write(f"--{boundary}\nContent-Type: {media_type(att.mime)}; "
+                       f"name*=utf-8''{quoted}\nContent-Disposition: attachment; "
+                       f"filename*=utf-8''{quoted}\nContent-Transfer-Encoding: base64\n\n")
+            for lines in base64_lines(path):
+                self.write(lines)
+        self.write(f"--{boundary}--\n\n")
 
 
 _CSS = """
@@ -208,6 +259,8 @@ article.kind-delete .text,article.deleted>.text{text-decoration:line-through;col
 details{font-size:.85rem;color:#555}footer{margin-top:2rem;border-top:1px solid #ddd}
 footer pre{white-space:pre-wrap;font-size:.8rem;background:#f4f4f4;padding:.5rem}
 .broken{color:#b00;font-weight:600}
+figure.att{margin:.3rem 0}figure.att img{max-width:100%;max-height:24rem;
+border:1px solid #ddd;border-radius:4px}figcaption,.att{font-size:.85rem;color:#555}
 """
 
 # marks each original as edited/deleted once the page is read (the export streams, so
@@ -225,6 +278,10 @@ for (const el of document.querySelectorAll('article[data-target]')) {
   orig.querySelector('.head').appendChild(flag);
 }
 """
+
+
+# raster images a browser shows without running anything (never SVG: it can hold script)
+_INLINE = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
 
 
 def _e(text: str) -> str:
@@ -284,13 +341,27 @@ class HtmlWriter(Writer):
             parts.append(f"<div class=\"text\"><em>* {_e(a.name)} {_e(m.text)}</em></div>")
         else:
             parts.append(f"<div class=\"text\">{_e(m.text)}</div>")
-        for att in m.attachments:
-            url = _safe_url(att.url or "")
-            name = _e(att.name or att.url or "file")
-            parts.append(f"<div class=\"att\">Attachment: <a href=\"{_e(url)}\">{name}</a></div>"
-                         if url else f"<div class=\"att\">Attachment: {name}</div>")
+        parts.extend(self._attachment(att) for att in m.attachments)
         parts.append("</article>\n")
         self.write("".join(parts))
+
+    def _attachment(self, att: Attachment) -> str:
+        """An image copied beside the export is shown; another file copied is linked; a
+        file not copied is named (with the platform's link when it is a web address)."""
+        name = _e(att.name or att.url or "file")
+        what = ", ".join(x for x in (att.mime, size_text(att.size)) if x)
+        caption = name + (f" <span class=\"via\">({_e(what)})</span>" if what else "")
+        if att.note:
+            caption += f" <span class=\"note\">{_e(att.note)}</span>"
+        href = self.href(att)
+        if href is not None and media_type(att.mime) in _INLINE:
+            return (f"<figure class=\"att\"><a href=\"{_e(href)}\"><img src=\"{_e(href)}\" "
+                    f"alt=\"{name}\" loading=\"lazy\"></a><figcaption>{caption}</figcaption>"
+                    "</figure>")
+        url = href or _safe_url(att.url or "")
+        if url:
+            return f"<div class=\"att\">Attachment: <a href=\"{_e(url)}\">{caption}</a></div>"
+        return f"<div class=\"att\">Attachment: {caption}</div>"
 
     def end(self, digests: list[str], breaks: list[Break]) -> None:
         self.write("</main>\n<footer><h2>Digest</h2><p class=\"meta\">Compare these lines "
@@ -317,10 +388,12 @@ async def export(
     since: datetime | None = None,
     until: datetime | None = None,
     progress: Callable[[int], object] | None = None,
+    files: FileCopier | None = None,
 ) -> int:
-    """Write the record (of one pipe) in ``fmt``; returns how many records were written."""
+    """Write the record (of one pipe) in ``fmt``; returns how many records were written.
+    With ``files``, the files of the records written are copied there first."""
     pipes = [pipe] if pipe else await store.pipes()
-    writer = WRITERS[fmt](out, store.party, pipes)
+    writer = WRITERS[fmt](out, store.party, pipes, files)
     walker = Walker(await store.anchors())
     known = _Known(store)
     digests: dict[str, str] = {}
@@ -334,6 +407,8 @@ async def export(
         if (since is None or m.ts >= since) and (until is None or m.ts < until):
             earlier = await known.get(m.target) if m.target else None
             replied = await known.get(m.reply_to) if m.reply_to else None
+            if files is not None:
+                await files.copy(store, m.attachments)
             writer.message(row.seq, row.chain, m, earlier, replied)
             digests[m.pipe] = digest_line(*walk.digest_fields())
             written += 1
