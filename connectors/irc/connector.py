@@ -85,7 +85,10 @@ class IrcConnector(Connector):
             display, nick = no_ping(display, nick), no_ping(nick, nick)
         text = out.text
         if out.part == out.parts - 1 and m.attachments:
-            text += "".join(f"\n{escape(a.name or 'file')}: <{a.url}>" for a in m.attachments)
+            # a file known by its platform URL only; the core gave kept files and noted
+            # ones a line of their own in the text (no files on IRC)
+            text += "".join(f"\n{escape(a.name or 'file')}: <{a.url}>" for a in m.attachments
+                            if a.url and not a.sha256 and not a.note)
         prefix = {
             Kind.ACTION: f"* {nick} ",
             Kind.JOIN: f"* {nick} ",

@@ -7,8 +7,11 @@ It listens only where the config's ``admin.listen`` says (keep it on a private a
 - ``POST /api/outbox/retry`` put failed copies back in the queue
 - ``POST /api/reload`` re-read the config file (what ``roomlink reload`` calls)
 - ``GET /metrics`` Prometheus text format; ``GET /healthz`` JSON, never behind the token
+- ``GET /files/{file_id}/{name}`` a kept file's bytes, as a download, never behind the
+  token: the link a platform without files shows (a party's ``files_url``), whose
+  unguessable id is the secret
 
-With ``admin.token`` set, every endpoint but ``/healthz`` wants it, as
+With ``admin.token`` set, every other endpoint wants it, as
 ``Authorization: Bearer TOKEN`` or (for a browser) ``?token=TOKEN``.
 """
 
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import mimetypes
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,11 +32,13 @@ from roomlink.admin.page import render_page
 from roomlink.admin.reload import ReloadResult
 from roomlink.admin.status import SAMPLE_EVERY, Rates, StatusSource, StoreReports, collect
 from roomlink.config.models import AdminConfig
-from roomlink.connector.httpserve import HttpServer
+from roomlink.connector.httpserve import HttpServer, serve_file
+from roomlink.message.filenames import clean_filename
 
 log = logging.getLogger("roomlink.admin")
 
 OPEN_PATHS = ("/healthz",)  # load balancers and HEALTHCHECKs probe it without a token
+OPEN_PREFIXES = ("/files/",)  # downloads: the file's unguessable id is their secret
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -62,6 +68,7 @@ class AdminServer:
         app.router.add_post("/api/reload", self._reload)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/files/{file_id}/{name}", self._file)
         self._server = HttpServer(app, self.listen, self.limits, "admin")
         await self._server.start()
         self._sampler = asyncio.create_task(self._sample_loop(), name="admin sampler")
@@ -97,7 +104,8 @@ class AdminServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS and not self.authorized(request):
+        open_path = request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES)
+        if not open_path and not self.authorized(request):
             message = "missing or wrong admin token: send Authorization: Bearer TOKEN, " \
                       "or add ?token=TOKEN to the address"
             if request.path == "/":
@@ -156,6 +164,18 @@ class AdminServer:
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        """A kept file whose id one of the parties minted (ids are per party: each
+        party's store is asked); 404 for any other id or a name that is not clean."""
+        file_id, name = request.match_info["file_id"], request.match_info["name"]
+        if clean_filename(name) == name:
+            for store in list(self.source.stores.values()):
+                sha256 = await store.file_by_id(file_id)
+                if sha256 is not None and await store.files.has(sha256):
+                    mime, _ = mimetypes.guess_type(name, strict=False)
+                    return await serve_file(request, name, mime, None, store.files.read(sha256))
+        return web.json_response({"error": "no such file"}, status=404)
 
     async def _health(self, _request: web.Request) -> web.Response:
         """Which rooms can take messages now, and each party's outbox by state."""

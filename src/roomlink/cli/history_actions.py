@@ -13,7 +13,7 @@ from typing import BinaryIO
 from roomlink.config.models import Config
 from roomlink.record.exportfiles import FileCopier
 from roomlink.record.sign import digest_line
-from roomlink.record.verify import Walker, rows_in_order, walk_store
+from roomlink.record.verify import Walker, check_files, rows_in_order, walk_store
 from roomlink.store import Store, open_store
 
 OK, FAIL = 0, 1
@@ -25,7 +25,8 @@ class Refused(Exception):
 
 @contextlib.asynccontextmanager
 async def _store(config: Config, party: str) -> AsyncIterator[Store]:
-    store = await open_store(party, config.parties[party].store)
+    settings = config.parties[party]
+    store = await open_store(party, settings.store, files=settings.files)
     try:
         yield store
     finally:
@@ -96,7 +97,13 @@ async def verify(config: Config, args: argparse.Namespace) -> int:
         if not names:
             print(f"party {args.party} has no records" +
                   (f" in pipe {args.pipe}" if args.pipe else ""))
-    return FAIL if broken else OK
+        checked, problems = await check_files(store, args.pipe)
+        for problem in problems:
+            print(str(problem))
+        if checked:
+            print(f"files: {checked - len({p.sha256 for p in problems})} of {checked} intact"
+                  f" ({store.files.where})")
+    return FAIL if broken or problems else OK
 
 
 async def digest(config: Config, args: argparse.Namespace) -> int:

@@ -252,6 +252,8 @@ class Daemon:
             self.pacers[ref.connector],
             self.retry_policy(),
         )
+        party = self.topology.party_of[ref]
+        worker.files_url = lambda: getattr(self.config.parties.get(party), "files_url", None)
         self.workers[ref] = worker
         return worker
 

@@ -7,6 +7,11 @@ cut) from which ``verify`` and ``digest`` go on. A prefix that does not verify i
 alone (cutting it would launder the tampering into an anchor) and logged. The store
 removes and anchors (``Store.cut_prefix``); the check is here. The daemon's periodic pass
 is ``roomlink.daemon.retention``.
+
+Files go with the last message that refers to them: after the cut, every kept file no
+kept message refers to is removed (:func:`remove_unreferenced`), except those kept within
+``FILE_GRACE``: a file is kept before the message that carries it is handed in, and one a
+``kill -9`` orphaned in between is removed by a later pass.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from roomlink.store import RecordRow, Store
 from roomlink.store.chain import canonical_stored, link
 
 BATCH = 2000  # records removed per transaction: keeps each one short
+FILE_GRACE = timedelta(hours=1)  # a file younger than this may still be on its way in
 
 
 class Tampered(Exception):
@@ -49,4 +55,18 @@ async def apply(store: Store, days: int, now: datetime | None = None) -> dict[st
             removed[pipe] = removed.get(pipe, 0) + n
             if n < BATCH:
                 break
+    await remove_unreferenced(store, now)
     return {p: n for p, n in removed.items() if n}
+
+
+async def remove_unreferenced(store: Store, now: datetime | None = None) -> int:
+    """Remove the files (and their ids) no kept message refers to, but those kept within
+    ``FILE_GRACE`` of ``now``; returns how many."""
+    before = (now or utcnow()) - FILE_GRACE
+    kept = await store.files.kept()
+    referenced = await store.file_refs()  # after listing: a file kept meanwhile is young
+    unreferenced = [sha for sha, at in kept if sha not in referenced and at < before]
+    if not unreferenced:
+        return 0
+    await store.forget_file_ids(unreferenced)
+    return await store.files.remove(unreferenced)

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from roomlink.connector.base import Connector
+from roomlink.connector.files import FileRefused
 from roomlink.connector.pacing import TokenBucket, backoff
 from roomlink.errors import ConnectorError, NotSupported, PermanentError, RateLimited, RoomDown
 from roomlink.message.markup import escape
-from roomlink.message.model import Kind, Outbound, RoomRef, utcnow
+from roomlink.message.model import Attachment, Kind, Message, Outbound, RoomRef, utcnow
 from roomlink.message.textsplit import split_text
 from roomlink.relay import metrics
+from roomlink.relay.files import file_line, file_link
 from roomlink.relay.replay import display_name
 from roomlink.relay.router import Router
 from roomlink.relay.topology import Pipe
@@ -77,6 +80,8 @@ class RoomWorker:
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._delivered = metrics.DELIVERED.labels(ref.connector)
+        # the destination party's files_url (read at each use: a reload may change it)
+        self.files_url: Callable[[], str | None] = lambda: None
 
     def push(self, row: OutboxRow) -> None:
         """A new row was committed for this room."""
@@ -188,6 +193,11 @@ class RoomWorker:
         if kind is Kind.DELETE and not limits.deletes:
             await self._finish(row, [], None)
             return
+        native_files: tuple[Attachment, ...] = ()
+        file_lines: list[str] = []
+        if kind is not Kind.DELETE and kind is not Kind.EDIT and message.attachments:
+            native_files, file_lines = await self._plan_files(message)
+            text = "\n".join([text, *file_lines] if text else file_lines)
         parts = split_text(text, limits.max_text_length) if kind is not Kind.DELETE else [""]
         native_ids: list[str] = []
         attempts = row.attempts
@@ -202,6 +212,7 @@ class RoomWorker:
                 target_native=target_native,
                 part=index,
                 parts=len(parts),
+                files=native_files if index == len(parts) - 1 else (),
             )
             while True:
                 await self.connector.wait_ready(self.ref.room)
@@ -227,6 +238,17 @@ class RoomWorker:
                                 self.ref, exc, exc.retry_after)
                     metrics.RETRIES.labels(self.ref.connector).inc()
                     await asyncio.sleep(exc.retry_after)
+                except FileRefused as exc:
+                    self.sending = index > 0
+                    if not out.files:  # a refusal of the text itself: nothing to fall back to
+                        await self._finish(row, [], f"refused: {exc}", attempts + 1)
+                        return
+                    # the platform refused a file: the same part again, the files as lines
+                    log.warning("%s: files refused (%s); sending them as links",
+                                self.ref, exc, extra=self._fields(row))
+                    lines = [await self._file_line(a) for a in out.files]
+                    out = replace(out, text="\n".join([out.text, *lines] if out.text else lines),
+                                  files=())
                 except (PermanentError, NotSupported) as exc:
                     await self._finish(row, [], f"refused: {exc}", attempts + 1)
                     return
@@ -248,6 +270,32 @@ class RoomWorker:
                 native_ids.append(native)
                 self.router.note_posted(self.ref, native)
         await self._finish(row, native_ids, None)
+
+    async def _plan_files(self, message: Message
+                          ) -> tuple[tuple[Attachment, ...], list[str]]:
+        """Which kept files this room's connector posts itself (``Limits.files``, within
+        ``max_file_bytes``), and a line of text for every other file: nothing is dropped.
+        A file known only by the platform's URL (no bytes kept, no note) stays the
+        connector's to show, as before files were kept."""
+        limits = self.connector.limits
+        native: list[Attachment] = []
+        lines: list[str] = []
+        for a in message.attachments:
+            fits = limits.max_file_bytes is None or (a.size or 0) <= limits.max_file_bytes
+            if a.sha256 and limits.files and fits:
+                native.append(a)
+            elif a.sha256 or a.note or not a.url:
+                lines.append(await self._file_line(a))
+        return tuple(native), lines
+
+    async def _file_line(self, a: Attachment) -> str:
+        """``[file: NAME (TYPE, SIZE)]``, with the link where this room's party sets
+        ``files_url`` (its own file id: ids are per party)."""
+        files_url = self.files_url()
+        link = None
+        if a.sha256 and files_url:
+            link = file_link(files_url, await self.store.file_id(a.sha256), a.name)
+        return file_line(a, link)
 
     def _fields(self, row: OutboxRow) -> dict[str, str]:
         """What a JSON log line carries besides its message."""

@@ -22,9 +22,11 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import suppress
+from urllib.parse import quote
 
 from roomlink.connector.files import FileRefused, Files
 from roomlink.message.filenames import clean_filename
+from roomlink.message.markup import escape
 from roomlink.message.model import Attachment, RoomRef
 from roomlink.relay.topology import Topology
 from roomlink.store import Store
@@ -88,6 +90,11 @@ class StoreFiles(Files):
             raise FileRefused(f"{attachment.name}: its bytes are not kept")
         return self._stores[self.party].files.read(attachment.sha256)
 
+    async def find(self, file_id: str) -> str | None:
+        store = self._stores[self.party]
+        sha256 = await store.file_by_id(file_id)
+        return sha256 if sha256 is not None and await store.files.has(sha256) else None
+
     async def file_id(self, attachment: Attachment) -> str:
         if not attachment.sha256:
             raise FileRefused(f"{attachment.name}: its bytes are not kept")
@@ -133,3 +140,40 @@ async def _stream(
     if declared is not None and size != declared:
         raise FileRefused(f"{name}: {size} bytes received of the {declared} declared")
     return hasher.hexdigest(), size
+
+
+# -- files a destination does not post natively: a line of text each ------------------
+
+
+def human_size(size: int | None) -> str:
+    """``2.4 MiB``, ``512 bytes``; ``size unknown`` for None."""
+    if size is None:
+        return "size unknown"
+    if size < 1024:
+        return f"{size} byte{'' if size == 1 else 's'}"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def file_line(a: Attachment, link: str | None) -> str:
+    """The canonical text line that stands for a file not posted natively:
+    ``[file: NAME (TYPE, SIZE)]``, then the download link or the note saying why the
+    bytes were not kept."""
+    name = clean_filename(a.name)
+    line = escape(f"[file: {name} ({a.mime or DEFAULT_MIME}, {human_size(a.size)})]")
+    if link is not None:
+        line += f" <{link}>"
+    elif a.note:
+        line += " " + escape(f"({a.note})")
+    return line
+
+
+def file_link(files_url: str | None, file_id: str, name: str | None) -> str | None:
+    """``{files_url}/{file_id}/{NAME}`` (the admin server's ``/files/...``), or None."""
+    if not files_url:
+        return None
+    return f"{files_url.rstrip('/')}/{file_id}/{quote(clean_filename(name), safe='')}"

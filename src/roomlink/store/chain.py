@@ -14,7 +14,9 @@ recorded_at, outbox state, or the origin platform's own message id)::
     ASCII only (every non-ASCII character as \\uXXXX), with exactly these keys:
       id, pipe, kind, origin_connector, origin_room,
       author: {id, name, party, platform}   (id may be null),
-      text, attachments: [{mime, name, size, url}, ...] (absent values null),
+      text, attachments: [{mime, name, size, url}, ...] (absent values null), each with
+        a "sha256" key too when its bytes are kept (issue 21; only then, so that every
+        chain made before stays the same),
       reply_to, target (null when absent),
       ts: origin time in UTC, "YYYY-MM-DDTHH:MM:SS.ffffffZ" (always 6 digits)
 
@@ -55,7 +57,11 @@ def utc_text(ts: datetime) -> str:
 
 
 def _attachment(a: dict[str, Any]) -> dict[str, Any]:
-    return {"mime": a.get("mime"), "name": a.get("name"), "size": a.get("size"), "url": a["url"]}
+    doc = {"mime": a.get("mime"), "name": a.get("name"), "size": a.get("size"),
+           "url": a.get("url")}
+    if a.get("sha256") is not None:  # the kept bytes: every party holds the same digest
+        doc["sha256"] = a["sha256"]
+    return doc
 
 
 def canonical_fields(

@@ -122,6 +122,7 @@ class _FolderWriter(FileWriter):
             self._handle.close()
             if final.exists():  # kept already (content-addressed): these bytes go
                 self._path.unlink()
+                os.utime(final)  # kept again now: retention's grace starts again
                 return
             made = not final.parent.exists()
             final.parent.mkdir(exist_ok=True)

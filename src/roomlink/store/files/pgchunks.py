@@ -117,8 +117,11 @@ class _ChunkWriter(FileWriter):
                     sha256, self._size, utcnow(),
                 )
                 await self._tx.commit()
-            else:
+            else:  # kept already: these bytes go; retention's grace starts again
                 await self._tx.rollback()
+                await self._conn.execute(
+                    "UPDATE files SET kept_at = $1 WHERE sha256 = $2", utcnow(), sha256
+                )
         except BaseException:
             await self.abort()
             raise
