@@ -8,6 +8,8 @@ Slack's retries. Outbound is the Web API: ``chat.postMessage`` under the author'
 (``username``/``icon_url``), ``chat.update``, ``chat.delete``, replies in threads. A 429
 becomes :class:`RateLimited` (the core waits ``Retry-After`` and sends the same post again);
 errors that can never succeed are :class:`PermanentError` with Slack's error code.
+Files travel both ways (see :mod:`.files`): received ones are downloaded and kept before
+the event is handed in, kept ones are posted with Slack's external upload.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from roomlink.connector import (
     Connector,
     ConnectorError,
     ConnectorOptions,
+    FileRefused,
     Limits,
     PermanentError,
     RateLimited,
@@ -40,6 +43,7 @@ from roomlink.connector import (
 from roomlink.message.model import Kind, Outbound
 
 from .convert import escape_mrkdwn, to_mrkdwn
+from .files import REFUSALS, SlackFiles
 from .inbound import Directory, Me, to_inbound
 from .options import SlackOptions
 from .socketmode import BackoffSocketModeClient
@@ -57,7 +61,8 @@ PERMANENT = {
     "invalid_arg_name", "channel_is_archived", "access_denied", "ekm_access_denied",
     "team_access_not_granted", "not_allowed_token_type", "as_user_not_supported",
 }
-GONE = {"message_not_found"}  # deleting or editing what is no longer there: nothing to do
+# deleting or editing what is no longer there: nothing to do
+GONE = {"message_not_found", "file_not_found", "file_deleted"}
 
 
 def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any = None) -> None:
@@ -96,7 +101,9 @@ class SlackConnector(Connector):
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # (channel, ts) stored
         self._posted: OrderedDict[tuple[str, str], None] = OrderedDict()  # (channel, ts) ours
         self._roots: OrderedDict[tuple[str, str], str] = OrderedDict()  # (channel, ts) -> root
+        self._shares: OrderedDict[tuple[str, str], None] = OrderedDict()  # ours, with files
         self._tasks: list[asyncio.Task[None]] = []
+        self._files: SlackFiles | None = None  # once started, where the core keeps files
 
     @property
     def limits(self) -> Limits:
@@ -107,6 +114,8 @@ class SlackConnector(Connector):
             default_nick_format="{nick}" if self.opts.post_as_author else "*{nick}*: ",
             edits=True,
             deletes=True,
+            files=self.ctx.files is not None,
+            max_file_bytes=self.opts.max_file_bytes,
         )
 
     @classmethod
@@ -134,6 +143,11 @@ class SlackConnector(Connector):
             retry_handlers=[],  # the core retries, and counts the attempts
         )
         self._directory = Directory(self._web, self.log)
+        if self.ctx.files is not None:
+            self._files = SlackFiles(
+                self._http, self.ctx.files, self.opts.bot_token.get_secret_value(),
+                self.opts.api_url, self.opts.max_file_bytes, self.opts.request_timeout,
+                self.log, self.ctx.name)
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self.ctx.name} slack"))
         self._tasks.append(asyncio.create_task(self._inbound_loop(),
                                                name=f"{self.ctx.name} inbound"))
@@ -316,6 +330,11 @@ class SlackConnector(Connector):
             if (cid, ts) not in self._seen and (cid, ts) not in self._posted:
                 inbound = await to_inbound(event, room, self.me, self._directory,
                                            self.opts.relay_bots)
+            if inbound is not None and self._files is not None and inbound.attachments:
+                # downloaded and kept before the hand-in (and so before the ack): a crash
+                # meanwhile leaves nothing, and Slack delivers the event again
+                inbound.attachments = await self._files.receive(room, event["files"],
+                                                                self._file_info)
         if inbound is not None:
             # acknowledged only once handed in (stored, or skipped as bad input); on
             # shutdown it is not: Slack delivers it again after the restart
@@ -372,24 +391,71 @@ class SlackConnector(Connector):
         if out.reply_to_native:
             root = self._roots.get((cid, out.reply_to_native), out.reply_to_native)
             args["thread_ts"] = root
+        if out.files:
+            return await self._send_files(out, cid, root)
         answer = await self._call("chat.postMessage", self._web.chat_postMessage, **args)
         ts = str(answer["ts"])
         _remember(self._posted, (cid, ts))
         _remember(self._roots, (cid, ts), root or ts)
         return ts
 
+    async def _send_files(self, out: Outbound, cid: str, root: str | None) -> str:
+        """Post ``out`` with its files (Slack's external upload); the text, with the
+        author's name (an upload cannot carry a ``username``), is the initial comment.
+        The id is the message's ts, or ``files:F1,F2`` when Slack did not say it."""
+        assert self._web is not None
+        if self._files is None:
+            raise FileRefused("files are not kept here")
+        ids, ts = await self._files.upload(self._call, self._web, cid, out.files,
+                                           self._comment(out), root)
+        if ts is None:
+            return "files:" + ",".join(ids)
+        _remember(self._posted, (cid, ts))
+        _remember(self._shares, (cid, ts))
+        _remember(self._roots, (cid, ts), root or ts)
+        return ts
+
+    def _comment(self, out: Outbound) -> str:
+        """The text of a post with files: it cannot carry a ``username``, so it names
+        the author itself."""
+        body = self.render(out).strip()
+        if not self.opts.post_as_author:
+            return body
+        name = escape_mrkdwn(self._identity(out)["username"])
+        return f"*{name}*: {body}" if body else f"*{name}*"
+
     async def edit(self, out: Outbound) -> None:
         assert self._web is not None and out.target_native is not None
         cid = self._cid(out.room)
         if out.part > 0:  # the first part stands for the message; later parts stay
             return
+        if out.target_native.startswith("files:"):
+            self.log.info("%s: the message sharing %s is not known; its edit is not "
+                          "relayed", self.ctx.name, out.target_native[6:])
+            return
+        shared = (cid, out.target_native) in self._shares  # this run posted it with files
         await self._call("chat.update", self._web.chat_update, channel=cid,
-                         ts=out.target_native, text=self.render(out))
+                         ts=out.target_native,
+                         text=self._comment(out) if shared else self.render(out))
 
     async def delete(self, out: Outbound) -> None:
         assert self._web is not None and out.target_native is not None
+        if out.target_native.startswith("files:"):  # no message ts known: the files go
+            for fid in out.target_native[6:].split(","):
+                await self._call("files.delete", self._web.files_delete, file=fid)
+            return
         await self._call("chat.delete", self._web.chat_delete, channel=self._cid(out.room),
                          ts=out.target_native)
+
+    async def _file_info(self, fid: str) -> dict[str, Any] | None:
+        assert self._web is not None
+        try:
+            answer = await self._web.files_info(file=fid)
+        except Exception as exc:
+            self.log.warning("%s: files.info %s failed (%s)", self.ctx.name, fid, _reason(exc))
+            return None
+        found = answer.get("file")
+        return found if isinstance(found, dict) else None
 
     async def _call(self, method: str, call: Callable[..., Awaitable[AsyncSlackResponse]],
                     **args: Any) -> AsyncSlackResponse:
@@ -405,7 +471,9 @@ class SlackConnector(Connector):
                 except ValueError:
                     wait = 1.0
                 raise RateLimited(f"{method}: ratelimited", retry_after=wait) from None
-            if code in GONE and method in ("chat.delete", "chat.update"):
+            if code in REFUSALS and method.startswith("files."):
+                raise FileRefused(f"{method}: {code}") from None
+            if code in GONE and method in ("chat.delete", "chat.update", "files.delete"):
                 self.log.info("%s: %s: %s; nothing to change", self.ctx.name, method, code)
                 gone: AsyncSlackResponse = exc.response
                 return gone

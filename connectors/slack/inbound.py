@@ -1,11 +1,12 @@
 """Slack ``message`` events as roomlink :class:`Inbound` events.
 
 Which events are relayed: plain messages, ``me_message`` (an action), ``file_share``
-(with the files as attachment metadata), thread replies, edits (``message_changed``) and
-deletes (``message_deleted``); joins, leaves and topic changes go as such and the pipe
-decides whether they travel. The bridge's own posts never come back: they are recognised
-by its bot id and bot user id from ``auth.test`` (their echo can arrive before
-``chat.postMessage`` has answered) and, second, by the timestamps it posted.
+(with the files, which the connector then downloads and keeps), thread replies, edits
+(``message_changed``) and deletes (``message_deleted``); joins, leaves and topic changes
+go as such and the pipe decides whether they travel. The bridge's own posts never come
+back: they are recognised by its bot id and bot user id from ``auth.test`` (their echo
+can arrive before ``chat.postMessage`` has answered) and, second, by the timestamps it
+posted.
 """
 
 from __future__ import annotations
@@ -99,16 +100,19 @@ async def author_of(msg: Mapping[str, Any], directory: Directory) -> InboundAuth
 
 
 def attachments(msg: Mapping[str, Any]) -> list[Attachment]:
+    """The files of a message as metadata (name, type, size, permalink); the connector
+    then downloads and keeps each (see :mod:`.files`)."""
     found = []
     for f in msg.get("files") or []:
         if not isinstance(f, Mapping):
             continue
         url = f.get("permalink") or f.get("url_private")
-        if isinstance(url, str) and url:
-            size = f.get("size")
-            found.append(Attachment(url=url, name=f.get("name") or f.get("title"),
-                                    mime=f.get("mimetype"),
-                                    size=size if isinstance(size, int) else None))
+        size = f.get("size")
+        name, mime = f.get("name") or f.get("title"), f.get("mimetype")
+        found.append(Attachment(url=url if isinstance(url, str) and url else None,
+                                name=name if isinstance(name, str) else None,
+                                mime=mime if isinstance(mime, str) and mime else None,
+                                size=size if isinstance(size, int) else None))
     return found
 
 

@@ -23,6 +23,9 @@ class SlackOptions(ConnectorOptions):
     reconnect_initial: float = Field(default=1.0, gt=0)  # apps.connections.open failing:
     reconnect_max: float = Field(default=60.0, gt=0)  # the wait doubles up to this, jittered
     resolve_interval: float = Field(default=60.0, gt=0)  # retry unresolved rooms this often
+    # files larger than this are neither downloaded nor uploaded (Slack's own limit: 1 GB);
+    # they go as a note or a [file: ...] line instead
+    max_file_bytes: int = Field(default=1_000_000_000, ge=1)
 
     @field_validator("bot_token", "app_token")
     @classmethod

@@ -20,6 +20,23 @@ Built from Slack's public documentation (docs.slack.dev / api.slack.com):
 - Message events: plain messages, ``bot_message`` for posts with a ``username`` override,
   ``me_message``, ``file_share``, thread replies (``thread_ts``), ``message_changed``
   (``message`` and ``previous_message``) and ``message_deleted`` (``deleted_ts``).
+- Files: a message that shares files has ``subtype: file_share``, ``upload: true`` and a
+  ``files`` array of file objects (``id``, ``name``, ``title``, ``mimetype``,
+  ``filetype``, ``size``, ``url_private``, ``url_private_download``
+  (``{files host}/files-pri/{team}-{id}/download/{name}``), ``permalink``, ...). The
+  bytes come from ``url_private(_download)`` only with ``Authorization: Bearer`` and a
+  token that may read them; anything else is redirected to the sign-in page (an HTML
+  page, not the file). Uploads (``files.upload`` is gone) are external:
+  ``files.getUploadURLExternal`` (``filename``, ``length``; errors ``missing_argument``
+  for a zero length, ``file_upload_size_restricted`` over the workspace's limit) answers
+  ``upload_url`` and ``file_id``; a POST of the bytes (raw or multipart) to that URL is
+  answered ``200`` ``OK - <length>`` (anything else is a failure);
+  ``files.completeUploadExternal`` (``files`` as a JSON array of ``{id, title}``,
+  ``channel_id``, ``initial_comment``, ``thread_ts``; errors ``invalid_arguments``,
+  ``file_not_found``, ``invalid_channel``, ``not_in_channel``) answers
+  ``{"ok": true, "files": [{"id", "title"}]}`` only: the share itself happens a moment
+  later, when the message appears in the channel (and its event goes out) and the file's
+  ``shares.public|private[channel]`` lists the message ``ts`` (``files.info``).
 
 Tests talk to it as Slack users do (:meth:`say`, :meth:`edit`, :meth:`delete`) and read
 what the bridge posted (:meth:`history`). Faults are injected with :meth:`fail` and
@@ -31,15 +48,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
+import mimetypes
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from rlkit import free_port
 
@@ -48,6 +68,7 @@ APP_TOKEN = "xapp-1-test-app-token"
 TEAM, APP_ID = "T0ROOMLNK", "A0ROOMLNK"
 BOT_USER, BOT_ID = "U0BRIDGE", "B0BRIDGE"
 MAX_TEXT = 40_000  # chat.postMessage: longer texts are msg_too_long
+SLACK_MAX_FILE = 1024 ** 3  # Slack takes files of up to 1 GB
 # the sequences that notify people: <!here> <!channel> <!everyone> <@U..> <!subteam^..>
 PING = re.compile(r"<(?:!(?:here|channel|everyone|subteam\^)[^>]*|@[UW][A-Z0-9]+[^>]*)>")
 
@@ -57,6 +78,26 @@ class Fault:
     status: int
     error: str
     retry_after: int | None = None
+
+
+@dataclass
+class Upload:
+    """A file between files.getUploadURLExternal and files.completeUploadExternal."""
+
+    file_id: str
+    filename: str
+    length: int
+    data: bytes | None = None  # once POSTed to the upload URL
+
+
+@dataclass
+class Download:
+    """How the file host answers for one file (tests set it)."""
+
+    status: int = 200
+    first: int | None = None  # send this many bytes, then wait for ``gate``
+    gate: asyncio.Event | None = None
+    truncate: bool = False  # then break the connection off short of the length
 
 
 @dataclass
@@ -100,6 +141,14 @@ class SlackServer:
         self.lost_acks: list[str] = []
         self._ts = 0
         self._changed = asyncio.Event()
+        self.files: dict[str, dict[str, Any]] = {}  # file id -> file object
+        self.blobs: dict[str, bytes] = {}  # file id -> bytes
+        self.uploads: dict[str, Upload] = {}  # upload ticket -> pending upload
+        self.downloads: dict[str, Download] = {}  # file id -> how its download goes
+        self.downloaded: list[tuple[str, str]] = []  # (file id, token) of each download
+        self.max_upload = SLACK_MAX_FILE  # the workspace's file size limit
+        self.share_delay = 0.3  # seconds between completeUploadExternal and the share
+        self.upload_failures: list[int] = []  # statuses the next upload POSTs answer
         self._runner: web.AppRunner | None = None
         self.add_user(BOT_USER, "roomlink", is_bot=True)
 
@@ -179,10 +228,68 @@ class SlackServer:
 
     # -- what tests read ---------------------------------------------------------------
     def history(self, cid: str, bot_only: bool = True) -> list[dict[str, Any]]:
-        """Messages in the channel (bot posts only by default), oldest first; a deleted one
-        keeps ``_deleted``, an edited one its earlier texts in ``_edits``."""
+        """Messages in the channel (bot posts and the bot's file shares only by default),
+        oldest first; a deleted one keeps ``_deleted``, an edited one its earlier texts in
+        ``_edits``."""
         return [m for m in self.channels[cid].messages
-                if not bot_only or m.get("bot_id") == BOT_ID]
+                if not bot_only or m.get("bot_id") == BOT_ID or m.get("user") == BOT_USER]
+
+    # -- files ---------------------------------------------------------------------------
+    def add_file(self, uid: str, name: str, data: bytes, mimetype: str = "",
+                 title: str | None = None) -> dict[str, Any]:
+        """A file ``uid`` uploaded (not shared yet): its file object, as Slack has it."""
+        fid = "F" + uuid.uuid4().hex[:10].upper()
+        mimetype = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        ext = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
+        base = f"http://127.0.0.1:{self.port}"
+        quoted = urllib.parse.quote(name, safe="")
+        now = int(time.time())
+        file = {
+            "id": fid, "created": now, "timestamp": now, "name": name,
+            "title": title if title is not None else name, "mimetype": mimetype,
+            "filetype": ext, "pretty_type": ext.upper(), "user": uid, "user_team": TEAM,
+            "editable": False, "size": len(data), "mode": "hosted", "is_external": False,
+            "external_type": "", "is_public": True, "public_url_shared": False,
+            "display_as_bot": False, "username": "",
+            "url_private": f"{base}/files-pri/{TEAM}-{fid}/{quoted}",
+            "url_private_download": f"{base}/files-pri/{TEAM}-{fid}/download/{quoted}",
+            "permalink": f"https://roomlink-test.slack.com/files/{uid}/{fid}/{quoted}",
+            "permalink_public": f"https://slack-files.com/{TEAM}-{fid}-{uuid.uuid4().hex[:10]}",
+            "comments_count": 0, "is_starred": False, "shares": {}, "channels": [],
+            "groups": [], "ims": [], "has_rich_preview": False, "file_access": "visible",
+        }
+        self.files[fid] = file
+        self.blobs[fid] = data
+        return file
+
+    def upload(self, cid: str, uid: str, files: list[tuple[str, bytes, str]], text: str = "",
+               thread_ts: str | None = None) -> str:
+        """``uid`` shares files ``(name, bytes, mimetype)`` in ``cid`` with ``text``, as
+        the Slack client does; the ``file_share`` message's ts."""
+        objects = [self.add_file(uid, name, data, mime) for name, data, mime in files]
+        message: dict[str, Any] = {"type": "message", "subtype": "file_share", "user": uid,
+                                   "text": text, "ts": self._next_ts(), "upload": True,
+                                   "display_as_bot": False, "files": objects}
+        self._share(self.channels[cid], message, objects, thread_ts)
+        return str(message["ts"])
+
+    def file_bytes(self, message: dict[str, Any]) -> list[tuple[str, str, bytes]]:
+        """(name, mimetype, bytes) of each file a message shares."""
+        return [(f["name"], f["mimetype"], self.blobs[f["id"]]) for f in message.get("files", [])]
+
+    def _share(self, channel: Channel, message: dict[str, Any], objects: list[dict[str, Any]],
+               thread_ts: str | None) -> None:
+        channel.members.add(message["user"])
+        self._post(channel, message, thread_ts)
+        kind = "private" if channel.is_private else "public"
+        for file in objects:
+            share = {"reply_users": [], "reply_users_count": 0, "reply_count": 0,
+                     "ts": message["ts"], "channel_name": channel.name, "team_id": TEAM,
+                     "share_user_id": message["user"], "source": "UNKNOWN"}
+            if message.get("thread_ts"):
+                share["thread_ts"] = message["thread_ts"]
+            file["shares"].setdefault(kind, {}).setdefault(channel.id, []).append(share)
+            file["channels" if kind == "public" else "groups"].append(channel.id)
 
     def method_calls(self, method: str) -> list[dict[str, Any]]:
         return [args for name, args in self.calls if name == method]
@@ -235,6 +342,10 @@ class SlackServer:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._link)
+        app.router.add_post("/upload/v1/{ticket}", self._upload_bytes)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._file_bytes)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._file_bytes)
+        app.router.add_get("/", self._sign_in)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -458,7 +569,7 @@ class SlackServer:
         message = self._find(channel, str(args.get("ts")))
         if message is None or message.get("_deleted"):
             return _error("message_not_found")
-        if message.get("bot_id") != BOT_ID:
+        if message.get("bot_id") != BOT_ID and message.get("user") != BOT_USER:
             return _error("cant_update_message")
         return channel, message
 
@@ -482,6 +593,143 @@ class SlackServer:
         channel, message = found
         self.delete(channel.id, message["ts"])
         return _ok(channel=channel.id, ts=message["ts"])
+
+    # -- files ---------------------------------------------------------------------------
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> web.Response:
+        filename = str(args.get("filename") or "")
+        try:
+            length = int(args.get("length") or 0)
+        except ValueError:
+            return _error("invalid_arguments")
+        if not filename or length <= 0:
+            return _error("missing_argument")
+        if length > self.max_upload:
+            return _error("file_upload_size_restricted")
+        ticket = uuid.uuid4().hex
+        fid = "F" + uuid.uuid4().hex[:10].upper()
+        self.uploads[ticket] = Upload(fid, filename, length)
+        return _ok(upload_url=f"http://127.0.0.1:{self.port}/upload/v1/{ticket}", file_id=fid)
+
+    async def _upload_bytes(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["ticket"])
+        if upload is None or upload.data is not None:
+            return web.Response(status=404, text="upload not found")
+        if request.content_type.startswith("multipart/"):
+            data = b""
+            async for part in await request.multipart():
+                if isinstance(part, BodyPartReader) and part.filename is not None:
+                    data = bytes(await part.read())
+                    break
+        else:
+            data = await request.read()
+        self.calls.append(("upload", {"ticket": request.match_info["ticket"],
+                                      "length": len(data)}))
+        if self.upload_failures:
+            return web.Response(status=self.upload_failures.pop(0), text="upload failed")
+        if len(data) != upload.length:
+            return web.Response(status=400, text=f"length mismatch: {len(data)}")
+        upload.data = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> web.Response:
+        try:
+            wanted = json.loads(str(args.get("files") or ""))
+            ids = [(str(f["id"]), f.get("title")) for f in wanted]
+        except (ValueError, TypeError, KeyError):
+            return _error("invalid_arguments")
+        by_id = {u.file_id: (ticket, u) for ticket, u in self.uploads.items()}
+        if not ids or any(fid not in by_id or by_id[fid][1].data is None for fid, _ in ids):
+            return _error("file_not_found")
+        channel: Channel | None = None
+        if args.get("channel_id"):
+            channel = self.channels.get(str(args["channel_id"]))
+            if channel is None:
+                return _error("invalid_channel")
+            if BOT_USER not in channel.members:
+                return _error("not_in_channel")
+        objects = []
+        for fid, title in ids:
+            ticket, upload = by_id.pop(fid)
+            del self.uploads[ticket]
+            assert upload.data is not None
+            file = self.add_file(BOT_USER, upload.filename, upload.data,
+                                 title=str(title) if title else None)
+            # the file keeps the id files.getUploadURLExternal gave it
+            del self.files[file["id"]], self.blobs[file["id"]]
+            for key in ("url_private", "url_private_download", "permalink"):
+                file[key] = file[key].replace(file["id"], fid)
+            file["id"] = fid
+            self.files[fid], self.blobs[fid] = file, upload.data
+            objects.append(file)
+        if channel is not None:
+            message: dict[str, Any] = {
+                "type": "message", "subtype": "file_share", "user": BOT_USER,
+                "text": str(args.get("initial_comment") or ""), "upload": True,
+                "display_as_bot": False, "files": objects, "team": TEAM}
+            thread = str(args["thread_ts"]) if args.get("thread_ts") else None
+
+            def share() -> None:  # Slack shares the files a moment after answering
+                message["ts"] = self._next_ts()
+                assert channel is not None
+                self._share(channel, message, objects, thread)
+            asyncio.get_running_loop().call_later(self.share_delay, share)
+        return _ok(files=[{"id": f["id"], "title": f["title"]} for f in objects])
+
+    def _m_files_info(self, args: dict[str, Any]) -> web.Response:
+        file = self.files.get(str(args.get("file")))
+        if file is None or file.get("_deleted"):
+            return _error("file_not_found")
+        return _ok(file=_public(file), comments=[], response_metadata={"next_cursor": ""})
+
+    def _m_files_delete(self, args: dict[str, Any]) -> web.Response:
+        file = self.files.get(str(args.get("file")))
+        if file is None or file.get("_deleted"):
+            return _error("file_not_found")
+        if file["user"] != BOT_USER:
+            return _error("cant_delete_file")
+        file["_deleted"] = True
+        return _ok()
+
+    async def _file_bytes(self, request: web.Request) -> web.StreamResponse:
+        """``url_private(_download)``: the bytes, to a request with a token that may read
+        them; otherwise the sign-in page, as Slack answers."""
+        fid = request.match_info["team_file"].removeprefix(f"{TEAM}-")
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        self.downloaded.append((fid, token))
+        self._changed.set()
+        if token != BOT_TOKEN:
+            raise web.HTTPFound(f"/?redir={urllib.parse.quote(request.path)}")
+        file, data = self.files.get(fid), self.blobs.get(fid)
+        if file is None or data is None or file.get("_deleted"):
+            return web.Response(status=404, text="file not found")
+        how = self.downloads.get(fid, Download())
+        if how.status != 200:
+            return web.Response(status=how.status, text="file host failure")
+        quoted = urllib.parse.quote(file["name"])
+        response = web.StreamResponse(headers={
+            "Content-Type": file["mimetype"], "Content-Length": str(len(data)),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}"})
+        await response.prepare(request)
+        cut = len(data) if how.first is None else how.first
+        await response.write(data[:cut])
+        if how.gate is not None:
+            await how.gate.wait()
+        if how.truncate:  # the connection breaks off short of the length
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(data[cut:])
+        await response.write_eof()
+        return response
+
+    async def _sign_in(self, request: web.Request) -> web.Response:
+        return web.Response(text="<html><body>Sign in to Roomlink Test</body></html>",
+                            content_type="text/html")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def pings(message: dict[str, Any]) -> list[str]:

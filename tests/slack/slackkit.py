@@ -17,6 +17,8 @@ server = load_beside(__file__, "server", "roomlink_tests_slack_server")
 SlackServer = server.SlackServer
 slack_server = server.slack_server
 pings = server.pings
+sha256 = server.sha256
+Download = server.Download
 APP_TOKEN, BOT_TOKEN, BOT_ID, BOT_USER = (server.APP_TOKEN, server.BOT_TOKEN, server.BOT_ID,
                                           server.BOT_USER)
 

@@ -18,6 +18,7 @@ from slackkit import (
     bridge_config,
     bridged,
     pings,
+    sha256,
 )
 
 from rlkit import Room, export, running
@@ -101,10 +102,8 @@ async def test_threads_edits_deletes_files_and_renames_from_slack(
         root = slack.say(LOBBY, ALICE, "root")
         slack.say(LOBBY, BOB, "in the thread", thread_ts=root)
         slack.edit(LOBBY, root, "root, edited")
-        slack.say(LOBBY, ALICE, "the plan", files=[{
-            "id": "F1", "name": "plan.pdf", "title": "plan", "mimetype": "application/pdf",
-            "size": 12345, "permalink": "https://files.example/F1/plan.pdf",
-            "url_private": "https://files.example/private/F1"}])
+        slack.upload(LOBBY, ALICE, [("plan.pdf", b"%PDF-1.4 the plan", "application/pdf")],
+                     "the plan")
         slack.delete(LOBBY, root)
         await stream.wait_for(5)
         slack.rename_user(ALICE, "Alice the Great")
@@ -125,9 +124,9 @@ async def test_threads_edits_deletes_files_and_renames_from_slack(
         [answer] = await slack.wait_posts(LOBBY, 1)
         assert answer["thread_ts"] == root
         [record] = [m for m in export(daemon.config, "acme", "p") if m["text"] == "the plan"]
-        assert record["attachments"] == [{"url": "https://files.example/F1/plan.pdf",
-                                      "name": "plan.pdf", "mime": "application/pdf",
-                                      "size": 12345}]
+        [kept] = record["attachments"]
+        assert (kept["name"], kept["mime"], kept["size"], kept["sha256"]) == (
+            "plan.pdf", "application/pdf", 17, sha256(b"%PDF-1.4 the plan"))
         assert daemon.terminate() == 0, daemon.log()
 
 
