@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from roomlink.message.model import Author, Message, RoomRef, utcnow
+from roomlink.message.model import Attachment, Author, Message, RoomRef, utcnow
 from roomlink.record import retention
 from roomlink.record.compare import compare
 from roomlink.record.sign import digest_line
@@ -103,7 +103,10 @@ async def test_a_batch_committed_in_one_store_only_is_appended_to_the_other(
     assert await repair_stores(BOTH, stores) == {}  # the first start: nothing to do
     await ingest.write(*(said(i) for i in range(5)))
     # the batch in flight at the kill -9: acme committed it, agency did not
-    await ingest.write_only("acme", said(5), said(6, ACME), said(7))
+    with_files = said(6, ACME).model_copy(update={"attachments": (
+        Attachment(name="plan.pdf", mime="application/pdf", size=3, sha256="ab" * 32),
+        Attachment(url="https://example.org/big.bin", name="big.bin", note="too big"))})
+    await ingest.write_only("acme", said(5), with_files, said(7))
     assert await ids(stores["agency"]) == [f"m{i:04d}" for i in range(5)]
     pending_before = await pending_rooms(stores["agency"])
 
@@ -111,6 +114,7 @@ async def test_a_batch_committed_in_one_store_only_is_appended_to_the_other(
 
     assert await ids(stores["agency"]) == await ids(stores["acme"])
     assert await digest(stores["agency"]) == await digest(stores["acme"])
+    assert await stores["agency"].get_message("m0006") == with_files
     agree, why = await compare(stores["agency"], stores["acme"], PIPE)
     assert agree, why
     # agency's room gets what was said in acme's, as the ingest would have had it
