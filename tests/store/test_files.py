@@ -143,3 +143,62 @@ async def test_each_engine_keeps_and_reads_back(store: Store) -> None:
     assert b"".join(got) == data
     assert max(len(c) for c in got) <= 64 * 1024  # streamed back in chunks
     assert await store.files.has(a.sha256 or "")
+
+
+async def test_a_25_mib_file_is_streamed_not_held_in_memory(store: Store) -> None:
+    """Written through keep in 64 KiB chunks and read back: Python's peak allocation
+    stays far below the file's size, on both engines."""
+    import tracemalloc
+
+    total, piece = 25 * 1024 * 1024, 64 * 1024
+    seed = os.urandom(piece)
+    expected = hashlib.sha256()
+    for i in range(total // piece):
+        expected.update(seed[i % 7 :] + seed[: i % 7])
+
+    async def source() -> AsyncIterator[bytes]:
+        for i in range(total // piece):
+            yield seed[i % 7 :] + seed[: i % 7]  # made as it goes: never all at once
+
+    files = StoreFiles("agency-api", "agency", {"agency": store}, topology)
+    tracemalloc.start()
+    try:
+        a = await files.keep(ROOM, "big.bin", None, source())
+        written_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        back, size = hashlib.sha256(), 0
+        async for chunk in files.open(a):
+            back.update(chunk)
+            size += len(chunk)
+        read_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (a.size, a.sha256) == (total, expected.hexdigest())
+    assert (size, back.hexdigest()) == (total, a.sha256)
+    assert written_peak < 4 * 1024 * 1024, written_peak
+    assert read_peak < 4 * 1024 * 1024, read_peak
+
+
+async def test_a_kept_file_and_its_folder_are_fsynced_before_keep_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store("agency", f"sqlite:///{tmp_path}/agency.db")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    try:
+        files = StoreFiles("agency-api", "agency", {"agency": store}, topology)
+        a = await files.keep(ROOM, "a.txt", "text/plain", chunks_of(b"durable"))
+    finally:
+        await store.close()
+    assert a.sha256
+    folder = tmp_path / "agency.db.files" / a.sha256[:2]
+    # the bytes (under their temporary name), then the folder that now names them
+    assert any("/.tmp/" in p for p in synced)
+    assert str(folder) in synced
+    assert synced.index(str(folder)) > max(i for i, p in enumerate(synced) if "/.tmp/" in p)
