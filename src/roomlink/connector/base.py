@@ -41,6 +41,9 @@ class Limits:
     deletes: bool = False
     files: bool = False  # posts files natively (Outbound.files); else they go as text lines
     max_file_bytes: int | None = None  # larger files go as text lines (and a link)
+    # at most this many bytes of files natively per message (email: per mail); the files
+    # that would pass it go as text lines (and a link), the first ones that fit natively
+    max_total_file_bytes: int | None = None
 
 
 class ConnectorOptions(BaseModel):

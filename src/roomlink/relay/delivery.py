@@ -274,16 +274,20 @@ class RoomWorker:
     async def _plan_files(self, message: Message
                           ) -> tuple[tuple[Attachment, ...], list[str]]:
         """Which kept files this room's connector posts itself (``Limits.files``, within
-        ``max_file_bytes``), and a line of text for every other file: nothing is dropped.
+        ``max_file_bytes`` each and ``max_total_file_bytes`` together, in order), and a
+        line of text for every other file: nothing is dropped.
         A file known only by the platform's URL (no bytes kept, no note) stays the
         connector's to show, as before files were kept."""
         limits = self.connector.limits
         native: list[Attachment] = []
         lines: list[str] = []
+        budget = limits.max_total_file_bytes  # what the message may still carry natively
         for a in message.attachments:
             fits = limits.max_file_bytes is None or (a.size or 0) <= limits.max_file_bytes
+            fits = fits and (budget is None or (a.size or 0) <= budget)
             if a.sha256 and limits.files and fits:
                 native.append(a)
+                budget = None if budget is None else budget - (a.size or 0)
             elif a.sha256 or a.note or not a.url:
                 lines.append(await self._file_line(a))
         return tuple(native), lines
