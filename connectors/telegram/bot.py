@@ -54,7 +54,7 @@ def make_bot(opts: TelegramOptions) -> RawBot:
     def request(pool: int) -> HTTPXRequest:
         return HTTPXRequest(connection_pool_size=pool, read_timeout=timeout,
                             write_timeout=timeout, connect_timeout=timeout,
-                            pool_timeout=timeout)
+                            pool_timeout=timeout, media_write_timeout=timeout)
 
     return RawBot(
         opts.token.get_secret_value(),

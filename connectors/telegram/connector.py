@@ -32,20 +32,24 @@ from telegram.error import (
 from roomlink.connector import (
     Connector,
     ConnectorOptions,
+    FileRefused,
     Limits,
     PermanentError,
     backoff,
 )
-from roomlink.message.model import Inbound, Kind, Outbound
+from roomlink.errors import ShuttingDown
+from roomlink.message.model import Attachment, Inbound, Kind, Outbound
 
 from .bot import RawBot, delivery_error, make_bot, retry_seconds
-from .convert import MAX_VISIBLE, compose, split_html
-from .inbound import events, seen
+from .convert import MAX_VISIBLE, byline, compose, split_html, visible_length
+from .files import MAX_CAPTION, MAX_UPLOAD, Fetcher, upload
+from .inbound import Remote, album_of, albums, events, remote_files, seen
 from .options import TelegramOptions
 
 T = TypeVar("T")
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 PART_INTERVAL = 1.0  # between the parts of one long message: Telegram's ~1 per second
+ALBUM_WAIT = 1.0  # seconds to wait for the rest of an album that ends a getUpdates answer
 EDIT_NOTE_ROOM = 100  # visible characters kept free for the note on an edited split message
 
 
@@ -58,6 +62,7 @@ class TelegramConnector(Connector):
         assert isinstance(options, TelegramOptions)
         self.opts = options
         self.bot: RawBot = make_bot(options)
+        self.fetcher = Fetcher(self.bot, lambda: self.ctx.files, options.request_timeout)
         self.me: int | None = None
         self._index_rooms()
         self._moved: dict[str, int] = {}  # room -> supergroup id it was upgraded to
@@ -72,6 +77,8 @@ class TelegramConnector(Connector):
         # the connector splits itself: only it knows the visible length of its HTML
         return Limits(max_text_length=None, can_impersonate=False,
                       default_nick_format="{nick}", edits=True, deletes=True,
+                      # photos up to 10 MB, other files up to 50 MB (the Bot API's limits)
+                      files=True, max_file_bytes=MAX_UPLOAD,
                       # about 1 message a second in one chat, 20 a minute in a group
                       room_rates=((1.0, 3), (20 / 60, 20)))
 
@@ -109,6 +116,7 @@ class TelegramConnector(Connector):
         if self._poller is not None:
             self._poller.cancel()  # a pending getUpdates goes with it
             await asyncio.gather(self._poller, return_exceptions=True)
+        await self.fetcher.close()
         try:
             await self.bot.shutdown()
         except Exception as exc:  # closing a session that never opened
@@ -132,6 +140,7 @@ class TelegramConnector(Connector):
         saved = await self.ctx.get_cursor("offset")
         offset = int(saved) if saved and saved.lstrip("-").isdigit() else None
         failures = 0
+        held: tuple[tuple[int, str], int] | None = None  # an album waited for, and its size
         while True:
             try:
                 if self.me is None:
@@ -159,6 +168,7 @@ class TelegramConnector(Connector):
                 continue
             failures = 0
             self._reachable.set()
+            fresh = []
             for raw in updates:
                 try:
                     update_id = int(raw["update_id"])
@@ -168,9 +178,20 @@ class TelegramConnector(Connector):
                     continue
                 if offset is not None and update_id < offset:
                     continue  # already stored (the server repeats what it was not told)
-                if not await self._take(raw):
+                fresh.append(raw)
+            groups = albums(fresh)
+            for index, group in enumerate(groups):
+                key = album_of(group[0])
+                if key is not None and index == len(groups) - 1 and held != (key, len(group)):
+                    # an album's items come as one update each: wait for the rest before
+                    # handing it in (the next poll answers these again, and any new items)
+                    held = (key, len(group))
+                    await asyncio.sleep(ALBUM_WAIT)
+                    break
+                held = None
+                if not await self._take(group):
                     return  # shutting down: the offset stays, the next run reads it again
-                offset = update_id + 1
+                offset = int(group[-1]["update_id"]) + 1
                 await self._save_offset(offset)
 
     async def _save_offset(self, offset: int) -> None:
@@ -204,29 +225,65 @@ class TelegramConnector(Connector):
             self.ctx.log.warning("%s: getUpdates failed (%s: %s); retrying in %.1fs",
                                  name, type(exc).__name__, exc.message, delay)
 
-    async def _take(self, raw: dict[str, Any]) -> bool:
-        """Hand one update's events in; True once the offset may move past the update
-        (its events stored, or skipped), False when roomlink is shutting down."""
-        try:
-            update = Update.de_json(raw, self.bot)
-            message, edited = _message_of(update)
-            if message is None:
-                kinds = [k for k in raw if k != "update_id"]
-                self.ctx.log.info("%s: skipping update %s of a kind not relayed (%s)",
-                                  self.ctx.name, raw.get("update_id"), ", ".join(kinds))
-                return True
-            inbound = await self._map(message, edited)
-            for event in inbound:
-                if event.kind is Kind.EDIT:  # read again after a crash: the same record
-                    event.native_id = f"update:{raw['update_id']}"
-        except Exception as exc:  # a malformed update must not stop the bot or its offset
-            self.ctx.log.warning("%s: skipping update %s that cannot be read (%s: %s)",
-                                 self.ctx.name, raw.get("update_id"), type(exc).__name__, exc)
-            return True
+    async def _take(self, group: list[dict[str, Any]]) -> bool:
+        """Hand in the events of one update, or of the updates of one album (its items
+        become one message with every file); True once the offset may move past them
+        (stored, or skipped), False when roomlink is shutting down."""
+        inbound: list[Inbound] = []
+        files: list[Remote] = []
+        for raw in group:
+            try:
+                update = Update.de_json(raw, self.bot)
+                message, edited = _message_of(update)
+                if message is None:
+                    kinds = [k for k in raw if k != "update_id"]
+                    self.ctx.log.info("%s: skipping update %s of a kind not relayed (%s)",
+                                      self.ctx.name, raw.get("update_id"), ", ".join(kinds))
+                    continue
+                mapped = await self._map(message, edited)
+                for event in mapped:
+                    if event.kind is Kind.EDIT:  # read again after a crash: the same record
+                        event.native_id = f"update:{raw['update_id']}"
+            except Exception as exc:  # a malformed update must not stop the bot or its offset
+                self.ctx.log.warning("%s: skipping update %s that cannot be read (%s: %s)",
+                                     self.ctx.name, raw.get("update_id"), type(exc).__name__,
+                                     exc)
+                continue
+            for event in mapped:
+                if (len(group) > 1 and inbound and event.kind is Kind.MESSAGE
+                        and inbound[-1].kind is Kind.MESSAGE):  # the next item of an album
+                    first = inbound[-1]
+                    first.text = "\n".join(t for t in (first.text, event.text) if t.strip())
+                else:
+                    inbound.append(event)
+            if mapped and mapped[-1].kind in (Kind.MESSAGE, Kind.ACTION) and not edited:
+                files.extend(remote_files(message))
+        if files and inbound and inbound[-1].kind in (Kind.MESSAGE, Kind.ACTION):
+            kept = await self._keep_files(inbound[-1].room, files)
+            if kept is None:
+                return False
+            inbound[-1].attachments = kept
         for event in inbound:
             if not await self.ctx.hand_in(event):
                 return False
         return True
+
+    async def _keep_files(self, room: str, files: list[Remote]) -> list[Attachment] | None:
+        """Each file kept in every store, or its metadata with a note; None when roomlink
+        is shutting down. A store that fails is retried (the offset waits meanwhile):
+        a ``kill -9`` at any moment leaves the whole message with its files, or nothing."""
+        attempt = 0
+        while True:
+            try:
+                return [await self.fetcher.keep(room, remote) for remote in files]
+            except ShuttingDown:
+                return None
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, 0.5, 30.0)
+                self.ctx.log.error("%s: could not keep a received file (%s: %s); retrying in "
+                                   "%.1fs", self.ctx.name, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _map(self, message: Message, edited: bool) -> list[Inbound]:
         s = seen(message)
@@ -286,44 +343,100 @@ class TelegramConnector(Connector):
         m = out.message
         kind = Kind.MESSAGE if m.kind is Kind.EDIT else m.kind
         return compose(kind.value, out.display_name, m.author.name, out.text,
-                       [(a.url, a.name) for a in m.attachments if a.url])
+                       [(a.url, a.name) for a in m.attachments if a.url and _shown_by_url(a)])
+
+    def _caption(self, out: Outbound) -> str | None:
+        """The caption of a file message: the bold author and the text, or only the author
+        when there is no text."""
+        if out.text.strip() or any(_shown_by_url(a) for a in out.message.attachments):
+            return self._html(out)
+        return byline(out.display_name or out.message.author.name)
+
+    def _steps(self, out: Outbound) -> list[tuple[str | None, Attachment | None]]:
+        """What one part becomes, in order: (HTML, None) for a text message, (caption,
+        file) for a file. A text too long for a caption goes first, on its own."""
+        if not out.files:
+            return [(part, None) for part in split_html(self._html(out))]
+        caption = self._caption(out)
+        alone = byline(out.display_name or out.message.author.name)
+        rest: list[tuple[str | None, Attachment | None]] = [(alone, f) for f in out.files[1:]]
+        if caption is None or visible_length(caption) <= MAX_CAPTION:
+            return [(caption, out.files[0]), *rest]
+        texts: list[tuple[str | None, Attachment | None]] = [
+            (part, None) for part in split_html(caption)]
+        return [*texts, (alone, out.files[0]), *rest]
 
     async def send(self, out: Outbound) -> str:
-        parts = split_html(self._html(out))
+        steps = self._steps(out)
+        # ids posted so far ("f" before a file message's): a 429 in the middle resends
+        # only what is still missing
         done = self._progress.setdefault(out.delivery_key, [])
-        for index in range(len(done), len(parts)):
+        for index in range(len(done), len(steps)):
             if index:
                 await asyncio.sleep(PART_INTERVAL)
             reply = out.reply_to_native if index == 0 else None
-            text = parts[index]
-
-            async def post(chat: int | str, text: str = text, reply: str | None = reply
-                           ) -> Message:
-                return await self.bot.send_message(
-                    chat, text, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
-                    reply_parameters=ReplyParameters(int(reply), allow_sending_without_reply=True)
-                    if reply and reply.isdigit() else None)
-
+            text, file = steps[index]
             try:
-                sent = await self._call(out.room, post)
+                sent = await self._call(out.room, self._poster(text, file, reply))
+            except FileRefused:
+                # the core sends the part again as text with a [file: ...] line: take back
+                # what went already, so that nothing shows twice
+                await self._take_back(out.room, done)
+                del self._progress[out.delivery_key]
+                raise
             except PermanentError:
                 del self._progress[out.delivery_key]  # never sent again
                 raise
-            done.append(str(sent.message_id))
+            done.append(("f" if file is not None else "") + str(sent.message_id))
         del self._progress[out.delivery_key]
+        first = done[0].removeprefix("f")
         if len(done) > 1:  # a delete must find every part, after a restart too
-            await self.ctx.set_cursor(f"parts:{out.room}:{done[0]}", " ".join(done[1:]))
-        return done[0]
+            await self.ctx.set_cursor(f"parts:{out.room}:{first}", " ".join(done[1:]))
+        if done[0].startswith("f"):  # an edit changes its caption, after a restart too
+            await self.ctx.set_cursor(f"caption:{out.room}:{first}", "1")
+        return first
+
+    def _poster(self, text: str | None, file: Attachment | None, reply: str | None
+                ) -> Callable[[int | str], Awaitable[Message]]:
+        if file is not None:
+            files = self.ctx.files
+            if files is None:
+                raise FileRefused("this roomlink keeps no files to post")
+            return lambda chat: upload(self.bot, files, chat, file, text, reply)
+
+        async def post(chat: int | str) -> Message:
+            return await self.bot.send_message(
+                chat, text or "", parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
+                reply_parameters=ReplyParameters(int(reply), allow_sending_without_reply=True)
+                if reply and reply.isdigit() else None)
+
+        return post
+
+    async def _take_back(self, room: str, posted: list[str]) -> None:
+        for native in posted:
+
+            async def remove(chat: int | str, native: str = native) -> bool:
+                return await self.bot.delete_message(chat, int(native.removeprefix("f")))
+
+            try:
+                await self._call(room, remove)
+            except Exception as exc:  # best effort: the text follows anyway
+                self.ctx.log.warning("%s: could not take back message %s in %s: %s",
+                                     self.ctx.name, native, room, exc)
 
     async def edit(self, out: Outbound) -> None:
         target = out.target_native
         if target is None or not target.isdigit():
             return
+        if await self.ctx.get_cursor(f"caption:{out.room}:{target}"):
+            await self._edit_caption(out, target)
+            return
         markup = self._html(out)
         parts = split_html(markup)
-        followers = await self.ctx.get_cursor(f"parts:{out.room}:{target}")
+        followers = await self.ctx.get_cursor(f"parts:{out.room}:{target}") or ""
+        more_text = [n for n in followers.split() if not n.startswith("f")]
         text = parts[0]
-        if len(parts) > 1 or followers:
+        if len(parts) > 1 or more_text:
             # only the first part is edited: say so, in room kept free for it
             text = split_html(markup, MAX_VISIBLE - EDIT_NOTE_ROOM)[0]
             text += ("\n<i>(edited; the new text is longer than one message and ends here)</i>"
@@ -342,12 +455,28 @@ class TelegramConnector(Connector):
 
         await self._call(out.room, change)
 
+    async def _edit_caption(self, out: Outbound, target: str) -> None:
+        caption = self._caption(out) or ""
+        if visible_length(caption) > MAX_CAPTION:  # the file stays: the caption ends short
+            caption = split_html(caption, MAX_CAPTION - EDIT_NOTE_ROOM)[0]
+            caption += "\n<i>(edited; the new text is longer than a caption and ends here)</i>"
+
+        async def change(chat: int | str) -> None:
+            try:
+                await self.bot.edit_message_caption(chat, int(target), caption=caption,
+                                                    parse_mode=ParseMode.HTML)
+            except BadRequest as exc:
+                if "not modified" not in exc.message.lower():
+                    raise
+
+        await self._call(out.room, change)
+
     async def delete(self, out: Outbound) -> None:
         target = out.target_native
         if target is None or not target.isdigit():
             return
         followers = await self.ctx.get_cursor(f"parts:{out.room}:{target}") or ""
-        for native in [target, *followers.split()]:
+        for native in [target, *(n.removeprefix("f") for n in followers.split())]:
 
             async def remove(chat: int | str, native: str = native) -> None:
                 try:
@@ -357,6 +486,12 @@ class TelegramConnector(Connector):
                         raise
 
             await self._call(out.room, remove)
+
+
+def _shown_by_url(a: Attachment) -> bool:
+    """A file known only by the platform's URL: the core leaves it to the connector to
+    show (kept files and files with a note come as the core's ``[file: ...]`` lines)."""
+    return bool(a.url) and not a.sha256 and not a.note
 
 
 def _message_of(update: Update) -> tuple[Message | None, bool]:

@@ -284,6 +284,12 @@ def one_line(name: str) -> str:
     return " ".join(name.split())
 
 
+def byline(name: str) -> str | None:
+    """The author alone, in bold: the caption of a file that comes without text."""
+    shown = one_line(name)
+    return f"<b>{escape_html(shown)}</b>" if shown else None
+
+
 def compose(kind: str, display: str, nick: str, canonical: str,
             files: Sequence[tuple[str, str | None]] = ()) -> str:
     """The HTML for one relayed message: the author's name in bold, then the text.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import mimetypes
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import Message, User
 
 from roomlink.message.markup import escape
-from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind
+from roomlink.message.model import Inbound, InboundAuthor, Kind
 
 from .convert import to_canonical
 
@@ -20,6 +22,29 @@ class Seen:
     chat_username: str | None
     migrate_to: int | None  # the group became this supergroup
     migrate_from: int | None  # this supergroup was that group
+
+
+def album_of(raw: dict[str, Any]) -> tuple[int, str] | None:
+    """(chat id, media_group_id) of a new message that is one item of an album."""
+    message = raw.get("message") or raw.get("channel_post")
+    if not isinstance(message, dict) or not message.get("media_group_id"):
+        return None
+    chat = message.get("chat")
+    if not isinstance(chat, dict) or not isinstance(chat.get("id"), int):
+        return None
+    return chat["id"], str(message["media_group_id"])
+
+
+def albums(updates: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The updates in order, the consecutive items of one album together."""
+    out: list[list[dict[str, Any]]] = []
+    for raw in updates:
+        key = album_of(raw)
+        if key is not None and out and album_of(out[-1][0]) == key:
+            out[-1].append(raw)
+        else:
+            out.append([raw])
+    return out
 
 
 def seen(message: Message) -> Seen:
@@ -65,46 +90,71 @@ def events(room: str, message: Message, edited: bool, me: int, relay_bots: bool
         return out
     text = to_canonical(message.text or message.caption or "",
                         message.entities or message.caption_entities or ())
-    files = attachments(message)
+    files = remote_files(message)  # downloaded by the connector, for new messages only
     if not text.strip() and not files:
         return []  # a service message (pinned, photo changed ...) or an empty one
     if edited:
+        # an edit changes the caption; the file stays the one relayed with the message
         return [Inbound(room=room, author=author, text=text, kind=Kind.EDIT,
-                        target_native=native, attachments=files, ts=ts)]
+                        target_native=native, ts=ts)]
     reply = message.reply_to_message
     if reply is not None and reply.forum_topic_created is not None:
         reply = None  # in a forum every message "answers" its topic's first message
     return [Inbound(room=room, author=author, text=text, native_id=native,
-                    reply_to_native=str(reply.message_id) if reply else None,
-                    attachments=files, ts=ts)]
+                    reply_to_native=str(reply.message_id) if reply else None, ts=ts)]
 
 
-def attachments(message: Message) -> list[Attachment]:
-    """File metadata (the file is not downloaded): ``tg-file:<file_id>`` names it."""
-    found: list[Attachment] = []
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """One file of a Telegram message, before it is downloaded."""
 
-    def add(file_id: str, name: str | None, mime: str | None, size: int | None) -> None:
-        found.append(Attachment(url=f"tg-file:{file_id}", name=name, mime=mime, size=size))
+    file_id: str  # what getFile takes (valid for this bot only)
+    unique_id: str  # the same for every bot and over time: names a photo
+    name: str  # the file's name, or a made-up one (a photo has none)
+    mime: str | None
+    size: int | None  # as the update says; may be missing
 
+
+def _name(given: str | None, prefix: str, unique_id: str, mime: str | None,
+          default_ext: str) -> str:
+    if given and given.strip():
+        return given
+    ext = (mimetypes.guess_extension(mime, strict=False) if mime else None) or default_ext
+    return f"{prefix}-{unique_id}{ext}"
+
+
+def remote_files(message: Message) -> list[Remote]:
+    """The files of a message: the largest size of a photo, a document, audio, voice,
+    video, video note, animation and sticker."""
+    found: list[Remote] = []
     if message.photo:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        add(best.file_id, "photo.jpg", "image/jpeg", best.file_size)
+        found.append(Remote(best.file_id, best.file_unique_id,
+                            f"photo-{best.file_unique_id}.jpg", "image/jpeg", best.file_size))
     # an animation comes with a document copy of itself, for old clients: count it once
     document = message.document if message.animation is None else None
-    for media, default in ((document, "document"), (message.video, "video.mp4"),
-                           (message.audio, "audio"), (message.animation, "animation.mp4")):
-        if media is not None:
-            add(media.file_id, getattr(media, "file_name", None) or default,
-                getattr(media, "mime_type", None), media.file_size)
+    media = ((document, "document", ""), (message.video, "video", ".mp4"),
+             (message.audio, "audio", ".mp3"), (message.animation, "animation", ".mp4"))
+    for item, prefix, ext in media:
+        if item is not None:
+            mime = getattr(item, "mime_type", None)
+            found.append(Remote(item.file_id, item.file_unique_id,
+                                _name(getattr(item, "file_name", None), prefix,
+                                      item.file_unique_id, mime, ext), mime, item.file_size))
     if message.voice is not None:
         v = message.voice
-        add(v.file_id, "voice.ogg", v.mime_type or "audio/ogg", v.file_size)
+        mime = v.mime_type or "audio/ogg"
+        found.append(Remote(v.file_id, v.file_unique_id, f"voice-{v.file_unique_id}.ogg", mime,
+                            v.file_size))
     if message.video_note is not None:
-        add(message.video_note.file_id, "video_note.mp4", "video/mp4",
-            message.video_note.file_size)
+        n = message.video_note
+        found.append(Remote(n.file_id, n.file_unique_id, f"video-note-{n.file_unique_id}.mp4",
+                            "video/mp4", n.file_size))
     if message.sticker is not None:
         s = message.sticker
-        mime = ("video/webm" if s.is_video else "application/x-tgsticker" if s.is_animated
-                else "image/webp")
-        add(s.file_id, f"sticker {s.emoji}" if s.emoji else "sticker", mime, s.file_size)
+        mime, ext = (("video/webm", ".webm") if s.is_video else
+                     ("application/x-tgsticker", ".tgs") if s.is_animated else
+                     ("image/webp", ".webp"))
+        found.append(Remote(s.file_id, s.file_unique_id, f"sticker-{s.file_unique_id}{ext}",
+                            mime, s.file_size))
     return found

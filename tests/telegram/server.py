@@ -10,11 +10,17 @@ the last ones, limit, timeout long-polls, allowed_updates is remembered, a secon
 terminates the first with 409, a webhook makes it 409), sendMessage (parse_mode HTML
 parsed like Telegram does: only its tags, balanced, else "can't parse entities"; 4,096
 characters after parsing; reply_parameters; link_preview_options), editMessageText,
-deleteMessage, setWebhook, deleteWebhook, getWebhookInfo.
+deleteMessage, setWebhook, deleteWebhook, getWebhookInfo; files (see tgmedia.py): getFile
+(400 "file is too big" over 20 MB) and the download path ``/file/bot<token>/<file_path>``,
+sendPhoto and sendDocument with a multipart upload (a photo is checked like Telegram
+does: at most 10 MB, an image whose sides add up to at most 10,000 and have a ratio of
+at most 20; any file at most 50 MB, else 413; a caption of at most 1,024 characters),
+editMessageCaption. A photo sent is kept as its largest size byte for byte (the real
+server re-encodes it as JPEG) with a small thumbnail size before it.
 
 The test side plays the people in the chats (:meth:`BotApiServer.say`, ``edit``,
-``join``, ``migrate`` ...) and can make the next calls fail (:meth:`fail_next`: a 429
-with ``retry_after``, a 403 ...).
+``join``, ``migrate``, ``photo`` and ``document`` for files to post ...) and can make
+the next calls fail (:meth:`fail_next`: a 429 with ``retry_after``, a 403 ...).
 """
 
 from __future__ import annotations
@@ -27,8 +33,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from tgmedia import (
+    FOLDERS,
+    MAX_CAPTION,
+    MAX_DOWNLOAD,
+    MAX_PHOTO,
+    MAX_UPLOAD,
+    MB,
+    StoredFile,
+    TooLarge,
+    Upload,
+    guess_type,
+    image_size,
+    read_form,
+)
 
 MAX_TEXT = 4096
+MEDIA = ("photo", "document", "audio", "voice", "video", "animation", "sticker",
+         "video_note")
 DEFAULT_UPDATES = ("message", "edited_message", "channel_post", "edited_channel_post",
                    "callback_query", "my_chat_member", "inline_query")
 
@@ -184,6 +206,7 @@ class Chat:
     next_message_id: int = 1
     bot_kicked: bool = False
     migrated_to: int | None = None
+    no_rights: set[str] = field(default_factory=set)  # "photos", "documents" the bot may not send
 
     def json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": self.type}
@@ -228,6 +251,13 @@ class BotApiServer:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.files: dict[str, StoredFile] = {}  # by file_id
+        self._by_path: dict[str, StoredFile] = {}
+        self.downloads: list[str] = []  # file paths downloaded, in order
+        self.photo_ids: list[str] = []  # file_unique_id of each photo's largest size
+        # a download sends half the file, then waits for this to be set (kill -9 tests)
+        self.download_gate: asyncio.Event | None = None
+        self.break_downloads = False  # a download sends half the file and hangs up
 
     @property
     def url(self) -> str:
@@ -235,7 +265,7 @@ class BotApiServer:
 
     async def start(self, port: int = 0) -> None:
         self._closing = False
-        app = web.Application(client_max_size=50 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_UPLOAD + MB)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/file/bot{token}/{path:.*}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
@@ -308,6 +338,69 @@ class BotApiServer:
         self.update_of[(chat_id, message["message_id"])] = self.push(kind, message)
         return int(message["message_id"])
 
+    def add_file(self, data: bytes, kind: str, ext: str = "", size: int | None = None
+                 ) -> StoredFile:
+        """Hold a file as Telegram does once someone sent it (``size``: what Telegram
+        says it is, when a test wants it to differ)."""
+        number = len(self.files)
+        stored = StoredFile(f"{kind.upper()}-file-{number}-AgADBAAD", f"AQAD{number}u",
+                            data, f"{FOLDERS[kind]}/file_{number}{ext}",
+                            len(data) if size is None else size)
+        self.files[stored.file_id] = stored
+        self._by_path[stored.file_path] = stored
+        return stored
+
+    def photo(self, data: bytes) -> list[dict[str, Any]]:
+        """The ``photo`` field (PhotoSize array, smallest first) of a photo message whose
+        largest size is ``data``."""
+        w, h = image_size(data) or (1280, 960)
+        scale = 90 / max(w, h)
+        thumb = self.add_file(b"thumbnail:" + data[:32], "photo", ".jpg")
+        full = self.add_file(data, "photo", ".jpg")
+        self.photo_ids.append(full.file_unique_id)
+        return [{"file_id": thumb.file_id, "file_unique_id": thumb.file_unique_id,
+                 "width": max(1, round(w * scale)), "height": max(1, round(h * scale)),
+                 "file_size": thumb.size},
+                {"file_id": full.file_id, "file_unique_id": full.file_unique_id,
+                 "width": w, "height": h, "file_size": full.size}]
+
+    def document(self, data: bytes, name: str | None, mime: str | None = None,
+                 size: int | None = None, kind: str = "document",
+                 with_size: bool = True) -> dict[str, Any]:
+        """The ``document`` (or ``audio``, ``video`` ...) field of a message carrying
+        ``data``; ``with_size=False`` leaves out the optional file_size."""
+        ext = ("." + name.rsplit(".", 1)[1]) if name and "." in name else ""
+        stored = self.add_file(data, kind, ext, size)
+        out: dict[str, Any] = {"file_id": stored.file_id,
+                               "file_unique_id": stored.file_unique_id}
+        if name is not None:
+            out["file_name"] = name
+        if mime is not None:
+            out["mime_type"] = mime
+        if with_size:
+            out["file_size"] = stored.size
+        return out
+
+    def say_files(self, chat_id: int, sender: dict[str, Any], caption: str | None,
+                  files: list[tuple[str, str, bytes]]) -> list[int]:
+        """A person sends files (name, type, bytes) "as files" (documents, bytes kept):
+        one message, or an album of one message per file sharing a media_group_id, the
+        caption on the first, as Telegram's apps do."""
+        self._next_user += 1
+        group = f"1395{self._next_user}" if len(files) > 1 else None
+        return [self.say(chat_id, sender, None, caption=caption if i == 0 else None,
+                         document=self.document(data, name, mime), media_group_id=group)
+                for i, (name, mime, data) in enumerate(files)]
+
+    def file_of(self, message: dict[str, Any]) -> bytes:
+        """The bytes of the file of a message (a photo's largest size)."""
+        if message.get("photo"):
+            return self.files[message["photo"][-1]["file_id"]].data
+        for kind in MEDIA:
+            if kind in message and kind != "photo":
+                return self.files[message[kind]["file_id"]].data
+        raise AssertionError(f"no file in {message}")
+
     def say_html(self, chat_id: int, sender: dict[str, Any], source: str,
                  reply_to: int | None = None) -> int:
         """A person posts formatted text (as their app would send it: text + entities)."""
@@ -370,15 +463,37 @@ class BotApiServer:
             await asyncio.sleep(0.005)
 
     # -- HTTP --------------------------------------------------------------------------
-    async def _file(self, request: web.Request) -> web.Response:
-        return _error(ApiError(404, "Not Found"))
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        stored = self._by_path.get(request.match_info["path"])
+        if request.match_info["token"] != self.token or stored is None:
+            return _error(ApiError(404, "Not Found"))
+        self.downloads.append(stored.file_path)
+        data = stored.data
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
+                                               "Content-Length": str(len(data))})
+        await response.prepare(request)
+        half = len(data) // 2
+        await response.write(data[:half])
+        if self.break_downloads:  # the connection drops in the middle of the file
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        if self.download_gate is not None:
+            await self.download_gate.wait()
+        for start in range(half, len(data), 256 * 1024):
+            await response.write(data[start:start + 256 * 1024])
+        await response.write_eof()
+        return response
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return _error(ApiError(401, "Unauthorized"))
         method = request.match_info["method"].lower()
         try:
-            params = await _params(request)
+            try:
+                params = await _params(request)
+            except TooLarge:
+                raise ApiError(413, "Request Entity Too Large") from None
             self.calls.append((method, params))
             for failure in self.failures:
                 if failure.method == method and failure.times > 0:
@@ -396,6 +511,9 @@ class BotApiServer:
         return {"getme": self._get_me, "getupdates": self._get_updates,
                 "sendmessage": self._send_message, "editmessagetext": self._edit_message_text,
                 "deletemessage": self._delete_message, "setwebhook": self._set_webhook,
+                "getfile": self._get_file, "sendphoto": self._send_photo,
+                "senddocument": self._send_document,
+                "editmessagecaption": self._edit_message_caption,
                 "deletewebhook": self._delete_webhook, "getwebhookinfo": self._webhook_info}
 
     async def _get_me(self, params: dict[str, Any]) -> Any:
@@ -506,18 +624,7 @@ class BotApiServer:
     async def _send_message(self, params: dict[str, Any]) -> Any:
         chat = self._chat(params)
         text, entities = self._formatted(params)
-        reply_params = _json(params.get("reply_parameters")) or {}
-        reply_id = reply_params.get("message_id", params.get("reply_to_message_id"))
-        allow = _flag(reply_params.get("allow_sending_without_reply",
-                                       params.get("allow_sending_without_reply")))
-        reply = None
-        if reply_id not in (None, ""):
-            original = chat.messages.get(int(reply_id))
-            if original is None or int(reply_id) in chat.deleted:
-                if not allow:
-                    raise ApiError(400, "Bad Request: message to be replied not found")
-            else:
-                reply = {k: v for k, v in _visible(original).items() if k != "reply_to_message"}
+        reply = self._reply_of(chat, params)
         preview = _json(params.get("link_preview_options"))
         if preview is None and params.get("disable_web_page_preview") is not None:
             preview = {"is_disabled": _flag(params.get("disable_web_page_preview"))}
@@ -526,6 +633,113 @@ class BotApiServer:
         message["_html"] = params.get("text")
         if self.on_send is not None:
             self.on_send(message)
+        return _visible(message)
+
+    def _reply_of(self, chat: Chat, params: dict[str, Any]) -> dict[str, Any] | None:
+        reply_params = _json(params.get("reply_parameters")) or {}
+        reply_id = reply_params.get("message_id", params.get("reply_to_message_id"))
+        allow = _flag(reply_params.get("allow_sending_without_reply",
+                                       params.get("allow_sending_without_reply")))
+        if reply_id in (None, ""):
+            return None
+        original = chat.messages.get(int(reply_id))
+        if original is None or int(reply_id) in chat.deleted:
+            if not allow:
+                raise ApiError(400, "Bad Request: message to be replied not found")
+            return None
+        return {k: v for k, v in _visible(original).items() if k != "reply_to_message"}
+
+    @staticmethod
+    def _caption(params: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
+        source = params.get("caption")
+        if source in (None, ""):
+            return None, []
+        mode = str(params.get("parse_mode") or "")
+        if mode.lower() == "html":
+            text, entities = parse_html(str(source))
+        elif mode:
+            raise ApiError(400, f"Bad Request: unsupported parse_mode {mode!r} in this server")
+        else:
+            text, entities = str(source), list(_json(params.get("caption_entities")) or [])
+        if utf16_len(text) > MAX_CAPTION:
+            raise ApiError(400, "Bad Request: message caption is too long")
+        return (text or None), _public(entities)
+
+    def _upload(self, chat: Chat, params: dict[str, Any], field: str, rights: str) -> Upload:
+        if rights in chat.no_rights:
+            raise ApiError(400, f"Bad Request: not enough rights to send {rights} to the chat")
+        given = params.get(field)
+        if isinstance(given, str) and given in self.files:  # a file_id sent again
+            stored = self.files[given]
+            return Upload(stored.file_path.rsplit("/", 1)[-1], None, stored.data)
+        if isinstance(given, str) and given.startswith("attach://"):
+            given = params.get(given[len("attach://"):])
+        if not isinstance(given, Upload):
+            raise ApiError(400, f"Bad Request: there is no {field} in the request")
+        if not given.data:
+            raise ApiError(400, "Bad Request: file must be non-empty")
+        return given
+
+    def _post_file(self, chat: Chat, params: dict[str, Any], **media: Any) -> Any:
+        reply = self._reply_of(chat, params)
+        caption, entities = self._caption(params)
+        message = self._new_message(chat, self.me, caption=caption,
+                                    caption_entities=entities or None,
+                                    reply_to_message=reply, **media)
+        message["_html"] = params.get("caption")
+        if self.on_send is not None:
+            self.on_send(message)
+        return _visible(message)
+
+    async def _send_photo(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        upload = self._upload(chat, params, "photo", "photos")
+        if len(upload.data) > MAX_PHOTO:
+            raise ApiError(400, "Bad Request: PHOTO_SAVE_FILE_INVALID")
+        size = image_size(upload.data)
+        if size is None:
+            raise ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        w, h = size
+        if w + h > 10000 or max(w, h) > 20 * min(w, h):
+            raise ApiError(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        return self._post_file(chat, params, photo=self.photo(upload.data))
+
+    async def _send_document(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        upload = self._upload(chat, params, "document", "documents")
+        document = self.document(upload.data, upload.filename or "document",
+                                 guess_type(upload.filename, upload.content_type))
+        return self._post_file(chat, params, document=document)
+
+    async def _get_file(self, params: dict[str, Any]) -> Any:
+        stored = self.files.get(str(params.get("file_id") or ""))
+        if stored is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        if stored.size > MAX_DOWNLOAD:
+            raise ApiError(400, "Bad Request: file is too big")
+        return stored.json()
+
+    async def _edit_message_caption(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        message = self._own(chat, params, "message to edit not found")
+        if message.get("from", {}).get("id") != self.me["id"]:
+            raise ApiError(400, "Bad Request: message can't be edited")
+        if not any(kind in message for kind in MEDIA):
+            raise ApiError(400, "Bad Request: there is no caption in the message to edit")
+        caption, entities = self._caption(params)
+        if caption == message.get("caption") and entities == message.get("caption_entities",
+                                                                           []):
+            raise ApiError(400, "Bad Request: message is not modified: specified new message "
+                                "content and reply markup are exactly the same as a current "
+                                "content and reply markup of the message")
+        chat.edits.setdefault(message["message_id"], []).append(message.get("caption", ""))
+        message.update(edit_date=int(time.time()), _html=params.get("caption"))
+        for key in ("caption", "caption_entities"):
+            message.pop(key, None)
+        if caption:
+            message["caption"] = caption
+        if entities:
+            message["caption_entities"] = entities
         return _visible(message)
 
     def _own(self, chat: Chat, params: dict[str, Any], missing: str) -> dict[str, Any]:
@@ -540,6 +754,8 @@ class BotApiServer:
         message = self._own(chat, params, "message to edit not found")
         if message.get("from", {}).get("id") != self.me["id"]:
             raise ApiError(400, "Bad Request: message can't be edited")
+        if "text" not in message:
+            raise ApiError(400, "Bad Request: there is no text in the message to edit")
         text, entities = self._formatted(params)
         if text == message.get("text") and entities == message.get("entities", []):
             raise ApiError(400, "Bad Request: message is not modified: specified new message "
@@ -584,6 +800,8 @@ async def _params(request: web.Request) -> dict[str, Any]:
                 raise ApiError(400, "Bad Request: can't parse JSON") from None
             if isinstance(body, dict):
                 params.update(body)
+        elif request.content_type == "multipart/form-data":
+            params.update(await read_form(request))
         else:
             form = await request.post()
             params.update({k: v for k, v in form.items() if isinstance(v, str)})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from tgkit import GROUP, config, env, wait_until
+from tgkit import GROUP, config, env, media, wait_until
 
 from rlkit import Room, export, running
 
@@ -27,20 +28,19 @@ async def test_who_and_what_is_relayed(tmp_path: Path, tg: Any) -> None:
             tg.say(GROUP, nameless, "from the nameless")
             tg.join(GROUP, alice)
             tg.leave(GROUP, alice)
+            pdf_bytes = b"%PDF-1.4 the plan " + bytes(range(256)) * 40
+            photo_bytes = media.png(1280, 960, b"pixels" * 3000)
             tg.say(GROUP, alice, None, caption="the **plan**", caption_entities=[
                 {"type": "bold", "offset": 6, "length": 4}],
-                document={"file_id": "DOC1", "file_unique_id": "u1", "file_name": "plan.pdf",
-                          "mime_type": "application/pdf", "file_size": 12345})
-            tg.say(GROUP, alice, None, photo=[
-                {"file_id": "small", "file_unique_id": "s", "width": 90, "height": 90,
-                 "file_size": 100},
-                {"file_id": "big", "file_unique_id": "b", "width": 1280, "height": 960,
-                 "file_size": 90000}])
+                document=tg.document(pdf_bytes, "plan.pdf", "application/pdf"))
+            tg.say(GROUP, alice, None, photo=tg.photo(photo_bytes))
+            sticker = tg.document(b"RIFF....WEBPVP8X sticker", None, kind="sticker")
             tg.say(GROUP, alice, None, sticker={
-                "file_id": "STK", "file_unique_id": "st", "type": "regular", "width": 512,
-                "height": 512, "is_animated": False, "is_video": False, "emoji": "👍"})
-            tg.say(GROUP, alice, None, voice={"file_id": "VOX", "file_unique_id": "v",
-                                              "duration": 3, "mime_type": "audio/ogg"})
+                **sticker, "type": "regular", "width": 512, "height": 512,
+                "is_animated": False, "is_video": False, "emoji": "👍"})
+            voice = tg.document(b"OggS voice", None, "audio/ogg", kind="voice",
+                                with_size=False)  # file_size is optional
+            tg.say(GROUP, alice, None, voice={**voice, "duration": 3})
             tg.say(GROUP, alice, "🎉 last, with 🦊🐙🐳 **stars**", entities=[
                 {"type": "italic", "offset": 0, "length": 2},
                 {"type": "bold", "offset": 14, "length": 6}])
@@ -53,13 +53,15 @@ async def test_who_and_what_is_relayed(tmp_path: Path, tg: Any) -> None:
     assert by_kind == [("message", "@ghost"), ("join", "Alice Example"),
                        ("part", "Alice Example"), *[("message", "Alice Example")] * 5]
     assert frames[3]["text"] == "the \\*\\***plan**\\*\\*"
-    # file metadata: what a later download needs (tg-file:<file_id>), name, type, size
-    assert files[3] == [{"url": "tg-file:DOC1", "name": "plan.pdf", "mime": "application/pdf",
-                         "size": 12345}]
-    assert files[4] == [{"url": "tg-file:big", "name": "photo.jpg", "mime": "image/jpeg",
-                         "size": 90000}]
-    assert files[5][0]["name"] == "sticker 👍" and files[5][0]["mime"] == "image/webp"
-    assert files[6][0]["mime"] == "audio/ogg" and files[7] == []
+    # the files themselves, kept with their names (a photo gets one), types and sizes
+    sha = [[(a["name"], a["mime"], a["size"], a["sha256"]) for a in f] for f in files]
+    photo_id = tg.photo_ids[-1]  # the largest size, not the thumbnail
+    assert sha[3] == [("plan.pdf", "application/pdf", len(pdf_bytes),
+                       hashlib.sha256(pdf_bytes).hexdigest())]
+    assert sha[4] == [(f"photo-{photo_id}.jpg", "image/jpeg", len(photo_bytes),
+                       hashlib.sha256(photo_bytes).hexdigest())]
+    assert sha[5][0][:2] == (f"sticker-{sticker['file_unique_id']}.webp", "image/webp")
+    assert sha[6][0][1:3] == ("audio/ogg", len(b"OggS voice")) and files[7] == []
     # entity offsets count UTF-16 units: each of these emoji takes two
     assert frames[7]["text"] == "*🎉* last, with **🦊🐙🐳** \\*\\*stars\\*\\*"
 

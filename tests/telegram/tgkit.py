@@ -12,6 +12,7 @@ from typing import Any
 from rlkit import free_port, load_beside, write_config
 
 server = load_beside(__file__, "server", "roomlink_tests_telegram_server")
+media = load_beside(__file__, "tgmedia", "tgmedia")
 BotApiServer = server.BotApiServer
 parse_html = server.parse_html
 utf16_slice = server.utf16_slice
@@ -53,9 +54,9 @@ def env(tg: Any) -> dict[str, str]:
 
 def shown(message: dict[str, Any]) -> tuple[str, str]:
     """(author, text) as a group member reads a bridge post: the bold name at the start,
-    then the text."""
-    text: str = message.get("text", "")
-    entities = message.get("entities", [])
+    then the text (or the caption, under a file)."""
+    text: str = message.get("text", message.get("caption", ""))
+    entities = message.get("entities", message.get("caption_entities", []))
     first = entities[0] if entities else None
     if first is None or first["type"] != "bold" or first["offset"] != 0:
         return "", text
