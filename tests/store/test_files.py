@@ -202,3 +202,16 @@ async def test_a_kept_file_and_its_folder_are_fsynced_before_keep_returns(
     assert any("/.tmp/" in p for p in synced)
     assert str(folder) in synced
     assert synced.index(str(folder)) > max(i for i, p in enumerate(synced) if "/.tmp/" in p)
+
+
+async def test_opening_removes_what_a_crash_left_half_written_but_not_a_write_going_on(
+    tmp_path: Path
+) -> None:
+    tmp = tmp_path / "agency.db.files" / ".tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "crashed").write_bytes(b"half a file")
+    os.utime(tmp / "crashed", (1, 1))  # last written long ago
+    (tmp / "writing").write_bytes(b"a daemon is writing this now")
+    store = await open_store("agency", f"sqlite:///{tmp_path}/agency.db")  # a CLI command
+    await store.close()
+    assert sorted(p.name for p in tmp.iterdir()) == ["writing"]

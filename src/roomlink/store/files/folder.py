@@ -2,7 +2,8 @@
 
 A file is written to ``<root>/.tmp/`` first, fsync'd, renamed to its digest's name and
 the folder fsync'd, so that it appears whole or not at all, even across a ``kill -9``
-or a power cut; what a crash left in ``.tmp`` is removed when the folder is opened.
+or a power cut; what a crash left in ``.tmp`` is removed when the folder is opened
+(once it is ``STALE_AFTER`` old: another process may be writing there).
 The disk work runs in threads, a chunk at a time, so neither the event loop waits for
 the disk nor a file is ever whole in memory.
 """
@@ -13,12 +14,15 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from roomlink.store.files import CHUNK, FileKeeper, FileWriter, MissingFile, is_digest
+
+STALE_AFTER = 3600.0  # seconds since its last write: a temporary file nobody writes
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,9 +43,13 @@ class FolderFiles(FileKeeper):
     def open(cls, root: str | Path) -> FolderFiles:
         keeper = FolderFiles(Path(root))
         keeper._tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in keeper._tmp.iterdir():  # a write a crash interrupted
+        # a write a crash interrupted; never one going on in another process (a daemon
+        # while a `history` command opens the same store): that one was written lately
+        stale = time.time() - STALE_AFTER
+        for leftover in keeper._tmp.iterdir():
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink()
         return keeper
 
     def path_of(self, sha256: str) -> Path:
