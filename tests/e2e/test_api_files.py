@@ -39,6 +39,7 @@ async def test_files_posted_as_multipart_reach_the_other_room_byte_for_byte(
     async with running(path, [agency, acme]) as daemon, aiohttp.ClientSession() as http:
         poster, reader = Room(http, agency, "lobby", token=TOKEN), Room(http, acme, "lobby")
         async with reader.stream() as stream:
+            before = (await poster.post("the files come next", "alice"))["id"]
             status, answer = await post_files(http, poster.base, "the mock-ups", "alice", sent,
                                               {**AUTH, "Idempotency-Key": "upload-1"})
             assert status == 202, answer
@@ -49,7 +50,11 @@ async def test_files_posted_as_multipart_reach_the_other_room_byte_for_byte(
             # files alone: no message part, no text; the author is the connector
             status, alone = await post_files(http, poster.base, None, None, sent[:1], AUTH)
             assert status == 202, alone
-            first, second = await stream.wait_for(2)
+            _, first, second = await stream.wait_for(3)
+        # a client resuming with ?after= gets the same frames, links and all
+        async with http.ws_connect(f"{reader.base}/stream?after={before}") as ws:
+            replayed = [await ws.receive_json(timeout=10) for _ in range(2)]
+        assert replayed == [first, second]
         assert first["id"] == answer["id"] and first["text"] == "the mock-ups"
         assert first["author"]["name"] == "alice"
         assert [(a["name"], a["type"], a["size"], a["sha256"])
@@ -79,14 +84,15 @@ async def test_files_posted_as_multipart_reach_the_other_room_byte_for_byte(
         file_id = url.split("/")[3]
         for wrong in (f"/v1/files/{'0' * 32}/screenshot.png", f"/v1/files/{file_id}/..",
                       f"/v1/files/{file_id}/a%2Fb.png", "/v1/files/x"):
-            status, body, headers = await download(http, reader.base, wrong)
+            status, _, headers = await download(http, reader.base, wrong)
             assert status == 404 and headers["Content-Type"].startswith("application/json"), wrong
         assert daemon.terminate() == 0
     assert "Traceback" not in daemon.log()
     for party in ("agency", "acme"):
         records = export(path, party)
         assert [(m["text"], [a["sha256"] for a in m["attachments"]]) for m in records] == [
-            ("the mock-ups", [f.sha256 for f in sent]), ("", [sent[0].sha256])], party
+            ("the files come next", []), ("the mock-ups", [f.sha256 for f in sent]),
+            ("", [sent[0].sha256])], party
 
 
 async def test_agency_files_need_its_token(tmp_path: Path) -> None:
