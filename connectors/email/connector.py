@@ -8,7 +8,12 @@ earlier ones in In-Reply-To/References across restarts. The Message-ID is the na
 Inbound, the IMAP session waits with IDLE (or polls), fetches every mail above the last
 UID handled, and hands its new text to the core; the UID cursor (with UIDVALIDITY) moves
 only after ``ctx.hand_in`` returned True, and the Message-ID makes a re-read mail the same
-message, so a crash re-reads instead of losing and never relays twice.
+message, so a crash re-reads instead of losing and never relays twice. Every file of the
+mail is kept (``ctx.files.keep``) before the hand-in, so a re-read keeps it again.
+
+Files go both ways: in, every attachment and inline image; out, the kept files of a
+message are attached to its mail up to ``max_attachment_bytes`` together (the core gives
+the rest a ``[file: ...]`` line and link, ``Limits.max_total_file_bytes``).
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from roomlink.connector import (
     PermanentError,
     backoff,
 )
+from roomlink.connector.files import FileRefused
+from roomlink.message.filenames import clean_filename
 from roomlink.message.markup import escape
-from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound
+from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind, Outbound
 
 from .convert import (
     Incoming,
@@ -45,6 +52,7 @@ from .convert import (
     room_tag,
     tag_of,
 )
+from .files import MailFile, chunks_of
 from .imap import ImapError, ImapRefused, Mailbox
 from .options import EmailOptions
 from .smtp import SmtpSender
@@ -83,7 +91,9 @@ class EmailConnector(Connector):
     def limits(self) -> Limits:
         # the author's name is the From display name, so no nick prefix in the text
         return Limits(can_impersonate=True, default_nick_format="{nick}",
-                      edits=False, deletes=False)
+                      edits=False, deletes=False, files=True,
+                      max_file_bytes=self.opts.max_attachment_bytes,
+                      max_total_file_bytes=self.opts.max_attachment_bytes)
 
     async def start(self) -> None:
         await self._load_batches(self.ctx.rooms)
@@ -148,8 +158,11 @@ class EmailConnector(Connector):
             text = f"_{escape(m.author.name)}_ {text}"
         elif m.kind in (Kind.JOIN, Kind.PART, Kind.TOPIC):
             text = f"_{escape(m.author.name)}: {text}_" if text else escape(m.author.name)
-        if out.part == out.parts - 1 and m.attachments:
-            text += "".join(f"\n{escape(a.name or 'file')}: <{a.url}>" for a in m.attachments)
+        if out.part == out.parts - 1:
+            # a file known only by its platform's URL (kept files are attached, or the
+            # core wrote their [file: ...] lines)
+            text += "".join(f"\n{escape(a.name or 'file')}: <{a.url}>" for a in m.attachments
+                            if a.url and not a.sha256 and not a.note)
         return text
 
     async def _thread(self, pipe: str, room: str) -> list[str]:
@@ -168,8 +181,25 @@ class EmailConnector(Connector):
             del ids[1:len(ids) - THREAD_KEEP + 1]  # keep the root: clients thread on it
         await self.ctx.set_cursor(f"thread:{pipe}:{room}", json.dumps(ids))
 
+    async def _read(self, files: Sequence[Attachment]
+                    ) -> list[tuple[str | None, str | None, bytes]]:
+        """(name, type, bytes) of kept files, from the party's store. The mail is built
+        whole in memory for SMTP anyway; ``max_attachment_bytes`` bounds what they add."""
+        if not files:
+            return []
+        if self.ctx.files is None:
+            raise FileRefused("no files are kept here")
+        out = []
+        for att in files:
+            data = bytearray()
+            async for chunk in self.ctx.files.open(att):
+                data += chunk
+            out.append((att.name, att.mime, bytes(data)))
+        return out
+
     async def _mail(self, pipe: str, room: str, message_id: str, from_name: str,
-                    canonical: str, reply_to: str | None) -> None:
+                    canonical: str, reply_to: str | None,
+                    files: Sequence[Attachment] = ()) -> None:
         """Build and send one mail into the room's thread; remember it there."""
         thread = await self._thread(pipe, room)
         earlier = [i for i in thread if i != message_id]
@@ -185,6 +215,7 @@ class EmailConnector(Connector):
             plain=render_plain(canonical),
             html=render_html(canonical),
             date=datetime.now(UTC),
+            files=await self._read(files),
         ))
         await self.smtp.send(mail, list(self.addresses[room]))
         await self._remember(pipe, room, message_id)
@@ -198,7 +229,7 @@ class EmailConnector(Connector):
         if self.opts.batch_seconds > 0:
             return await self._add_to_batch(out, message_id)
         await self._mail(pipe, room, message_id, self._from_name(out), self._canonical(out),
-                         out.reply_to_native)
+                         out.reply_to_native, out.files)
         return message_id
 
     # -- batches: durable in a cursor before send() returns, mailed when the window ends
@@ -207,7 +238,13 @@ class EmailConnector(Connector):
         pending = self.batches.setdefault(room, {})
         batch = pending.get(pipe)
         item = {"name": self._from_name(out), "nick": out.message.author.name,
-                "text": self._canonical(out), "reply_to": out.reply_to_native}
+                "text": self._canonical(out), "reply_to": out.reply_to_native,
+                "files": [a.model_dump(mode="json") for a in out.files]}
+        if (batch is not None and not batch.get("closed") and out.files
+                and _files_bytes(batch) + _size(out.files) > self.opts.max_attachment_bytes):
+            # this message's files do not fit the open batch's mail: that one goes now
+            await self._flush_now(room, pipe)
+            batch = pending.get(pipe)
         if batch is None or batch.get("closed"):
             if batch is not None:  # a closed batch is being mailed: wait for it
                 task = self.flushers.get((room, pipe))
@@ -227,6 +264,16 @@ class EmailConnector(Connector):
     async def _save_batches(self, room: str) -> None:
         await self.ctx.set_cursor(f"batch:{room}", json.dumps(self.batches.get(room, {})))
 
+    async def _flush_now(self, room: str, pipe: str) -> None:
+        """Mail the open batch of ``pipe`` in ``room`` at once, without waiting its end."""
+        task = self.flushers.get((room, pipe))
+        if task is not None and not task.done():
+            task.cancel()  # still asleep: a batch is closed only once its wait is over
+            await asyncio.gather(task, return_exceptions=True)
+        self.batches[room][pipe]["due"] = time.time()
+        self._schedule_flush(room, pipe)
+        await asyncio.gather(self.flushers[(room, pipe)], return_exceptions=True)
+
     def _schedule_flush(self, room: str, pipe: str) -> None:
         self.flushers[(room, pipe)] = asyncio.create_task(self._flush(room, pipe),
                                                           name=f"{self.ctx.name} batch")
@@ -242,12 +289,21 @@ class EmailConnector(Connector):
         else:
             canonical = "\n\n".join(f"**{escape(i['nick'])}:**\n{i['text']}" for i in items)
         reply_to = next((i["reply_to"] for i in items if i["reply_to"]), None)
+        files = [Attachment.model_validate(f) for i in items for f in i.get("files", [])]
         attempt = 0
         while True:
             try:
                 await self._mail(pipe, room, batch["id"], ", ".join(names)[:120], canonical,
-                                 reply_to)
+                                 reply_to, files)
                 break
+            except FileRefused as exc:  # a file is no longer in the store: named instead
+                self.log.error("%s: batch mail %s: a file cannot be attached (%s)",
+                               self.ctx.name, batch["id"], exc)
+                canonical += "".join(
+                    "\n" + escape(f"[file: {clean_filename(a.name)} ({a.mime}, "
+                                   f"{a.size} bytes)] (could not be attached)")
+                    for a in files)
+                files = []
             except PermanentError as exc:
                 self.log.error("%s: batch mail %s to %s refused for good: %s",
                                self.ctx.name, batch["id"], room, exc)
@@ -263,6 +319,28 @@ class EmailConnector(Connector):
         await self._save_batches(room)
 
     # -- inbound -----------------------------------------------------------------------
+    async def _keep(self, room: str, files: list[MailFile]) -> list[Attachment]:
+        """Every file of a mail kept in every store, or, when it cannot be, its name,
+        type and size with a note saying why: nothing is dropped silently."""
+        kept = []
+        for f in files:
+            reason = f.problem
+            if reason is None and f.data is not None and self.ctx.files is not None:
+                try:
+                    kept.append(await self.ctx.files.keep(
+                        room, f.name, f.mime, chunks_of(f.data),
+                        declared_size=f.declared_size,
+                        max_bytes=self.opts.max_attachment_bytes))
+                    continue
+                except FileRefused as exc:
+                    reason = f"not kept: {exc}"
+            reason = reason or "not kept: no files are kept here"
+            self.log.warning("%s: file %r (%s, %s bytes) of a mail to %s %s", self.ctx.name,
+                             f.name, f.mime, f.size, room, reason)
+            kept.append(Attachment(name=clean_filename(f.name), mime=f.mime, size=f.size,
+                                   note=reason))
+        return kept
+
     async def _inbound(self) -> None:
         attempt = 0
         while not self._stopping:
@@ -376,7 +454,7 @@ class EmailConnector(Connector):
                                      "where it is", self.ctx.name, uid,
                                      self.opts.reject_folder, exc)
             return None
-        if not mail.text.strip() and not mail.attachments:
+        if not mail.text.strip() and not mail.files:
             self.log.info("%s: mail UID %d from %s has no new text: skipped", self.ctx.name,
                           uid, mail.sender)
             return None
@@ -386,7 +464,7 @@ class EmailConnector(Connector):
             text=mail.text,
             native_id=mail.message_id or f"uid:{self.mailbox.uidvalidity}:{uid}",
             reply_to_native=reply_to,
-            attachments=mail.attachments,
+            attachments=await self._keep(room, mail.files),
             ts=mail.date,
         )
 
@@ -414,3 +492,12 @@ class EmailConnector(Connector):
         # several rooms: the one whose recipients the mail was also sent to
         room = max(candidates, key=lambda r: len(mail.recipients & set(self.addresses[r])))
         return room, reply_to, ""
+
+
+def _size(files: Sequence[Attachment]) -> int:
+    return sum(a.size or 0 for a in files)
+
+
+def _files_bytes(batch: dict[str, Any]) -> int:
+    """The bytes of files a batch's mail will carry."""
+    return sum(int(f.get("size") or 0) for i in batch["items"] for f in i.get("files", []))

@@ -3,7 +3,8 @@
 Outbound, a chat message becomes a mail with a plain-text and an HTML part rendered
 from the canonical text, and headers that relayed text cannot break out of. Inbound, a
 mail becomes just its new text: the plain part (or the HTML part turned into canonical
-markdown), with the quoted history and the signature cut off by mail-parser-reply.
+markdown), with the quoted history and the signature cut off by mail-parser-reply, and
+its files (see :mod:`.files`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from mailparser_reply.parser import EmailMessage as ReplyParser
 from markdownify import MarkdownConverter
 
 from roomlink.message.markup import Style, escape, render, to_html
-from roomlink.message.model import Attachment
+
+from .files import MailFile, attach, mail_files
 
 # -- rooms and ids -------------------------------------------------------------------------
 
@@ -107,6 +109,8 @@ class Outgoing:
     plain: str
     html: str
     date: datetime
+    files: list[tuple[str | None, str | None, bytes]] = field(default_factory=list)
+    # (name, type, bytes) of each file to attach
 
 
 def build_mail(o: Outgoing) -> EmailMessage:
@@ -128,6 +132,8 @@ def build_mail(o: Outgoing) -> EmailMessage:
     msg.set_content(o.plain + "\n")
     msg.add_alternative(
         "<!DOCTYPE html>\n<html><body>\n" + o.html + "</body></html>\n", subtype="html")
+    for name, mime, data in o.files:
+        attach(msg, name, mime, data)
     return msg
 
 
@@ -170,7 +176,7 @@ class Incoming:
     recipients: set[str]  # To and Cc, lower-case
     in_reply_to: list[str]  # In-Reply-To first, then References newest first
     text: str  # canonical: only the new text
-    attachments: list[Attachment] = field(default_factory=list)
+    files: list[MailFile] = field(default_factory=list)
     date: datetime | None = None
     automatic: str | None = None
 
@@ -205,7 +211,7 @@ def read_mail(raw: bytes, languages: list[str]) -> Incoming:
         recipients=recipients,
         in_reply_to=refs,
         text=new_text(msg, languages),
-        attachments=attachments(msg, mid_value),
+        files=mail_files(msg),
         date=date,
         automatic=automatic_reason(msg),
     )
@@ -287,15 +293,3 @@ def unflow(text: str, delsp: bool) -> str:
     if carry:
         out.append(carry)
     return "\n".join(out)
-
-
-def attachments(msg: EmailMessage, message_id: str | None) -> list[Attachment]:
-    found = []
-    base = f"mid:{message_id.strip('<>')}" if message_id else "mid:unknown"
-    for index, part in enumerate(msg.iter_attachments()):
-        name = part.get_filename()
-        payload = part.get_payload(decode=True)
-        size = len(payload) if isinstance(payload, bytes) else None
-        found.append(Attachment(url=f"{base}/{index + 1}", name=clean_header(name or "") or None,
-                                mime=part.get_content_type(), size=size))
-    return found

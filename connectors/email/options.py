@@ -71,6 +71,9 @@ class EmailOptions(ConnectorOptions):
     allowed_senders: list[str] = Field(default_factory=list)  # addresses or "@domain"
     reject_folder: str | None = None  # dropped mail is moved here; default: left unread
     max_message_bytes: int = Field(default=10_000_000, gt=0)  # bigger mail is skipped
+    # the most bytes of files one mail carries: out, the files that would pass it go as
+    # "[file: ...]" lines (and links); in, a bigger part is kept as a note
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # SMTP has no Retry-After: how long to wait when the server says "too much, later"
     # (421/450/451/452 with 4.7.x, "rate" or "too many"); such waits use up no attempt
     rate_limit_wait: float = Field(default=60.0, gt=0)

@@ -17,6 +17,7 @@ from mailpeer import BRIDGE, MailServer, new_mail
 
 import conformance
 from conformance import Post
+from filekit import PeerFile
 
 ALICE = "alice@test.local"
 
@@ -25,6 +26,7 @@ class EmailPeer(conformance.PeerRoom):
     connector_type = "email"
     room = ALICE
     can_edit = can_delete = shows_edits = shows_deletes = False
+    no_files = None  # attachments both ways
 
     def __init__(self, server: MailServer) -> None:
         self.server = server
@@ -42,6 +44,17 @@ class EmailPeer(conformance.PeerRoom):
                         in_reply_to=to_native)
         await self.server.send(mail)
         return str(mail["Message-ID"])
+
+    async def say_with_files(self, text: str, author: str, files: list[PeerFile]) -> str:
+        mail = new_mail(ALICE, text, author)
+        for f in files:
+            maintype, _, subtype = f.type.partition("/")
+            mail.add_attachment(f.data, maintype=maintype, subtype=subtype, filename=f.name)
+        await self.server.send(mail)
+        return str(mail["Message-ID"])
+
+    async def files_of(self, post: Post) -> list[PeerFile]:
+        return attached(parse(post.raw))
 
     async def edit(self, native_id: str, text: str) -> None:
         raise NotImplementedError("mail cannot be edited")
@@ -83,6 +96,16 @@ def parse(raw: bytes) -> EmailMessage:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+def attached(msg: EmailMessage) -> list[PeerFile]:
+    """The attachments of a mail as a mail program saves them: name, type, bytes."""
+    files = []
+    for part in msg.iter_attachments():
+        data = part.get_payload(decode=True)
+        assert isinstance(data, bytes)
+        files.append(PeerFile(str(part.get_filename()), part.get_content_type(), data))
+    return files
 
 
 def assert_headers_intact(msg: EmailMessage, to: tuple[str, ...] = (ALICE,)) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -155,9 +156,11 @@ async def test_html_only_mail_and_attachments(tmp_path: Path, mail_server: MailS
         assert frame["text"] == "See **the** [file](https://example.org/x)"
         assert frame["author"]["name"] == ALICE  # no display name: the address
         records = export(daemon.config, "agency", "deal")
-        assert records[0]["attachments"] == [{
-            "url": f"mid:{str(msg['Message-ID']).strip('<>')}/1", "name": "offer.pdf",
-            "mime": "application/pdf", "size": 1009}]
+        pdf = b"%PDF-1.4 " + b"x" * 1000
+        assert [{k: v for k, v in a.items() if v is not None}
+                for a in records[0]["attachments"]] == [{
+            "name": "offer.pdf", "mime": "application/pdf", "size": 1009,
+            "sha256": hashlib.sha256(pdf).hexdigest()}]
         assert daemon.terminate() == 0, daemon.log()
 
 
