@@ -163,3 +163,64 @@ async def test_refused_uploads_get_a_json_4xx_and_keep_nothing(tmp_path: Path) -
     assert "Traceback" not in log and " 500 " not in log, log[-3000:]
     for party in ("agency", "acme"):
         assert [m["text"] for m in export(path, party)] == ["just fits"]
+
+
+async def test_kill_9_in_the_middle_of_an_upload_leaves_nothing(tmp_path: Path) -> None:
+    """The daemon dies while a file streams in: no store keeps the message or any byte of
+    the file (nothing in the files folders but what a crash leaves in .tmp to clean); the
+    client, which got no 202, posts again and the message arrives once, whole."""
+    import asyncio
+
+    from rlkit import Daemon
+
+    path, agency, acme = config_for(tmp_path)
+    data = SAMPLES[1].data * 40  # about 4 MB
+    boundary = "cut-here"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"message\"\r\n"
+            "Content-Type: application/json\r\n\r\n"
+            '{"text": "contract, signed", "author": "alice"}\r\n'
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            "filename=\"contract.pdf\"\r\nContent-Type: application/pdf\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    daemon = Daemon(path, [agency, acme])
+    await daemon.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", agency)
+        writer.write(
+            f"POST /v1/rooms/lobby/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            f"{TOKEN}\r\nIdempotency-Key: k1\r\nContent-Type: multipart/form-data; "
+            f"boundary={boundary}\r\nContent-Length: {len(head) + len(data) + len(tail)}"
+            "\r\n\r\n".encode() + head + data[:len(data) // 2])
+        await writer.drain()
+        await asyncio.sleep(1.0)  # half the file is in the daemon's hands
+        daemon.kill()
+        writer.close()
+        for party in ("agency", "acme"):
+            assert export(path, party) == [], party
+        assert kept_files(tmp_path) == []
+        await daemon.start()
+        async with aiohttp.ClientSession() as http:
+            async with Room(http, acme, "lobby").stream() as stream:
+                status, answer = await post_files(
+                    http, Room(http, agency, "lobby").base, "contract, signed", "alice",
+                    [PeerFile("contract.pdf", "application/pdf", data)],
+                    {**AUTH, "Idempotency-Key": "k1"})
+                assert status == 202, answer
+                [frame] = await stream.wait_for(1)
+            [got] = await received(http, Room(http, acme, "lobby").base, frame)
+            assert got.data == data
+        assert daemon.terminate() == 0
+    finally:
+        daemon.cleanup()
+    for party in ("agency", "acme"):
+        records = export(path, party)
+        assert [(m["text"], len(m["attachments"])) for m in records] == [
+            ("contract, signed", 1)], party
+    assert sorted(p.parent.parent.name for p in kept_files(tmp_path)) == [
+        "acme.db.files", "agency.db.files"]
+
+
+def kept_files(folder: Path) -> list[Path]:
+    """The files kept in the SQLite parties' folders (beside their databases); what a
+    write a crash cut off lies in ``.tmp`` until it is an hour old, and is no file."""
+    return [p for p in folder.glob("*.db.files/**/*") if p.is_file() and ".tmp" not in p.parts]
