@@ -388,7 +388,8 @@ class SlackConnector(Connector):
         cid = self._cid(out.room)
         args: dict[str, Any] = {"channel": cid, "text": self.render(out), **self._identity(out)}
         root = None
-        if out.reply_to_native:
+        # a reply to files whose message Slack never named ("files:..."): no thread
+        if out.reply_to_native and not out.reply_to_native.startswith("files:"):
             root = self._roots.get((cid, out.reply_to_native), out.reply_to_native)
             args["thread_ts"] = root
         if out.files:

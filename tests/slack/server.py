@@ -69,6 +69,17 @@ TEAM, APP_ID = "T0ROOMLNK", "A0ROOMLNK"
 BOT_USER, BOT_ID = "U0BRIDGE", "B0BRIDGE"
 MAX_TEXT = 40_000  # chat.postMessage: longer texts are msg_too_long
 SLACK_MAX_FILE = 1024 ** 3  # Slack takes files of up to 1 GB
+# extensions Slack recognises (a part of its documented file types: "filetype" values);
+# a file of any other kind is "binary", application/octet-stream
+FILETYPES = {
+    "png": "png", "jpg": "jpg", "jpeg": "jpg", "gif": "gif", "bmp": "bmp", "svg": "svg",
+    "tif": "tiff", "tiff": "tiff", "pdf": "pdf", "txt": "text", "csv": "csv", "tsv": "tsv",
+    "json": "json", "xml": "xml", "yaml": "yaml", "yml": "yaml", "html": "html",
+    "md": "markdown", "doc": "doc", "docx": "docx", "xls": "xls", "xlsx": "xlsx",
+    "ppt": "ppt", "pptx": "pptx", "odt": "odt", "ods": "ods", "odp": "odp", "rtf": "rtf",
+    "zip": "zip", "gz": "gzip", "tar": "tar", "mp3": "mp3", "m4a": "m4a", "wav": "wav",
+    "ogg": "ogg", "mp4": "mp4", "mov": "mov", "webm": "webm", "mkv": "mkv", "eps": "eps",
+}
 # the sequences that notify people: <!here> <!channel> <!everyone> <@U..> <!subteam^..>
 PING = re.compile(r"<(?:!(?:here|channel|everyone|subteam\^)[^>]*|@[UW][A-Z0-9]+[^>]*)>")
 
@@ -239,8 +250,10 @@ class SlackServer:
                  title: str | None = None) -> dict[str, Any]:
         """A file ``uid`` uploaded (not shared yet): its file object, as Slack has it."""
         fid = "F" + uuid.uuid4().hex[:10].upper()
-        mimetype = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        ext = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
+        ext = FILETYPES.get(name.rsplit(".", 1)[-1].lower() if "." in name else "", "binary")
+        if not mimetype:  # Slack decides the type of an uploaded file from its name
+            known = mimetypes.guess_type(name)[0] if ext != "binary" else None
+            mimetype = known or "application/octet-stream"
         base = f"http://127.0.0.1:{self.port}"
         quoted = urllib.parse.quote(name, safe="")
         now = int(time.time())

@@ -11,8 +11,11 @@ import pytest
 from slackkit import LOBBY, SlackServer, pings, slack_options, slack_server
 
 import conformance
+from filekit import PeerFile
 
 MENTION = re.compile(r"<(?:[^<>|]*\|)?([^<>]*)>")
+# a file share cannot carry a username: the bridge names the author in the comment
+FILE_AUTHOR = re.compile(r"^\*(.+?)\*: ?")
 
 
 def visible(mrkdwn: str) -> str:
@@ -25,6 +28,7 @@ class SlackPeerRoom(conformance.PeerRoom):
     room = "#acme-project"
     connector_type = "slack"
     can_edit = can_delete = shows_edits = shows_deletes = True
+    no_files = None
 
     def __init__(self, server: SlackServer) -> None:
         self.server = server
@@ -46,6 +50,15 @@ class SlackPeerRoom(conformance.PeerRoom):
     async def reply(self, to_native: str, text: str, author: str) -> str:
         return self.server.say(LOBBY, self._user(author), text, thread_ts=to_native)
 
+    async def say_with_files(self, text: str, author: str, files: list[PeerFile]) -> str:
+        return self.server.upload(LOBBY, self._user(author),
+                                  [(f.name, f.data, f.type) for f in files], text)
+
+    async def files_of(self, post: conformance.Post) -> list[PeerFile]:
+        # as a Slack user gets them: the name and type Slack shows, the bytes it serves
+        return [PeerFile(name, mime, data) for name, mime, data
+                in self.server.file_bytes(post.raw)]
+
     async def edit(self, native_id: str, text: str) -> None:
         self.server.edit(LOBBY, native_id, text)
 
@@ -53,10 +66,17 @@ class SlackPeerRoom(conformance.PeerRoom):
         self.server.delete(LOBBY, native_id)
 
     def posts(self) -> list[conformance.Post]:
-        return [conformance.Post(
-            native_id=m["ts"], text=visible(m["text"]), author=m.get("username", ""),
+        return [self._post(m) for m in self.server.history(LOBBY)]
+
+    def _post(self, m: dict[str, Any]) -> conformance.Post:
+        text, author = m["text"], m.get("username", "")
+        named = FILE_AUTHOR.match(text) if m.get("files") else None
+        if named:
+            text, author = text[named.end():], visible(named.group(1))
+        return conformance.Post(
+            native_id=m["ts"], text=visible(text), author=author,
             reply_to=m.get("thread_ts"), edits=[visible(t) for t in m.get("_edits", [])],
-            deleted=bool(m.get("_deleted")), raw=m) for m in self.server.history(LOBBY)]
+            deleted=bool(m.get("_deleted")), raw=m)
 
     def assert_inert(self, post: conformance.Post, hostile: str) -> None:
         raw = post.raw
