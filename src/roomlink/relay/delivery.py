@@ -285,7 +285,9 @@ class RoomWorker:
         for a in message.attachments:
             fits = limits.max_file_bytes is None or (a.size or 0) <= limits.max_file_bytes
             fits = fits and (budget is None or (a.size or 0) <= budget)
-            if a.sha256 and limits.files and fits:
+            # a file missing from the store (removed behind roomlink's back) goes as a line:
+            # a connector that cannot read it must not hold the room up
+            if a.sha256 and limits.files and fits and await self.store.files.has(a.sha256):
                 native.append(a)
                 budget = None if budget is None else budget - (a.size or 0)
             elif a.sha256 or a.note or not a.url:
