@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from roomlink.connector import ConnectorError, Files, backoff
+from roomlink.connector import ConnectorError, Files, RateLimited, backoff
 from roomlink.connector.files import FileRefused
 from roomlink.message.model import Attachment
 
@@ -61,6 +61,13 @@ def trusted_host(url: str, api_url: str) -> bool:
     base = base.removeprefix("www.")
     return (bool(host) and target.scheme == api.scheme
             and (host == base or host.endswith("." + base)))
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value or 1))
+    except ValueError:
+        return 1.0
 
 
 def _size_text(size: int | None) -> str:
@@ -181,6 +188,9 @@ class SlackFiles:
                     timeout=aiohttp.ClientTimeout(sock_read=self.timeout,
                                                   sock_connect=self.timeout)) as response:
                 body = (await response.content.read(200)).decode("utf-8", "replace")
+                if response.status == 429:  # the core waits and sends the message again
+                    raise RateLimited(f"upload of {att.name}: HTTP 429",
+                                      retry_after=_seconds(response.headers.get("Retry-After")))
                 if response.status != 200:
                     raise UploadFailed(f"HTTP {response.status}: {body.strip()[:100]}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

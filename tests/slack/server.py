@@ -638,7 +638,9 @@ class SlackServer:
         self.calls.append(("upload", {"ticket": request.match_info["ticket"],
                                       "length": len(data)}))
         if self.upload_failures:
-            return web.Response(status=self.upload_failures.pop(0), text="upload failed")
+            status = self.upload_failures.pop(0)
+            return web.Response(status=status, text="upload failed",
+                                headers={"Retry-After": "1"} if status == 429 else {})
         if len(data) != upload.length:
             return web.Response(status=400, text=f"length mismatch: {len(data)}")
         upload.data = data

@@ -131,7 +131,12 @@ async def test_an_upload_slack_refuses_goes_as_text_with_a_file_line(
         posts = await slack.wait_posts(PRIVATE, 2, timeout=40)
         assert "files" not in posts[1] and "[file: small.png (image/png, " in posts[1]["text"]
         assert len([c for c, _ in slack.calls if c == "upload"]) == 3
-        await stream.wait_for(2)
+        # a 429 from the upload service is waited out: the file still goes as a file
+        slack.upload_failures = [429]
+        slack.upload(LOBBY, BOB, [("later.png", IMAGE.data[:5000], "image/png")], "later")
+        posts = await slack.wait_posts(PRIVATE, 3, timeout=40)
+        assert slack.file_bytes(posts[2]) == [("later.png", "image/png", IMAGE.data[:5000])]
+        await stream.wait_for(3)
         assert daemon.terminate() == 0, daemon.log()
 
 
