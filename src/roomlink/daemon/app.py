@@ -24,8 +24,8 @@ from roomlink.daemon.retention import RetentionJob
 from roomlink.message.model import RoomRef, utcnow
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
 from roomlink.relay.files import StoreFiles
-from roomlink.relay.replay import history_after
 from roomlink.relay.repair import repair_stores
+from roomlink.relay.replay import history_after
 from roomlink.relay.router import Router
 from roomlink.relay.topology import Topology, build_topology
 from roomlink.store import OutboxRow, Store, open_store
