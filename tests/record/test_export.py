@@ -8,6 +8,7 @@ import json
 import mailbox
 import os
 import re
+from collections.abc import Iterator
 from email.header import decode_header, make_header
 from html.parser import HTMLParser
 from pathlib import Path
@@ -201,20 +202,24 @@ def test_progress_bar_on_a_terminal_only(conversation: Conversation, tmp_path: P
 # -- files beside the export (`--files DIR`) ----------------------------------------------
 
 @pytest.fixture(scope="module")
-def with_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two SQLite parties; acme posts a message with an image, a PDF and a file with a
-    hostile name, then a plain one. Returns the config."""
+def with_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """agency's store on PostgreSQL (its files in the database), acme's on SQLite (in a
+    folder); acme posts a message with an image, a PDF and a file with a hostile name,
+    then a plain one. Yields the config."""
     import asyncio
 
     import aiohttp
 
     from filekit import SAMPLES, post_files
+    from record.conftest import PG, _pg, new_pg_database
     from rlkit import Room, free_port, running, write_config
 
     folder = tmp_path_factory.mktemp("files")
+    database = new_pg_database()
     ports = {p: free_port() for p in ("agency", "acme")}
     config = write_config(folder / "roomlink.yaml", {
-        "parties": {p: {"store": f"sqlite:///{p}.db"} for p in ports},
+        "parties": {"agency": {"store": f"{PG}/{database}"},
+                    "acme": {"store": "sqlite:///acme.db"}},
         "connectors": {f"{p}-api": {"party": p, "type": "api",
                                     "listen": f"127.0.0.1:{port}"} for p, port in ports.items()},
         "pipes": {"project": {"rooms": [{"connector": f"{p}-api", "room": "lobby"}
@@ -232,7 +237,10 @@ def with_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert daemon.terminate() == 0
 
     asyncio.run(converse())
-    return config
+    try:
+        yield config
+    finally:
+        _pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def test_files_are_copied_beside_every_export_and_linked(with_files: Path,
