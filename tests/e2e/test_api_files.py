@@ -3,6 +3,7 @@ multipart POST in, frames with ``attachments`` and ``/v1/files/...`` downloads o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,30 @@ def kept_files(folder: Path) -> list[Path]:
     """The files kept in the SQLite parties' folders (beside their databases); what a
     write a crash cut off lies in ``.tmp`` until it is an hour old, and is no file."""
     return [p for p in folder.glob("*.db.files/**/*") if p.is_file() and ".tmp" not in p.parts]
+
+
+async def test_a_25_mib_file_is_streamed_not_held(tmp_path: Path) -> None:
+    """Relaying a 25 MiB file (in, to both stores, to the other room, downloaded) raises
+    the daemon's peak RSS by well under its size: it is streamed, never whole in memory."""
+    path, agency, acme = config_for(tmp_path)
+    big = PeerFile("big.bin", "application/octet-stream", os.urandom(25 * 1024 * 1024))
+    async with running(path, [agency, acme]) as daemon, aiohttp.ClientSession() as http:
+        assert daemon.proc is not None
+        async with Room(http, acme, "lobby").stream() as stream:
+            await Room(http, agency, "lobby", token=TOKEN).post("warm-up", "alice")
+            await stream.wait_for(1)
+            before = peak_rss(daemon.proc.pid)
+            status, answer = await post_files(http, Room(http, agency, "lobby").base,
+                                              "the big one", "alice", [big], AUTH)
+            assert status == 202, answer
+            [got] = await received(http, Room(http, acme, "lobby").base,
+                                   (await stream.wait_for(2))[1])
+        assert got.data == big.data
+        grew = peak_rss(daemon.proc.pid) - before
+        assert grew < 10 * 1024 * 1024, f"peak RSS grew by {grew / 2**20:.1f} MiB"
+
+
+def peak_rss(pid: int) -> int:
+    """A process's peak resident set size so far (VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) * 1024
