@@ -93,12 +93,19 @@ async def test_a_file_that_cannot_be_downloaded_or_kept_goes_as_a_note(
         elsewhere = {**ok, "id": "F0ELSEWHERE", "name": "elsewhere.png",
                      "url_private_download": "https://files.example/elsewhere.png",
                      "permalink": "https://files.example/elsewhere"}
-        ts = slack.say(LOBBY, ALICE, "five files", files=[ok, gone, cut, big, elsewhere])
+        # a Slack Connect share names only the file: the rest is asked of files.info
+        other = slack.add_file(BOB, "shared.pdf", b"%PDF shared")
+        connect = {"id": other["id"], "mode": "file_access",
+                   "file_access": "check_file_info", "created": 0, "timestamp": 0, "user": ""}
+        ts = slack.say(LOBBY, ALICE, "six files",
+                       files=[ok, gone, cut, big, elsewhere, connect])
         [frame] = await stream.wait_for(1, timeout=30)
-        assert frame["text"].startswith("five files")
+        assert frame["text"].startswith("six files")
         [record] = export(daemon.config, "acme", "p")
-        kept, *notes = record["attachments"]
+        kept, *notes, shared_file = record["attachments"]
         assert (kept["name"], kept["sha256"]) == ("ok.png", sha256(IMAGE.data[:20_000]))
+        assert (shared_file["name"], shared_file["sha256"]) == ("shared.pdf",
+                                                                sha256(b"%PDF shared"))
         assert [(a["name"], a.get("sha256")) for a in notes] == [
             ("gone.pdf", None), ("cut.pdf", None), ("big.pdf", None), ("elsewhere.png", None)]
         reasons = [a["note"] for a in notes]
