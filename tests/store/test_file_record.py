@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from roomlink.message.model import Attachment
 from roomlink.record import retention
@@ -106,3 +107,25 @@ async def test_retention_removes_the_files_no_kept_message_refers_to(store: Stor
     assert await store.file_by_id(fid) is None
     assert orphan.sha256 not in kept
     assert json.loads((await store.record_page())[0].attachments)[0]["name"] == "shared.txt"
+
+
+async def test_the_daemons_pass_removes_orphan_files_of_a_party_without_retention(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roomlink.daemon.retention import RetentionJob
+
+    kept = await keep(store, b"its message is stored", "kept.txt")
+    await keep(store, b"kill -9 before its message", "orphan.txt")
+    await store.append([NewMessage(msg(0, attachments=(kept,)))])
+    monkeypatch.setattr(retention, "FILE_GRACE", timedelta(0))
+    job = RetentionJob({"agency": store}, {"agency": None})
+    job.start()
+    try:
+        for _ in range(200):
+            if len(await store.files.kept()) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await job.stop()
+    assert [sha for sha, _ in await store.files.kept()] == [kept.sha256]
+    assert await store.record_size() == 1  # no record is cut without retention_days
