@@ -42,7 +42,8 @@ class FolderFiles(FileKeeper):
     @classmethod
     def open(cls, root: str | Path) -> FolderFiles:
         keeper = FolderFiles(Path(root))
-        keeper._tmp.mkdir(parents=True, exist_ok=True)
+        if not keeper._tmp.is_dir():  # made by the first write: opening writes nothing
+            return keeper
         # a write a crash interrupted; never one going on in another process (a daemon
         # while a `history` command opens the same store): that one was written lately
         stale = time.time() - STALE_AFTER
@@ -59,7 +60,16 @@ class FolderFiles(FileKeeper):
 
     async def begin(self) -> FileWriter:
         path = self._tmp / secrets.token_hex(16)
-        handle = await asyncio.to_thread(open, path, "xb")
+
+        def create() -> BinaryIO:
+            if not self._tmp.is_dir():
+                new_root = not self.root.is_dir()
+                self._tmp.mkdir(parents=True, exist_ok=True)
+                if new_root:  # the folder's own name must survive a power cut too
+                    _fsync_dir(self.root.parent)
+            return open(path, "xb")
+
+        handle = await asyncio.to_thread(create)
         return _FolderWriter(self, path, handle)
 
     async def has(self, sha256: str) -> bool:
@@ -82,7 +92,9 @@ class FolderFiles(FileKeeper):
 
     async def kept(self) -> list[tuple[str, datetime]]:
         def scan() -> list[tuple[str, datetime]]:
-            found = []
+            found: list[tuple[str, datetime]] = []
+            if not self.root.is_dir():
+                return found
             for sub in self.root.iterdir():
                 if len(sub.name) != 2 or not sub.is_dir():
                     continue
