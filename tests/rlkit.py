@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,10 +37,41 @@ def load_beside(test_file: str, module: str, unique_name: str) -> Any:
     return sys.modules[unique_name]
 
 
+# Test servers get their ports from a band below the kernel's ephemeral range (32768 and
+# up on Linux), one slice per pytest-xdist worker. A port the kernel picks (bind to 0) can be
+# handed out again before the server binds it: to another worker's server, or as the source
+# port of any client connection; in a slice of its own, no other worker and no client
+# socket ever takes it. The walk starts at a random point so that two sessions run at once
+# (say, one helper's `pytest tests/irc` beside the whole suite) rarely meet.
+_PORT_BAND = (20000, 32000)
+
+
+def _port_slice() -> range:
+    low, high = _PORT_BAND
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 1:
+        return range(low, high)
+    size = (high - low) // count
+    start = low + int(worker[2:]) % count * size
+    return range(start, start + size)
+
+
+_PORTS = _port_slice()
+_next_port = itertools.count(random.randrange(len(_PORTS)))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port of 127.0.0.1 nothing listens on, from this worker's slice of the band."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_next_port) % len(_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))  # no SO_REUSEADDR: skips ports in TIME_WAIT too
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {_PORTS}")
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
@@ -118,7 +151,9 @@ class Daemon:
         log.close()
         try:
             for port in self.ports:
-                await wait_port(port, proc=self.proc)
+                # a start takes a second or two; a minute allows for a machine loaded by a
+                # parallel run (each start is a few Python processes: the daemon, migrations)
+                await wait_port(port, timeout=60, proc=self.proc)
         except OSError:
             self.proc.kill()
             self.proc.wait(10)
