@@ -129,3 +129,17 @@ async def test_the_daemons_pass_removes_orphan_files_of_a_party_without_retentio
         await job.stop()
     assert [sha for sha, _ in await store.files.kept()] == [kept.sha256]
     assert await store.record_size() == 1  # no record is cut without retention_days
+
+
+async def test_a_file_kept_again_while_retention_looks_is_not_removed(store: Store) -> None:
+    """Retention lists the unreferenced files, then removes them: one kept again in
+    between (a new message with the same bytes, on its way in) stays."""
+    a = await keep(store, b"the same bytes twice", "a.txt")
+    assert a.sha256
+    listed_at = datetime.now(UTC)
+    await asyncio.sleep(0.02)
+    await keep(store, b"the same bytes twice", "again.txt")
+    assert await store.files.remove([a.sha256], listed_at) == []
+    assert await store.files.has(a.sha256)
+    assert await store.files.remove([a.sha256], datetime.now(UTC)) == [a.sha256]
+    assert not await store.files.has(a.sha256)

@@ -68,5 +68,6 @@ async def remove_unreferenced(store: Store, now: datetime | None = None) -> int:
     unreferenced = [sha for sha, at in kept if sha not in referenced and at < before]
     if not unreferenced:
         return 0
-    await store.forget_file_ids(unreferenced)
-    return await store.files.remove(unreferenced)
+    removed = await store.files.remove(unreferenced, before)
+    await store.forget_file_ids(removed)
+    return len(removed)

@@ -58,8 +58,9 @@ class FileKeeper(Protocol):
         """Every kept file's digest and when it was kept (for retention)."""
         ...
 
-    async def remove(self, sha256s: Iterable[str]) -> int:
-        """Remove these files; returns how many were kept."""
+    async def remove(self, sha256s: Iterable[str], kept_before: datetime) -> list[str]:
+        """Remove those of these files last kept before ``kept_before`` (one kept again
+        meanwhile stays: a new message refers to it); returns the digests removed."""
         ...
 
     async def close(self) -> None: ...

@@ -106,15 +106,18 @@ class FolderFiles(FileKeeper):
 
         return await asyncio.to_thread(scan)
 
-    async def remove(self, sha256s: Iterable[str]) -> int:
-        paths = [self.path_of(s) for s in sha256s]
+    async def remove(self, sha256s: Iterable[str], kept_before: datetime) -> list[str]:
+        digests = list(sha256s)
+        before = kept_before.timestamp()
 
-        def unlink() -> int:
-            removed = 0
-            for p in paths:
+        def unlink() -> list[str]:
+            removed = []
+            for sha in digests:
+                path = self.path_of(sha)
                 with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-                    removed += 1
+                    if path.stat().st_mtime < before:  # else kept again meanwhile
+                        path.unlink()
+                        removed.append(sha)
             return removed
 
         return await asyncio.to_thread(unlink)

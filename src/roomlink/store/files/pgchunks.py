@@ -64,14 +64,19 @@ class ChunkFiles(FileKeeper):
             rows = await conn.fetch("SELECT sha256, kept_at FROM files")
         return [(r[0], r[1]) for r in rows]
 
-    async def remove(self, sha256s: Iterable[str]) -> int:
+    async def remove(self, sha256s: Iterable[str], kept_before: datetime) -> list[str]:
         digests = list(sha256s)
         if not digests:
-            return 0
+            return []
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM file_chunks WHERE sha256 = ANY($1::text[])", digests)
-            done = await conn.execute("DELETE FROM files WHERE sha256 = ANY($1::text[])", digests)
-        return int(done.split()[-1])
+            # a file kept again meanwhile (kept_at moved on) stays: a new message has it
+            rows = await conn.fetch(
+                "DELETE FROM files WHERE sha256 = ANY($1::text[]) AND kept_at < $2 "
+                "RETURNING sha256", digests, kept_before,
+            )
+            removed = [str(r[0]) for r in rows]
+            await conn.execute("DELETE FROM file_chunks WHERE sha256 = ANY($1::text[])", removed)
+        return removed
 
     async def close(self) -> None:
         pass
