@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -224,4 +225,27 @@ async def test_kill_while_a_mails_file_is_stored_keeps_it_whole_once(
             assert [a["sha256"] for a in record["attachments"]] == [
                 hashlib.sha256(data).hexdigest()]
         verify(daemon)
+        assert daemon.terminate() == 0, daemon.log()
+
+
+async def test_a_batch_is_mailed_early_rather_than_pass_max_attachment_bytes(
+    tmp_path: Path, mail_server: MailServer
+) -> None:
+    one, two, three = (PeerFile(f"{name}.bin", "application/octet-stream",
+                                random.Random(size).randbytes(size))
+                       for name, size in (("one", 30_000), ("two", 30_000), ("three", 50_000)))
+    async with bridge(tmp_path, mail_server, batch_seconds=3,
+                      max_attachment_bytes=100_000) as (daemon, api, _, _):
+        for text, f in (("first", one), ("second", two), ("third", three)):
+            status, answer = await post_files(api.session, api.base, text, "bob", [f])
+            assert status == 202, answer
+        first, second = await mail_server.wait_mails("alice", 2, timeout=30)
+        # the third file would have made the batch's mail 110,000 bytes: it went without
+        assert plain(first).split("\n\n") == ["first", "second"]
+        assert [(f.name, f.data) for f in attached(first)] == [
+            (f.name, f.data) for f in (one, two)]
+        assert plain(second) == "third"
+        assert [(f.name, f.data) for f in attached(second)] == [(three.name, three.data)]
+        await asyncio.sleep(4)
+        assert len(mail_server.mails("alice")) == 2
         assert daemon.terminate() == 0, daemon.log()
