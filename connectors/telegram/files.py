@@ -33,7 +33,7 @@ PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp")
 CHUNK = 64 * 1024
 # what sendPhoto answers for an image it cannot take as a photo (too big, too large a
 # side, not an image after all): the same file then goes as a document
-PHOTO_REFUSALS = ("PHOTO_", "IMAGE_PROCESS_FAILED")
+PHOTO_REFUSALS = ("photo_", "image_process_failed")  # python-telegram-bot capitalizes them
 
 
 class DownloadFailed(Exception):
@@ -152,9 +152,10 @@ async def upload(bot: RawBot, files: Files, chat: int | str, att: Attachment,
                                                parse_mode=ParseMode.HTML,
                                                reply_parameters=reply_to)
             except BadRequest as exc:
-                if method == "photo" and any(m in exc.message for m in PHOTO_REFUSALS):
+                why = exc.message.lower()
+                if method == "photo" and any(m in why for m in PHOTO_REFUSALS):
                     continue  # not as a photo: as a file then
-                if "chat not found" in exc.message.lower():
+                if "chat not found" in why:
                     raise  # the chat's problem, not the file's
                 raise FileRefused(f"Telegram refused {att.name}: {exc.message}") from exc
             except NetworkError as exc:
