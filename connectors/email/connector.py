@@ -191,10 +191,8 @@ class EmailConnector(Connector):
             raise FileRefused("no files are kept here")
         out = []
         for att in files:
-            data = bytearray()
-            async for chunk in self.ctx.files.open(att):
-                data += chunk
-            out.append((att.name, att.mime, bytes(data)))
+            chunks = [chunk async for chunk in self.ctx.files.open(att)]
+            out.append((att.name, att.mime, b"".join(chunks)))  # one copy, not two
         return out
 
     async def _mail(self, pipe: str, room: str, message_id: str, from_name: str,
