@@ -165,6 +165,9 @@ async def test_reload_under_load(tmp_path: Path) -> None:
         assert log.count("connector agency-api (api) started") == 1, log
         assert log.count("connector acme-api (api) started") == 1, log
         assert log.count("connector agency-side (api) started") == 2, log
+        # losing room s2 did not restart acme-side: it kept its connection
+        assert log.count("connector acme-side (api) started") == 1, log
+        assert "connector acme-side: rooms -s2 (kept its connection)" in log
         assert daemon.terminate() == 0, daemon.log()
 
     # the new party keeps its own record of its pipe
