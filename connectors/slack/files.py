@@ -29,6 +29,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from roomlink.connector import ConnectorError, Files, RateLimited, backoff
 from roomlink.connector.files import FileRefused
+from roomlink.message.filenames import clean_filename
 from roomlink.message.model import Attachment
 
 DOWNLOAD_CHUNK = 64 * 1024
@@ -120,9 +121,10 @@ class SlackFiles:
                 reason = f"not kept: {exc}"
             except (aiohttp.ClientError, TimeoutError, OSError, DownloadFailed) as exc:
                 reason = f"download failed: {exc or type(exc).__name__}"
-        self.log.warning("%s: file %r (%s) of a message in %s %s", self.name, name,
+        self.log.warning("%s: file %r (%s) of a message in %s: %s", self.name, name,
                          _size_text(size), room, reason)
-        return Attachment(url=link, name=name, mime=mime, size=size, note=reason)
+        return Attachment(url=link, name=clean_filename(name), mime=mime, size=size,
+                          note=reason)
 
     async def _download(self, room: str, name: str, mime: str | None, size: int | None,
                         url: str) -> Attachment:

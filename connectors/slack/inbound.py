@@ -20,6 +20,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from roomlink.message.filenames import clean_filename
 from roomlink.message.markup import escape
 from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind
 
@@ -110,7 +111,7 @@ def attachments(msg: Mapping[str, Any]) -> list[Attachment]:
         size = f.get("size")
         name, mime = f.get("name") or f.get("title"), f.get("mimetype")
         found.append(Attachment(url=url if isinstance(url, str) and url else None,
-                                name=name if isinstance(name, str) else None,
+                                name=clean_filename(name) if isinstance(name, str) else None,
                                 mime=mime if isinstance(mime, str) and mime else None,
                                 size=size if isinstance(size, int) else None))
     return found
