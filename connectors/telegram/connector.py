@@ -3,9 +3,15 @@
 Inbound, the connector long-polls ``getUpdates`` itself. The update offset is a cursor
 in the party's store that moves past an update only once ``ctx.hand_in`` returned True for
 everything in it, so a crash re-reads the update and the deterministic message id makes
-the second reading a no-op. Outbound, messages are ``sendMessage`` with
-``parse_mode=HTML``: the author's name in bold, the text escaped, long texts cut into
-balanced parts of at most 4,096 visible characters.
+the second reading a no-op; a message's files are downloaded into every store before
+it is handed in (files.py), and an album's items are one message. Outbound, messages are
+``sendMessage`` with ``parse_mode=HTML``: the author's name in bold, the text escaped,
+long texts cut into balanced parts of at most 4,096 visible characters; files go one
+message each (sendPhoto / sendDocument), the first captioned with the text when it fits.
+Which delivered copy is made of several messages (``parts:ROOM:ID``) and which is a file
+message whose caption an edit changes (``caption:ROOM:ID``) is kept as cursors in the
+store, so that edits and deletes find them after a restart: not in the native id, which
+must stay the bare message id for a reply made in Telegram to find the original.
 """
 
 from __future__ import annotations
