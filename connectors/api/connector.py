@@ -14,7 +14,6 @@ that cannot keep up is closed with code 4008 (see stream.py).
 from __future__ import annotations
 
 import asyncio
-import codecs
 import hmac
 import json
 import logging
@@ -43,11 +42,11 @@ from roomlink.message.filenames import clean_filename
 from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind, Outbound
 
 from .files import Refused, read_upload
+from .requests import checked, error, json_body, json_errors
 from .stream import GOING_AWAY, STALL, TOO_SLOW, Frame, StreamClient
 
 log = logging.getLogger("roomlink.connector.api")
 
-MAX_AUTHOR = 256
 MAX_KEY = 256
 REPLAY_PAGE = 500
 REPLAY_MAX = 10_000  # frames replayed at most on one connect; resume again from the last
@@ -80,27 +79,6 @@ class ApiOptions(HttpLimitOptions, ConnectorOptions):
         return v if v is not None and v.get_secret_value() else None
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error answer carries the documented JSON body; nothing becomes a traceback."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        return web.json_response({"error": exc.reason.lower()}, status=exc.status,
-                                 headers=headers)
-    except Exception:
-        log.exception("%s %s: unexpected error", request.method, request.path)
-        return _error(500, "internal error")
-
-
 class ApiConnector(Connector):
     platform = "api"
     Options = ApiOptions
@@ -120,7 +98,7 @@ class ApiConnector(Connector):
 
     async def start(self) -> None:
         # a multipart body is streamed part by part: this caps the JSON form only
-        app = web.Application(client_max_size=self._max_body(), middlewares=[_json_errors])
+        app = web.Application(client_max_size=self._max_body(), middlewares=[json_errors])
         app.router.add_post("/v1/rooms/{room}/messages", self._post)
         app.router.add_patch("/v1/rooms/{room}/messages/{message_id}", self._change)
         app.router.add_delete("/v1/rooms/{room}/messages/{message_id}", self._change)
@@ -191,50 +169,13 @@ class ApiConnector(Connector):
     def _room(self, request: web.Request, speaking: bool = False) -> str | web.Response:
         """The room the request names, or the error answer (``speaking``: to post in it)."""
         if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token")
+            return error(401, "missing or wrong bearer token")
         room = request.match_info["room"]
         if room not in self._clients:
-            return _error(404, f"unknown room {room!r}")
+            return error(404, f"unknown room {room!r}")
         if speaking and room not in self.ctx.inbound_rooms:
-            return _error(403, f"room {room!r} only receives (direction: out)")
+            return error(403, f"room {room!r} only receives (direction: out)")
         return room
-
-    async def _body(self, request: web.Request, need_text: bool) -> dict[str, Any] | web.Response:
-        """The checked JSON body: ``author``, and ``text`` when the request carries one."""
-        charset = request.charset
-        if charset is not None and _codec(charset) not in ("utf-8", "ascii"):
-            return _error(415, "the body must be JSON in UTF-8 (charset=utf-8 or none)")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, "the body is too large")
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return _error(400, "body is not UTF-8")
-        except RecursionError:
-            return _error(400, "body is nested too deeply")
-        except ValueError:
-            return _error(400, "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        return self._checked(body, need_text)
-
-    def _checked(self, body: dict[str, Any], need_text: bool) -> dict[str, Any] | web.Response:
-        """``body`` when its fields are right, else the error answer."""
-        text, author = body.get("text"), body.get("author")
-        if need_text and (not isinstance(text, str) or not text.strip()):
-            return _error(400, "'text' must be a non-empty string")
-        if not isinstance(author, str) or not author.strip():
-            return _error(400, "'author' must be a non-empty string")
-        if isinstance(text, str) and len(text) > self.opts.max_text_length:
-            return _error(413, f"'text' is longer than {self.opts.max_text_length} characters")
-        if len(author) > MAX_AUTHOR:
-            return _error(400, f"'author' is longer than {MAX_AUTHOR} characters")
-        reply_to = body.get("reply_to")
-        if reply_to is not None and (not isinstance(reply_to, str) or not reply_to):
-            return _error(400, "'reply_to' must be a message id")
-        return body
 
     async def _post(self, request: web.Request) -> web.Response:
         room = self._room(request, speaking=True)
@@ -242,7 +183,7 @@ class ApiConnector(Connector):
             return room
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key) <= MAX_KEY:
-            return _error(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
+            return error(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
         files: list[Attachment] = []
         if request.content_type == "multipart/form-data":
             try:
@@ -253,19 +194,19 @@ class ApiConnector(Connector):
                 if refused.__cause__ is not None:  # a store's error says why, never a file
                     log.error("%s: could not keep a file (%s)", self.ctx.name,
                               type(refused.__cause__).__name__)
-                return _error(refused.status, refused.message)
+                return error(refused.status, refused.message)
             files = upload.files
             # without a 'message' part the files come from the connector's own name
             message = upload.message if upload.message is not None else {}
             message.setdefault("author", self.ctx.name)
             message.setdefault("text", "")
-            body = self._checked(message, need_text=not files)
+            body = checked(message, not files, self.opts.max_text_length)
         else:
-            body = await self._body(request, need_text=True)
+            body = await json_body(request, True, self.opts.max_text_length)
         if isinstance(body, web.Response):
             return body
         if not isinstance(body.get("text"), str):
-            return _error(400, "'text' must be a string")
+            return error(400, "'text' must be a string")
         # every message said here gets a platform id, so that it can be edited later
         native = f"key:{key}" if key is not None else uuid.uuid4().hex
         inbound = Inbound(room=room, author=InboundAuthor(name=body["author"]),
@@ -282,7 +223,7 @@ class ApiConnector(Connector):
         if isinstance(room, web.Response):
             return room
         editing = request.method == "PATCH"
-        body = await self._body(request, need_text=editing)
+        body = await json_body(request, editing, self.opts.max_text_length)
         if isinstance(body, web.Response):
             return body
         target = request.match_info["message_id"]
@@ -293,7 +234,7 @@ class ApiConnector(Connector):
         if isinstance(ids, web.Response):
             return ids
         if not ids:
-            return _error(404, f"no message {target!r} was said in room {room!r}")
+            return error(404, f"no message {target!r} was said in room {room!r}")
         return web.json_response({"id": ids[0], "ids": ids}, status=202)
 
     async def _accept(self, inbound: Inbound) -> list[str] | web.Response:
@@ -305,23 +246,23 @@ class ApiConnector(Connector):
         try:
             return await self.ctx.accept(inbound)
         except BadInput as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         except ShuttingDown:
-            return _error(503, "roomlink is shutting down; retry")
+            return error(503, "roomlink is shutting down; retry")
         except Exception as exc:  # the store's error says why; never the message itself
             log.error("%s: could not store a message (%s)", self.ctx.name, type(exc).__name__)
-            return _error(503, "the message could not be stored; retry")
+            return error(503, "the message could not be stored; retry")
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/files/{file_id}/{name}``: the bytes of a file of this party, to a
         client with the token; 404 for any id or name that is not one of its files."""
         if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token")
+            return error(401, "missing or wrong bearer token")
         files = self.ctx.files
         name = request.match_info["name"]
         sha256 = None if files is None else await files.find(request.match_info["file_id"])
         if files is None or sha256 is None or clean_filename(name) != name:
-            return _error(404, "no such file")
+            return error(404, "no such file")
         # the id names the bytes; the name in the URL (the one the frame gave) is shown
         mime, _ = mimetypes.guess_type(name, strict=False)
         kept = Attachment(name=name, mime=mime, sha256=sha256)
@@ -361,12 +302,12 @@ class ApiConnector(Connector):
         """What the room received after message ``after``, as frames, from the store."""
         history = self.ctx.history_after
         if history is None:
-            return _error(400, "this roomlink cannot replay a stream")
+            return error(400, "this roomlink cannot replay a stream")
         frames: list[Frame] = []
         while True:
             page = await history(room, after, REPLAY_PAGE)
             if page is None:
-                return _error(404, f"no message {after!r} on record for room {room!r}")
+                return error(404, f"no message {after!r} on record for room {room!r}")
             for out in page:
                 if not out.files and out.part == out.parts - 1:
                     # the store gives the parts back without the files delivery planned:
@@ -475,13 +416,6 @@ class ApiConnector(Connector):
 
     async def delete(self, out: Outbound) -> None:
         await self._broadcast(out.room, _key(out), await self._frame(out, Kind.DELETE))
-
-
-def _codec(charset: str) -> str | None:
-    try:
-        return codecs.lookup(charset).name
-    except LookupError:
-        return None
 
 
 def _key(out: Outbound) -> str:

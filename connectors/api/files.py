@@ -20,9 +20,9 @@ import aiohttp
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from roomlink.connector import ShuttingDown
 from roomlink.connector.files import CHUNK, FileRefused, Files
 from roomlink.connector.httpserve import file_type
-from roomlink.errors import ShuttingDown
 from roomlink.message.model import Attachment
 
 # what a broken or cut-off body raises while aiohttp parses it

@@ -22,7 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from telegram import LinkPreviewOptions, Message, ReplyParameters, Update
+from telegram import Message, Update
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -41,22 +41,20 @@ from roomlink.connector import (
     FileRefused,
     Limits,
     PermanentError,
+    ShuttingDown,
     backoff,
 )
-from roomlink.errors import ShuttingDown
 from roomlink.message.model import Attachment, Inbound, Kind, Outbound
 
 from .bot import RawBot, delivery_error, make_bot, retry_seconds
-from .convert import MAX_VISIBLE, byline, compose, split_html, visible_length
-from .files import MAX_CAPTION, MAX_UPLOAD, Fetcher, upload
-from .inbound import Remote, album_of, albums, events, remote_files, seen
+from .files import MAX_UPLOAD, Fetcher
+from .inbound import Remote, album_of, albums, events, message_of, remote_files, seen
 from .options import TelegramOptions
+from .outbound import NO_PREVIEW, edited_caption, edited_text, poster, steps
 
 T = TypeVar("T")
-NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 PART_INTERVAL = 1.0  # between the parts of one long message: Telegram's ~1 per second
 ALBUM_WAIT = 1.0  # seconds to wait for the rest of an album that ends a getUpdates answer
-EDIT_NOTE_ROOM = 100  # visible characters kept free for the note on an edited split message
 
 
 class TelegramConnector(Connector):
@@ -240,7 +238,7 @@ class TelegramConnector(Connector):
         for raw in group:
             try:
                 update = Update.de_json(raw, self.bot)
-                message, edited = _message_of(update)
+                message, edited = message_of(update)
                 if message is None:
                     kinds = [k for k in raw if k != "update_id"]
                     self.ctx.log.info("%s: skipping update %s of a kind not relayed (%s)",
@@ -345,45 +343,19 @@ class TelegramConnector(Connector):
         raise PermanentError(f"{room} keeps answering with another supergroup id")
 
     # -- outbound ----------------------------------------------------------------------
-    def _html(self, out: Outbound) -> str:
-        m = out.message
-        kind = Kind.MESSAGE if m.kind is Kind.EDIT else m.kind
-        return compose(kind.value, out.display_name, m.author.name, out.text,
-                       [(a.url, a.name) for a in m.attachments if a.url and _shown_by_url(a)])
-
-    def _caption(self, out: Outbound) -> str | None:
-        """The caption of a file message: the bold author and the text, or only the author
-        when there is no text."""
-        if out.text.strip() or any(_shown_by_url(a) for a in out.message.attachments):
-            return self._html(out)
-        return byline(out.display_name or out.message.author.name)
-
-    def _steps(self, out: Outbound) -> list[tuple[str | None, Attachment | None]]:
-        """What one part becomes, in order: (HTML, None) for a text message, (caption,
-        file) for a file. A text too long for a caption goes first, on its own."""
-        if not out.files:
-            return [(part, None) for part in split_html(self._html(out))]
-        caption = self._caption(out)
-        alone = byline(out.display_name or out.message.author.name)
-        rest: list[tuple[str | None, Attachment | None]] = [(alone, f) for f in out.files[1:]]
-        if caption is None or visible_length(caption) <= MAX_CAPTION:
-            return [(caption, out.files[0]), *rest]
-        texts: list[tuple[str | None, Attachment | None]] = [
-            (part, None) for part in split_html(caption)]
-        return [*texts, (alone, out.files[0]), *rest]
-
     async def send(self, out: Outbound) -> str:
-        steps = self._steps(out)
+        todo = steps(out)
         # ids posted so far ("f" before a file message's): a 429 in the middle resends
         # only what is still missing
         done = self._progress.setdefault(out.delivery_key, [])
-        for index in range(len(done), len(steps)):
+        for index in range(len(done), len(todo)):
             if index:
                 await asyncio.sleep(PART_INTERVAL)
             reply = out.reply_to_native if index == 0 else None
-            text, file = steps[index]
+            text, file = todo[index]
             try:
-                sent = await self._call(out.room, self._poster(text, file, reply))
+                post = poster(self.bot, self.ctx.files, text, file, reply)
+                sent = await self._call(out.room, post)
             except FileRefused:
                 # the core sends the part again as text with a [file: ...] line: take back
                 # what went already, so that nothing shows twice
@@ -401,22 +373,6 @@ class TelegramConnector(Connector):
         if done[0].startswith("f"):  # an edit changes its caption, after a restart too
             await self.ctx.set_cursor(f"caption:{out.room}:{first}", "1")
         return first
-
-    def _poster(self, text: str | None, file: Attachment | None, reply: str | None
-                ) -> Callable[[int | str], Awaitable[Message]]:
-        if file is not None:
-            files = self.ctx.files
-            if files is None:
-                raise FileRefused("this roomlink keeps no files to post")
-            return lambda chat: upload(self.bot, files, chat, file, text, reply)
-
-        async def post(chat: int | str) -> Message:
-            return await self.bot.send_message(
-                chat, text or "", parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
-                reply_parameters=ReplyParameters(int(reply), allow_sending_without_reply=True)
-                if reply and reply.isdigit() else None)
-
-        return post
 
     async def _take_back(self, room: str, posted: list[str]) -> None:
         for native in posted:
@@ -437,18 +393,8 @@ class TelegramConnector(Connector):
         if await self.ctx.get_cursor(f"caption:{out.room}:{target}"):
             await self._edit_caption(out, target)
             return
-        markup = self._html(out)
-        parts = split_html(markup)
         followers = await self.ctx.get_cursor(f"parts:{out.room}:{target}") or ""
-        more_text = [n for n in followers.split() if not n.startswith("f")]
-        text = parts[0]
-        if len(parts) > 1 or more_text:
-            # only the first part is edited: say so, in room kept free for it
-            text = split_html(markup, MAX_VISIBLE - EDIT_NOTE_ROOM)[0]
-            text += ("\n<i>(edited; the new text is longer than one message and ends here)</i>"
-                     if len(parts) > 1 else
-                     "\n<i>(edited; this replaces the whole text, the parts after this "
-                     "message are outdated)</i>")
+        text = edited_text(out, any(not n.startswith("f") for n in followers.split()))
 
         async def change(chat: int | str) -> None:
             try:
@@ -462,14 +408,11 @@ class TelegramConnector(Connector):
         await self._call(out.room, change)
 
     async def _edit_caption(self, out: Outbound, target: str) -> None:
-        caption = self._caption(out) or ""
-        if visible_length(caption) > MAX_CAPTION:  # the file stays: the caption ends short
-            caption = split_html(caption, MAX_CAPTION - EDIT_NOTE_ROOM)[0]
-            caption += "\n<i>(edited; the new text is longer than a caption and ends here)</i>"
+        new = edited_caption(out)
 
         async def change(chat: int | str) -> None:
             try:
-                await self.bot.edit_message_caption(chat, int(target), caption=caption,
+                await self.bot.edit_message_caption(chat, int(target), caption=new,
                                                     parse_mode=ParseMode.HTML)
             except BadRequest as exc:
                 if "not modified" not in exc.message.lower():
@@ -492,17 +435,3 @@ class TelegramConnector(Connector):
                         raise
 
             await self._call(out.room, remove)
-
-
-def _shown_by_url(a: Attachment) -> bool:
-    """A file known only by the platform's URL: the core leaves it to the connector to
-    show (kept files and files with a note come as the core's ``[file: ...]`` lines)."""
-    return bool(a.url) and not a.sha256 and not a.note
-
-
-def _message_of(update: Update) -> tuple[Message | None, bool]:
-    if update.message or update.channel_post:
-        return update.message or update.channel_post, False
-    if update.edited_message or update.edited_channel_post:
-        return update.edited_message or update.edited_channel_post, True
-    return None, False  # another kind of update: not ours to relay

@@ -6,7 +6,7 @@ import mimetypes
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Message, User
+from telegram import Message, Update, User
 
 from roomlink.message.markup import escape
 from roomlink.message.model import Inbound, InboundAuthor, Kind
@@ -158,3 +158,11 @@ def remote_files(message: Message) -> list[Remote]:
         found.append(Remote(s.file_id, s.file_unique_id, f"sticker-{s.file_unique_id}{ext}",
                             mime, s.file_size))
     return found
+
+
+def message_of(update: Update) -> tuple[Message | None, bool]:
+    if update.message or update.channel_post:
+        return update.message or update.channel_post, False
+    if update.edited_message or update.edited_channel_post:
+        return update.edited_message or update.edited_channel_post, True
+    return None, False  # another kind of update: not ours to relay

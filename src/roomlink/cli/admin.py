@@ -25,7 +25,7 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 RELOAD_TIMEOUT = 120.0  # seconds; a reload waits for the workers it stops
 
 
-def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reload = sub.add_parser(
         "reload", help="make the running daemon re-read its config",
         description="Make the running daemon re-read its config file, without a restart: "

@@ -15,7 +15,7 @@ from roomlink.admin.logs import log_format, setup_logging
 from roomlink.cli import history as record_commands
 from roomlink.cli.admin import (
     PidFile,
-    add_ops_commands,
+    add_operator_commands,
     outbox_command,
     pid_path,
     print_schema,
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                            description="Validate a config; exit 0, or 2 with every error.")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
 
-    add_ops_commands(sub)
+    add_operator_commands(sub)
     watch = sub.add_parser("watch", help="print an API room's stream",
                            description="Print an API room's stream, one line per message.")
     watch.add_argument("url", help="the room's stream, e.g. "
