@@ -2,7 +2,10 @@
 
 Rows stream from the store a page at a time, in the order ``verify`` checks; the writers
 keep no more than a bounded cache of recent texts (to show what an edit or delete
-changed), so a million-message store exports in bounded memory.
+changed), so a million-message store exports in bounded memory. The HTML transcript
+renders the canonical markup and marks an edited or deleted message where it stands,
+without a script (printed, mailed or opened with scripts off, it still shows); for that
+a first pass collects which messages changed, one small entry per changed message.
 
 With a files folder (``history export --files DIR``) every kept file a written record
 refers to is copied, a chunk at a time, to ``DIR/<first 16 hex digits of its sha256>/
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from roomlink.message.markup import to_html
 from roomlink.message.model import Attachment, Kind, Message
 from roomlink.record.exportfiles import FileCopier, base64_lines, media_type, size_text
 from roomlink.record.sign import digest_line
@@ -35,6 +39,7 @@ from roomlink.store import Store
 FORMATS = ("jsonl", "html", "mbox", "text")
 _CACHE = 10_000  # recent (author, text) by id, for edits/deletes/replies; older: a lookup
 Known = tuple[str, str] | None  # (author name, latest text) of an earlier message
+Changes = dict[str, tuple[Kind, str]]  # message id -> (EDIT | DELETE, id of the change)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -62,12 +67,17 @@ class _Known:
 
 
 class Writer:
+    # True: the writer marks a message edited or deleted where it stands, so it must
+    # know before writing it (a first pass collects the changes)
+    wants_changes = False
+
     def __init__(self, out: BinaryIO, party: str, pipes: list[str],
                  files: FileCopier | None = None) -> None:
         self.out = out
         self.party = party
         self.pipes = pipes
         self.files = files  # the files copied beside the export, when asked for
+        self.changes: Changes = {}  # filled before begin() for a writer that wants_changes
 
     def copied(self, att: Attachment) -> Path | None:
         """Where ``att``'s bytes were copied (None: not asked, or not kept)."""
@@ -250,11 +260,14 @@ padding-bottom:.2rem}
 article.msg{padding:.35rem .6rem;margin:.15rem 0;border-radius:6px}
 article.msg:target{background:#fff6cc}
 .head{font-size:.85rem;color:#555}.author{font-weight:600;color:#1d1d1f}
-.via,.pipe{color:#777}.text{white-space:pre-wrap;overflow-wrap:anywhere}
+.via,.pipe{color:#777}.text{overflow-wrap:anywhere}.text p{margin:0 0 .3rem}
+.text pre{white-space:pre-wrap;background:#f4f4f4;padding:.3rem}
+.action>p:first-of-type{display:inline}
 a.reply{display:block;font-size:.8rem;color:#3a6;border-left:3px solid #3a6;
 padding-left:.4rem;margin:.1rem 0;text-decoration:none}
 .note{font-size:.85rem;color:#a50;margin:.1rem 0}
 article.kind-delete .text,article.deleted>.text{text-decoration:line-through;color:#888}
+article.edited>.text{color:#555}
 .flag{font-size:.75rem;color:#a50;margin-left:.4rem}
 details{font-size:.85rem;color:#555}footer{margin-top:2rem;border-top:1px solid #ddd}
 footer pre{white-space:pre-wrap;font-size:.8rem;background:#f4f4f4;padding:.5rem}
@@ -262,23 +275,6 @@ footer pre{white-space:pre-wrap;font-size:.8rem;background:#f4f4f4;padding:.5rem
 figure.att{margin:.3rem 0}figure.att img{max-width:100%;max-height:24rem;
 border:1px solid #ddd;border-radius:4px}figcaption,.att{font-size:.85rem;color:#555}
 """
-
-# marks each original as edited/deleted once the page is read (the export streams, so
-# the original is written before anyone knows it will change); without scripts the
-# edit and delete records themselves still say so
-_SCRIPT = """
-for (const el of document.querySelectorAll('article[data-target]')) {
-  const orig = document.getElementById('m-' + el.dataset.target);
-  if (!orig) continue;
-  const deleted = el.dataset.kind === 'delete';
-  orig.classList.add(deleted ? 'deleted' : 'edited');
-  const flag = document.createElement('a');
-  flag.className = 'flag'; flag.href = '#' + el.id;
-  flag.textContent = deleted ? '(deleted)' : '(edited)';
-  orig.querySelector('.head').appendChild(flag);
-}
-"""
-
 
 # raster images a browser shows without running anything (never SVG: it can hold script)
 _INLINE = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
@@ -293,6 +289,8 @@ def _safe_url(url: str) -> str | None:
 
 
 class HtmlWriter(Writer):
+    wants_changes = True
+
     def begin(self) -> None:
         self._day: str | None = None
         title = f"Transcript of {', '.join(self.pipes)} — record of {self.party}"
@@ -313,14 +311,22 @@ class HtmlWriter(Writer):
             self.write(f"<h2 class=\"day\">{_e(day)}</h2>\n")
         a = m.author
         target = f" data-target=\"{_e(m.target)}\"" if m.target else ""
+        # an edited or deleted message is marked where it stands, linking to the change:
+        # in print and with scripts off too
+        changed = self.changes.get(m.id)
+        state, flag = "", ""
+        if changed is not None:
+            word = "deleted" if changed[0] == Kind.DELETE else "edited"
+            state = f" {word}"
+            flag = f" <a class=\"flag\" href=\"#m-{_e(changed[1])}\">({word})</a>"
         parts = [
-            f"<article class=\"msg kind-{m.kind.value}\" id=\"m-{_e(m.id)}\" "
+            f"<article class=\"msg kind-{m.kind.value}{state}\" id=\"m-{_e(m.id)}\" "
             f"data-id=\"{_e(m.id)}\" data-kind=\"{m.kind.value}\"{target}>",
             f"<div class=\"head\"><time datetime=\"{m.ts.isoformat()}\">"
             f"{m.ts.strftime('%H:%M')}</time> <span class=\"author\">{_e(a.name)}</span> "
             f"<span class=\"via\">({_e(a.party)}/{_e(a.platform)})</span>"
             + (f" <span class=\"pipe\">#{_e(m.pipe)}</span>" if len(self.pipes) > 1 else "")
-            + "</div>",
+            + flag + "</div>",
         ]
         if m.reply_to:
             quoted = f"{replied[0]}: {replied[1][:80]}" if replied else "a message"
@@ -329,18 +335,19 @@ class HtmlWriter(Writer):
         link = f"<a href=\"#m-{_e(m.target or '')}\">a message</a>"
         if m.kind == Kind.EDIT:
             parts.append(f"<p class=\"note\">✎ edited {link}; the new text:</p>")
-            parts.append(f"<div class=\"text\">{_e(m.text)}</div>")
+            parts.append(f"<div class=\"text\">{to_html(m.text)}</div>")
             if earlier:
                 parts.append("<details><summary>earlier text</summary>"
-                             f"<div class=\"text\">{_e(earlier[1])}</div></details>")
+                             f"<div class=\"text\">{to_html(earlier[1])}</div></details>")
         elif m.kind == Kind.DELETE:
             parts.append(f"<p class=\"note\">✗ deleted {link}; the record keeps what it "
                          "said:</p>")
-            parts.append(f"<div class=\"text\">{_e(earlier[1]) if earlier else ''}</div>")
+            parts.append(f"<div class=\"text\">{to_html(earlier[1]) if earlier else ''}</div>")
         elif m.kind == Kind.ACTION:
-            parts.append(f"<div class=\"text\"><em>* {_e(a.name)} {_e(m.text)}</em></div>")
+            parts.append(f"<div class=\"text action\"><em>* {_e(a.name)}</em> "
+                         f"{to_html(m.text)}</div>")
         else:
-            parts.append(f"<div class=\"text\">{_e(m.text)}</div>")
+            parts.append(f"<div class=\"text\">{to_html(m.text)}</div>")
         parts.extend(self._attachment(att) for att in m.attachments)
         parts.append("</article>\n")
         self.write("".join(parts))
@@ -372,7 +379,7 @@ class HtmlWriter(Writer):
             self.write(f"<p class=\"broken\">The record does not verify: {_e(str(b))}</p>")
         if not breaks:
             self.write("<p class=\"meta\">Every chain verified when this was exported.</p>")
-        self.write(f"</footer>\n<script>{_SCRIPT}</script>\n</body></html>\n")
+        self.write("</footer>\n</body></html>\n")
 
 
 WRITERS: dict[str, type[Writer]] = {
@@ -394,6 +401,8 @@ async def export(
     With ``files``, the files of the records written are copied there first."""
     pipes = [pipe] if pipe else await store.pipes()
     writer = WRITERS[fmt](out, store.party, pipes, files)
+    if writer.wants_changes:
+        writer.changes = await _changes(store, pipe)
     walker = Walker(await store.anchors())
     known = _Known(store)
     digests: dict[str, str] = {}
@@ -418,3 +427,15 @@ async def export(
     breaks = [w.broken for w in walker.pipes.values() if w.broken is not None]
     writer.end([digests[p] for p in sorted(digests)], breaks)
     return written
+
+
+async def _changes(store: Store, pipe: str | None) -> Changes:
+    """Which messages were edited or deleted, and by which record: a first pass over the
+    record, holding one entry per changed message (never the texts)."""
+    changes: Changes = {}
+    async for row in rows_in_order(store, pipe):
+        m = row.message()
+        if m.target and m.kind in (Kind.EDIT, Kind.DELETE):
+            if changes.get(m.target, (None,))[0] != Kind.DELETE:  # a delete stays so
+                changes[m.target] = (m.kind, m.id)
+    return changes
