@@ -1,9 +1,10 @@
 """``type: email``: one mailbox; rooms are recipient lists ("cto@acme.example, pm@acme.example").
 
-Outbound, each chat message (or each batch of them, with ``batch_seconds``) is one mail
-from the bridge's address under the author's name, in one thread per pipe and room: the
-Message-IDs sent to a room are kept as a connector cursor, so every mail names the
-earlier ones in In-Reply-To/References across restarts. The Message-ID is the native id.
+Outbound, each chat message (or each batch of them, with ``batch_seconds``; batches.py
+keeps those) is one mail from the bridge's address under the author's name, in one thread
+per pipe and room: the Message-IDs sent to a room are kept as a connector cursor, so every
+mail names the earlier ones in In-Reply-To/References across restarts. The Message-ID is
+the native id.
 
 Inbound, the IMAP session waits with IDLE (or polls), fetches every mail above the last
 UID handled, and hands its new text to the core; the UID cursor (with UIDVALIDITY) moves
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +30,6 @@ import aioimaplib
 
 from roomlink.connector import (
     Connector,
-    ConnectorError,
     Limits,
     PermanentError,
     backoff,
@@ -40,6 +39,7 @@ from roomlink.message.filenames import clean_filename
 from roomlink.message.markup import escape
 from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind, Outbound
 
+from .batches import MailBatches
 from .convert import (
     Incoming,
     Outgoing,
@@ -73,8 +73,7 @@ class EmailConnector(Connector):
         self.addresses = {room: parse_room(room) for room in ctx.rooms}
         self.by_tag = {room_tag(a): room for room, a in self.addresses.items()}
         self.threads: dict[tuple[str, str], list[str]] = {}  # (pipe, room) -> Message-IDs
-        self.batches: dict[str, dict[str, dict[str, Any]]] = {}  # room -> pipe -> batch
-        self.flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.batches = MailBatches(options, ctx, self._mail)
         self.mailbox = Mailbox(options, ctx.log)
         self.smtp = SmtpSender(options, ctx.log)
         self.cursor_key = f"imap:{options.imap.folder}"
@@ -96,22 +95,13 @@ class EmailConnector(Connector):
                       max_total_file_bytes=self.opts.max_attachment_bytes)
 
     async def start(self) -> None:
-        await self._load_batches(self.ctx.rooms)
+        await self.batches.load(self.ctx.rooms)
         if self.ctx.inbound_rooms:
             self._task = asyncio.create_task(self._inbound(), name=f"{self.ctx.name} imap")
             # give the first connection a moment, so mail is read from the start; a
             # server that is down must not stop the daemon: the loop keeps trying
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.connected.wait(), 10)
-
-    async def _load_batches(self, rooms: Sequence[str]) -> None:
-        """The batches these rooms had open when roomlink last stopped: they go out."""
-        for room in rooms:
-            saved = await self.ctx.get_cursor(f"batch:{room}")
-            if saved:
-                self.batches[room] = json.loads(saved)
-                for pipe in self.batches[room]:
-                    self._schedule_flush(room, pipe)
 
     async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
         # SMTP connects per mail; the IMAP session stays, unless no room is read any more.
@@ -120,7 +110,7 @@ class EmailConnector(Connector):
             if room not in self.addresses:
                 self.addresses[room] = parse_room(room)
                 self.by_tag[room_tag(self.addresses[room])] = room
-                await self._load_batches([room])
+                await self.batches.load([room])
         if self.ctx.inbound_rooms and self._task is None:
             self._task = asyncio.create_task(self._inbound(), name=f"{self.ctx.name} imap")
         elif not self.ctx.inbound_rooms and self._task is not None:
@@ -132,7 +122,7 @@ class EmailConnector(Connector):
 
     async def stop(self) -> None:
         self._stopping = True
-        tasks = [t for t in (self._task, *self.flushers.values()) if t is not None]
+        tasks = [t for t in (self._task, *self.batches.tasks()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -225,96 +215,11 @@ class EmailConnector(Connector):
         message_id = make_message_id(room_tag(self.addresses[room]), out.delivery_key,
                                      self.opts.domain)
         if self.opts.batch_seconds > 0:
-            return await self._add_to_batch(out, message_id)
+            return await self.batches.add(out, message_id, self._from_name(out),
+                                          self._canonical(out))
         await self._mail(pipe, room, message_id, self._from_name(out), self._canonical(out),
                          out.reply_to_native, out.files)
         return message_id
-
-    # -- batches: durable in a cursor before send() returns, mailed when the window ends
-    async def _add_to_batch(self, out: Outbound, message_id: str) -> str:
-        room, pipe = out.room, out.message.pipe
-        pending = self.batches.setdefault(room, {})
-        batch = pending.get(pipe)
-        item = {"name": self._from_name(out), "nick": out.message.author.name,
-                "text": self._canonical(out), "reply_to": out.reply_to_native,
-                "files": [a.model_dump(mode="json") for a in out.files]}
-        if (batch is not None and not batch.get("closed") and out.files
-                and _files_bytes(batch) + _size(out.files) > self.opts.max_attachment_bytes):
-            # this message's files do not fit the open batch's mail: that one goes now
-            await self._flush_now(room, pipe)
-            batch = pending.get(pipe)
-        if batch is None or batch.get("closed"):
-            if batch is not None:  # a closed batch is being mailed: wait for it
-                task = self.flushers.get((room, pipe))
-                if task is not None:
-                    await asyncio.gather(task, return_exceptions=True)
-            batch = {"id": message_id, "due": time.time() + self.opts.batch_seconds,
-                     "items": []}
-            pending[pipe] = batch
-            batch["items"].append(item)
-            await self._save_batches(room)
-            self._schedule_flush(room, pipe)
-        else:
-            batch["items"].append(item)
-            await self._save_batches(room)
-        return str(batch["id"])
-
-    async def _save_batches(self, room: str) -> None:
-        await self.ctx.set_cursor(f"batch:{room}", json.dumps(self.batches.get(room, {})))
-
-    async def _flush_now(self, room: str, pipe: str) -> None:
-        """Mail the open batch of ``pipe`` in ``room`` at once, without waiting its end."""
-        task = self.flushers.get((room, pipe))
-        if task is not None and not task.done():
-            task.cancel()  # still asleep: a batch is closed only once its wait is over
-            await asyncio.gather(task, return_exceptions=True)
-        self.batches[room][pipe]["due"] = time.time()
-        self._schedule_flush(room, pipe)
-        await asyncio.gather(self.flushers[(room, pipe)], return_exceptions=True)
-
-    def _schedule_flush(self, room: str, pipe: str) -> None:
-        self.flushers[(room, pipe)] = asyncio.create_task(self._flush(room, pipe),
-                                                          name=f"{self.ctx.name} batch")
-
-    async def _flush(self, room: str, pipe: str) -> None:
-        batch = self.batches[room][pipe]
-        await asyncio.sleep(max(0.0, float(batch["due"]) - time.time()))
-        batch["closed"] = True
-        items = batch["items"]
-        names = list(dict.fromkeys(i["name"] for i in items))
-        if len(names) == 1:
-            canonical = "\n\n".join(i["text"] for i in items)
-        else:
-            canonical = "\n\n".join(f"**{escape(i['nick'])}:**\n{i['text']}" for i in items)
-        reply_to = next((i["reply_to"] for i in items if i["reply_to"]), None)
-        files = [Attachment.model_validate(f) for i in items for f in i.get("files", [])]
-        attempt = 0
-        while True:
-            try:
-                await self._mail(pipe, room, batch["id"], ", ".join(names)[:120], canonical,
-                                 reply_to, files)
-                break
-            except FileRefused as exc:  # a file is no longer in the store: named instead
-                self.log.error("%s: batch mail %s: a file cannot be attached (%s)",
-                               self.ctx.name, batch["id"], exc)
-                canonical += "".join(
-                    "\n" + escape(f"[file: {clean_filename(a.name)} ({a.mime}, "
-                                   f"{a.size} bytes)] (could not be attached)")
-                    for a in files)
-                files = []
-            except PermanentError as exc:
-                self.log.error("%s: batch mail %s to %s refused for good: %s",
-                               self.ctx.name, batch["id"], room, exc)
-                break
-            except ConnectorError as exc:
-                attempt += 1
-                delay = backoff(attempt, self.opts.reconnect_initial, self.opts.reconnect_max)
-                self.log.warning("%s: batch mail to %s failed (%s); retry in %.1fs",
-                                 self.ctx.name, room, exc, delay)
-                await asyncio.sleep(delay)
-        if self.batches[room].get(pipe) is batch:
-            del self.batches[room][pipe]
-        await self._save_batches(room)
 
     # -- inbound -----------------------------------------------------------------------
     async def _keep(self, room: str, files: list[MailFile]) -> list[Attachment]:
@@ -491,11 +396,3 @@ class EmailConnector(Connector):
         room = max(candidates, key=lambda r: len(mail.recipients & set(self.addresses[r])))
         return room, reply_to, ""
 
-
-def _size(files: Sequence[Attachment]) -> int:
-    return sum(a.size or 0 for a in files)
-
-
-def _files_bytes(batch: dict[str, Any]) -> int:
-    """The bytes of files a batch's mail will carry."""
-    return sum(int(f.get("size") or 0) for i in batch["items"] for f in i.get("files", []))
