@@ -7,7 +7,8 @@ makes the second one a no-op; within a run, ``event_id`` and channel + ``ts`` de
 Slack's retries. Outbound is the Web API: ``chat.postMessage`` under the author's name
 (``username``/``icon_url``), ``chat.update``, ``chat.delete``, replies in threads. A 429
 becomes :class:`RateLimited` (the core waits ``Retry-After`` and sends the same post again);
-errors that can never succeed are :class:`PermanentError` with Slack's error code.
+errors that can never succeed are :class:`PermanentError` with Slack's error code (what is
+posted, and that mapping of Slack's answers, are in :mod:`.outbound`).
 Files travel both ways (see :mod:`.files`): received ones are downloaded and kept before
 the event is handed in, kept ones are posted with Slack's external upload.
 """
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -29,40 +30,18 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from roomlink.connector import (
-    Connector,
-    ConnectorError,
-    ConnectorOptions,
-    FileRefused,
-    Limits,
-    PermanentError,
-    RateLimited,
-    RoomDown,
-    backoff,
-)
-from roomlink.message.model import Kind, Outbound
+from roomlink.connector import Connector, ConnectorOptions, FileRefused, Limits, RoomDown, backoff
+from roomlink.message.model import Outbound
 
-from .convert import escape_mrkdwn, to_mrkdwn
-from .files import REFUSALS, SlackFiles
+from .files import Call, SlackFiles
 from .inbound import Directory, Me, to_inbound
 from .options import SlackOptions
+from .outbound import call_web_api, file_comment, identity, render
 from .socketmode import BackoffSocketModeClient
 
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 CHANNEL_NAME = re.compile(r"^[a-z0-9_\-\u00c0-\uffff.]{1,80}$")
 MEMORY = 50_000  # event ids, channel+ts pairs, posted ts and thread roots remembered
-MAX_USERNAME = 80
-# Slack's error codes for requests that will fail the same way however often they are sent
-PERMANENT = {
-    "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
-    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
-    "missing_scope", "restricted_action", "cant_update_message", "cant_delete_message",
-    "edit_window_closed", "invalid_blocks", "too_many_attachments", "invalid_arguments",
-    "invalid_arg_name", "channel_is_archived", "access_denied", "ekm_access_denied",
-    "team_access_not_granted", "not_allowed_token_type", "as_user_not_supported",
-}
-# deleting or editing what is no longer there: nothing to do
-GONE = {"message_not_found", "file_not_found", "file_deleted"}
 
 
 def _remember(memory: OrderedDict[Any, Any], key: Any, value: Any = None) -> None:
@@ -356,37 +335,12 @@ class SlackConnector(Connector):
             raise RoomDown(f"{room} is not resolved yet")
         return cid
 
-    def render(self, out: Outbound) -> str:
-        """The mrkdwn text of one part; relayed text never forms a Slack control sequence."""
-        m = out.message
-        body = to_mrkdwn(out.text)
-        if m.kind is Kind.ACTION and body and "\n" not in body:
-            body = f"_{body}_"
-        elif m.kind in (Kind.JOIN, Kind.PART, Kind.TOPIC):
-            body = f"_{escape_mrkdwn(m.author.name)} {body}_" if "\n" not in body else body
-        if out.part == out.parts - 1 and m.attachments:
-            links = [f"<{escape_mrkdwn(a.url or '').replace('|', '%7C')}|"
-                     f"{escape_mrkdwn(a.name or 'file')}>"
-                     for a in m.attachments if a.url and a.url.startswith(("https://", "http://"))]
-            body = "\n".join([body, *links]) if body else "\n".join(links)
-        if not self.opts.post_as_author:
-            body = escape_mrkdwn(_one_line(out.display_name)) + body
-        return body or " "
-
-    def _identity(self, out: Outbound) -> dict[str, str]:
-        if not self.opts.post_as_author:
-            return {}
-        name = _one_line(out.display_name).strip() or _one_line(out.message.author.name)
-        identity = {"username": name[:MAX_USERNAME] or "someone"}
-        avatar = out.message.author.avatar_url
-        if avatar and avatar.startswith("https://") and len(avatar) < 2000:
-            identity["icon_url"] = avatar
-        return identity
-
     async def send(self, out: Outbound) -> str:
         assert self._web is not None
         cid = self._cid(out.room)
-        args: dict[str, Any] = {"channel": cid, "text": self.render(out), **self._identity(out)}
+        as_author = self.opts.post_as_author
+        args: dict[str, Any] = {"channel": cid, "text": render(out, as_author),
+                                **identity(out, as_author)}
         root = None
         # a reply to files whose message Slack never named ("files:..."): no thread
         if out.reply_to_native and not out.reply_to_native.startswith("files:"):
@@ -408,22 +362,14 @@ class SlackConnector(Connector):
         if self._files is None:
             raise FileRefused("files are not kept here")
         ids, ts = await self._files.upload(self._call, self._web, cid, out.files,
-                                           self._comment(out), root)
+                                           file_comment(out, self.opts.post_as_author),
+                                           root)
         if ts is None:
             return "files:" + ",".join(ids)
         _remember(self._posted, (cid, ts))
         _remember(self._shares, (cid, ts))
         _remember(self._roots, (cid, ts), root or ts)
         return ts
-
-    def _comment(self, out: Outbound) -> str:
-        """The text of a post with files: it cannot carry a ``username``, so it names
-        the author itself."""
-        body = self.render(out).strip()
-        if not self.opts.post_as_author:
-            return body
-        name = escape_mrkdwn(self._identity(out)["username"])
-        return f"*{name}*: {body}" if body else f"*{name}*"
 
     async def edit(self, out: Outbound) -> None:
         assert self._web is not None and out.target_native is not None
@@ -435,9 +381,9 @@ class SlackConnector(Connector):
                           "relayed", self.ctx.name, out.target_native[6:])
             return
         shared = (cid, out.target_native) in self._shares  # this run posted it with files
+        text = (file_comment if shared else render)(out, self.opts.post_as_author)
         await self._call("chat.update", self._web.chat_update, channel=cid,
-                         ts=out.target_native,
-                         text=self._comment(out) if shared else self.render(out))
+                         ts=out.target_native, text=text)
 
     async def delete(self, out: Outbound) -> None:
         assert self._web is not None and out.target_native is not None
@@ -458,36 +404,8 @@ class SlackConnector(Connector):
         found = answer.get("file")
         return found if isinstance(found, dict) else None
 
-    async def _call(self, method: str, call: Callable[..., Awaitable[AsyncSlackResponse]],
-                    **args: Any) -> AsyncSlackResponse:
-        try:
-            return await call(**args)
-        except SlackApiError as exc:
-            status = exc.response.status_code
-            code = exc.response.get("error") if isinstance(exc.response.data, dict) else None
-            if status == 429 or code == "ratelimited":
-                retry_after = exc.response.headers.get("Retry-After", "1")
-                try:
-                    wait = float(retry_after)
-                except ValueError:
-                    wait = 1.0
-                raise RateLimited(f"{method}: ratelimited", retry_after=wait) from None
-            if code in REFUSALS and method.startswith("files."):
-                raise FileRefused(f"{method}: {code}") from None
-            if code in GONE and method in ("chat.delete", "chat.update", "files.delete"):
-                self.log.info("%s: %s: %s; nothing to change", self.ctx.name, method, code)
-                gone: AsyncSlackResponse = exc.response
-                return gone
-            if code in PERMANENT:
-                raise PermanentError(f"{method}: {code}") from None
-            raise ConnectorError(f"{method}: {code or f'HTTP {status}'}") from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ConnectorError(f"{method}: {type(exc).__name__}: {exc}") from None
-
-
-def _one_line(text: str) -> str:
-    """A name for one line of Slack: control characters become spaces."""
-    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+    async def _call(self, method: str, call: Call, **args: Any) -> AsyncSlackResponse:
+        return await call_web_api(self.log, self.ctx.name, method, call, **args)
 
 
 def _reason(exc: Exception) -> str:
