@@ -27,10 +27,7 @@ from nio import (
     ErrorResponse,
     JoinedRoomsResponse,
     LocalProtocolError,
-    MegolmEvent,
-    MessageDirection,
     RoomGetStateEventResponse,
-    RoomMessagesResponse,
     RoomResolveAliasResponse,
     SendRetryError,
     SyncResponse,
@@ -52,10 +49,10 @@ from .convert import compose, edit_content
 from .inbound import events
 from .options import MatrixOptions
 from .session import log_in, make_client
+from .timeline import TimelineReader
 
 # room ids of room version 12 on have no ":server" part any more
 ROOM = re.compile(r"![^\s:]+(:\S+)?|#[^:\s]+:\S+")
-GAP_PAGE, GAP_MAX = 500, 20000  # events per page, and at most, when filling a gap
 REJOIN_INITIAL, REJOIN_MAX = 2.0, 300.0
 
 
@@ -72,7 +69,7 @@ class MatrixConnector(Connector):
         self._room_of: dict[str, str] = {}  # room id -> room as configured
         self._joined: set[str] = set()  # room ids the bot is in
         self._rejoin_at: dict[str, tuple[float, int]] = {}  # room id -> (when, attempts)
-        self._names: dict[tuple[str, str], str] = {}  # (room id, user) of members gone
+        self._timeline = TimelineReader(ctx, self._error)
         self._online = asyncio.Event()
         self._changed = asyncio.Event()  # set after each sync: wait_ready looks again
         self._relogin = True
@@ -225,86 +222,14 @@ class MatrixConnector(Connector):
             room = self._room_of.get(room_id)
             if room is None or room not in self.ctx.inbound_rooms:
                 continue
-            timeline = list(info.timeline.events)
-            if info.timeline.limited and since is not None:
-                timeline = await self._gap(room_id, info.timeline.prev_batch, since) + timeline
-            sources = self._sources(room, timeline)
-            await self._learn_names(room_id, sources)
-            name_of = partial(self._name, room_id)
+            sources = await self._timeline.sources(self.client, room_id, room,
+                                                   info.timeline, since)
+            name_of = partial(self._timeline.name, self.client, room_id)
             for source in sources:
                 for event in events(room, source, me, name_of):
                     if not await self.ctx.hand_in(event):
                         return False
         return True
-
-    async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
-        """What a "limited" timeline left out (more happened since the last sync than one
-        answer holds: a long downtime): paged back from the batch's start to ``since``."""
-        older: list[Any] = []
-        start = prev_batch
-        while len(older) < GAP_MAX:
-            page = await self.client.room_messages(room_id, start=start, end=since,
-                                                   direction=MessageDirection.back,
-                                                   limit=GAP_PAGE)
-            if not isinstance(page, RoomMessagesResponse):
-                raise self._error(page, "messages")
-            older.extend(page.chunk)
-            if not page.chunk or not page.end or page.end == start:
-                break
-            start = page.end
-        else:
-            self.ctx.log.warning("%s: more than %d events missed in %s; relaying the last "
-                                 "of them", self.ctx.name, GAP_MAX, self._room_of[room_id])
-        if older:
-            self.ctx.log.info("%s: %d events fetched that the sync left out of %s",
-                              self.ctx.name, len(older), self._room_of[room_id])
-        older.reverse()
-        return older
-
-    def _sources(self, room: str, timeline: list[Any]) -> list[dict[str, Any]]:
-        """The events' JSON; only what followed our own join when the batch has it (the
-        history a join shows is what was said before)."""
-        me = self.client.user_id
-        sources: list[dict[str, Any]] = []
-        for event in timeline:
-            if isinstance(event, MegolmEvent):
-                self.ctx.log.warning("%s: cannot decrypt %s in %s (no key for session %s)",
-                                     self.ctx.name, event.event_id, room, event.session_id)
-                continue
-            source = getattr(event, "source", None)
-            if not isinstance(source, dict):
-                continue
-            content = source.get("content") or {}
-            prev = (source.get("unsigned") or {}).get("prev_content") or {}
-            if (source.get("type") == "m.room.member" and source.get("state_key") == me
-                    and content.get("membership") == "join"
-                    and prev.get("membership") != "join"):
-                sources.clear()
-                continue
-            sources.append(source)
-        return sources
-
-    def _name(self, room_id: str, user: str) -> str:
-        """The sender's display name in the room, exactly (the user id if it has none)."""
-        room = self.client.rooms.get(room_id)
-        member = room.users.get(user) if room is not None else None
-        if member is not None and member.display_name:
-            return str(member.display_name)
-        return self._names.get((room_id, user), user)
-
-    async def _learn_names(self, room_id: str, sources: list[dict[str, Any]]) -> None:
-        """Names of senders who left before we mapped their words: from the room state."""
-        room = self.client.rooms.get(room_id)
-        for user in {s.get("sender") for s in sources}:
-            if not isinstance(user, str) or (room_id, user) in self._names:
-                continue
-            if room is not None and user in room.users:
-                continue
-            answer = await self.client.room_get_state_event(room_id, "m.room.member", user)
-            if isinstance(answer, RoomGetStateEventResponse):
-                name = answer.content.get("displayname")
-                if isinstance(name, str) and name:
-                    self._names[(room_id, user)] = name
 
     async def _save_token(self, token: str) -> None:
         """Store the sync token; until it is stored the batch will be read again."""
