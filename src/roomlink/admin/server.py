@@ -1,4 +1,4 @@
-"""The optional admin HTTP server: status page, status JSON, metrics, health, ops actions.
+"""The optional admin HTTP server: status page, status JSON, metrics, health, operator actions.
 
 It listens only where the config's ``admin.listen`` says (keep it on a private address):
 
