@@ -161,7 +161,8 @@ async def converse(dir: Path, agency_db: str) -> Conversation:
                         {"text": "Hello from the agency (edited)", "author": "alice"})
                     ids["after"] = await _send(
                         http, "POST", f"{base['contractor']}/lobby/messages",
-                        {"text": "After the restart: the **invoice** is `attached`", "author": "carol"})
+                        {"text": "After the restart: the **invoice** is `attached`",
+                         "author": "carol"})
                     ids["delete"] = await _send(
                         http, "DELETE", f"{base['acme']}/lobby/messages/{ids['ru']}",
                         {"author": "boris"})
