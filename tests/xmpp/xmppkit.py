@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
+import os
 import shutil
 import signal
 import subprocess
@@ -19,15 +21,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+import aiohttp
 import slixmpp
 from slixmpp import JID
 from slixmpp.xmlstream import ET
 
+from filekit import PeerFile
 from rlkit import free_port, wait_port
 
 DOMAIN = "localhost"
 MUC = "conference.localhost"
+UPLOAD = "upload.localhost"  # the XEP-0363 service
+UPLOAD_LIMIT = 2 * 1024 * 1024  # bytes: the service refuses larger files
 BRIDGE_JID, BRIDGE_PASSWORD, BRIDGE_NICK = f"bridge@{DOMAIN}", "bridgepass", "roomlink"
 PEOPLE_PASSWORD = "peoplepass"
 PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
@@ -44,7 +51,8 @@ c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ {direct_ports} }}
 s2s_ports = {{ }}
 component_ports = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_port} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ }}
 admin_socket = "{work}/prosody.sock"
 -- no mod_posix (it refuses root): the fixture starts prosody as its own user instead;
@@ -66,6 +74,13 @@ Component "{muc}" "muc"
     muc_log_by_default = true
     muc_log_all_rooms = true
     max_archive_query_results = 100
+-- XEP-0363 uploads over plain HTTP on 127.0.0.1 (no name to resolve: the URLs say the
+-- address); the test server's upload limit is small so that "too big" is cheap to test
+Component "{upload}" "http_file_share"
+    http_host = "127.0.0.1"
+    http_external_url = "http://127.0.0.1:{http_port}/"
+    http_file_share_size_limit = {upload_limit}
+    http_file_share_daily_quota = 1000000000
 """
 
 
@@ -77,6 +92,7 @@ class Prosody:
     tls: bool = False  # STARTTLS required, with a throwaway self-signed certificate
     port: int = field(default_factory=free_port)
     direct_port: int = field(default_factory=free_port)  # direct TLS (XEP-0368), with tls
+    http_port: int = field(default_factory=free_port)  # XEP-0363 uploads and downloads
     work: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     accounts: set[str] = field(default_factory=set)
@@ -92,6 +108,7 @@ class Prosody:
         log.close()
         try:
             await wait_port(self.port, timeout=15, proc=self.proc)
+            await wait_port(self.http_port, timeout=15, proc=self.proc)
             if self.tls:
                 await wait_port(self.direct_port, timeout=15, proc=self.proc)
         except OSError:
@@ -113,7 +130,8 @@ class Prosody:
                 check=True, capture_output=True)
         (self.work / "prosody.cfg.lua").write_text(CONFIG.format(
             work=self.work, port=self.port, domain=DOMAIN, muc=MUC,
-            direct_ports=self.direct_port if self.tls else "",
+            direct_ports=self.direct_port if self.tls else "", http_port=self.http_port,
+            upload=UPLOAD, upload_limit=UPLOAD_LIMIT,
             tls_module='"tls";' if self.tls else "",
             no_tls="" if self.tls else '"tls";',
             require="true" if self.tls else "false"))
@@ -186,6 +204,12 @@ class Seen:
     reply_to: str | None
     xml: str
     delayed: bool
+    oob: list[str] = field(default_factory=list)  # URLs of files shared (XEP-0066)
+
+    @property
+    def is_file(self) -> bool:
+        """A file as clients send it: the body is the URL an OOB element names."""
+        return self.body.strip() in self.oob
 
 
 class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
@@ -198,7 +222,7 @@ class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
     def __init__(self, server: Prosody, room: str, nick: str, jid: str) -> None:
         super().__init__(f"{jid}/test", PEOPLE_PASSWORD)
         self.prosody, self.room, self.nick = server, room, nick
-        for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0359"):
+        for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0359", "xep_0363"):
             self.register_plugin(plugin)
         self.enable_direct_tls = False
         if server.tls:
@@ -240,7 +264,9 @@ class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
             replaces=attr("{urn:xmpp:message-correct:0}replace"),
             retracts=attr("{urn:xmpp:message-retract:1}retract"),
             reply_to=attr("{urn:xmpp:reply:0}reply"), xml=str(msg),
-            delayed=xml.find("{urn:xmpp:delay}delay") is not None))
+            delayed=xml.find("{urn:xmpp:delay}delay") is not None,
+            oob=[(x.findtext("{jabber:x:oob}url") or "").strip()
+                 for x in xml.findall("{jabber:x:oob}x")]))
         self.changed.set()
 
     async def wait_for(self, check: Any, timeout: float = 20) -> Seen:
@@ -267,6 +293,24 @@ class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
         msg.send()
         return await self.wait_for(lambda s: s.msg_id == msg_id and s.nick == self.nick)
 
+    async def upload(self, name: str, mime: str, data: bytes) -> str:
+        """Put a file on the server's upload service (XEP-0363) as a client does, under
+        its base name (clients send no folder); its GET URL."""
+        url: str = await self.plugin["xep_0363"].upload_file(
+            os.path.basename(name), size=len(data), content_type=mime,
+            input_file=io.BytesIO(data), domain=JID(DOMAIN))
+        return url
+
+    async def share(self, text: str, urls: list[str]) -> Seen:
+        """Say ``text`` with files already uploaded: the body repeats each link (for
+        clients without XEP-0066), an OOB element names each."""
+        oobs = []
+        for url in urls:
+            oob = ET.Element("{jabber:x:oob}x")
+            ET.SubElement(oob, "{jabber:x:oob}url").text = url
+            oobs.append(oob)
+        return await self.post("\n".join([text, *urls] if text else urls), *oobs)
+
     async def say(self, text: str) -> Seen:
         return await self.post(text)
 
@@ -284,3 +328,10 @@ class Person(slixmpp.ClientXMPP):  # type: ignore[misc]
         return await self.post("retracted a message",
                                ET.Element("{urn:xmpp:message-retract:1}retract",
                                           {"id": stanza_id}), fallback)
+
+
+async def download(url: str) -> PeerFile:
+    """A file as a client fetches it: the name from the URL, the type the server says."""
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200, (resp.status, url)
+        return PeerFile(unquote(url.rsplit("/", 1)[-1]), resp.content_type, await resp.read())
