@@ -16,17 +16,27 @@ write is dropped with a log line, never relayed.
 Outbound, a message's id is derived from its delivery key and sends wait until the
 room's archive was read after a join: an attempt repeated after a lost connection finds
 the room's echo of the first one (live or archived) and is not posted twice.
+
+Files: a message's files are put on the upload service (upload.py) and follow its text
+as one message each whose body is the file's URL with an OOB element naming it
+(XEP-0066): that is what Conversations, Dino and Gajim show inline as the file, which
+they do not for a link inside a text. The room's ids of those messages are the cursor
+``parts:ROOM:ID`` of the text's, so that a delete retracts them all, after a restart
+too. Files people share by OOB link are fetched into the stores before the hand-in
+(download.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
+import aiohttp
 from slixmpp import JID, Message, Presence
 from slixmpp.jid import InvalidJID
 from slixmpp.xmlstream import ET
@@ -35,6 +45,7 @@ from roomlink.connector import (
     Connector,
     ConnectorError,
     ConnectorOptions,
+    FileRefused,
     Limits,
     PermanentError,
     RoomDown,
@@ -42,15 +53,18 @@ from roomlink.connector import (
 from roomlink.message.markup import escape
 from roomlink.message.model import Inbound, InboundAuthor, Kind, Outbound, utcnow
 
-from .convert import needs_unstyled, one_line, to_body, xml_safe
+from .archive import CatchUp, iso
+from .convert import body_of, needs_unstyled
+from .download import Downloader, as_link
 from .inbound import OCCUPANT, Said, read, room_stanza_id, sender_id
 from .ledger import Ledger
 from .options import XmppOptions
-from .session import ArchiveError, Session
+from .session import Session
+from .upload import Uploader
 
 ItemKind = Literal["catch_up", "message", "presence"]
 SEEN_MEMORY = 10_000  # room stanza ids already handled, against the archive's overlap
-PAGE = 100  # archive messages per query
+OOB_X, OOB_URL = "{jabber:x:oob}x", "{jabber:x:oob}url"
 
 
 class XmppConnector(Connector):
@@ -63,6 +77,15 @@ class XmppConnector(Connector):
         self.opts = options
         self.session = Session(options, list(ctx.rooms), self, ctx.log, ctx.name)
         self.ledger = Ledger(self.session, ctx.log, ctx.name)
+        self.archive = CatchUp(self.session, options, ctx, self._take)
+        self.uploader = Uploader(self.session, options, ctx.log, ctx.name)
+        self.downloader = Downloader(lambda: self.ctx.files, lambda: self.uploader.limit,
+                                     options.download_timeout)
+        self._http: aiohttp.ClientSession | None = None  # for files, made when first used
+        self._discovery: asyncio.Task[None] | None = None
+        # (delivery key, file index) -> the GET URL of the file already uploaded for it:
+        # a send tried again does not upload again
+        self._uploaded: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._relayed = set(ctx.inbound_rooms)
         self._queue: asyncio.Queue[tuple[ItemKind, str, Any]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -84,7 +107,8 @@ class XmppConnector(Connector):
     def limits(self) -> Limits:
         return Limits(max_text_length=10_000, can_impersonate=False,
                       default_nick_format="<{nick}> ", edits=True, deletes=True,
-                      room_rates=((5.0, 30),))
+                      room_rates=((5.0, 30),), files=not self.uploader.missing,
+                      max_file_bytes=self.uploader.limit)
 
     @classmethod
     def normalize_room(cls, room: str) -> str:
@@ -103,9 +127,18 @@ class XmppConnector(Connector):
 
     async def stop(self) -> None:
         await self.session.stop()
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for task in (self._worker, self._discovery):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            verify = self.opts.tls_verify  # false: self-signed test servers, HTTP too
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=verify))
+        return self._http
 
     async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
         # the XMPP session stays: only the added MUCs are joined and the removed ones left
@@ -134,6 +167,12 @@ class XmppConnector(Connector):
         if occupant is not None and occupant.get("id"):  # how the room names the bot
             self._own[room] = f"occupant:{occupant.get('id')}"
         self._queue.put_nowait(("catch_up", room, None))
+        if self._discovery is None or self._discovery.done():  # the upload limit, early
+            self._discovery = asyncio.get_running_loop().create_task(self._discover())
+
+    async def _discover(self) -> None:
+        with contextlib.suppress(ConnectorError):  # tried again with the first upload
+            await self.uploader.discover()
 
     def message(self, room: str, msg: Message, history: bool) -> None:
         sent = sender_id(msg)
@@ -180,7 +219,7 @@ class XmppConnector(Connector):
             what, room, stanza = await self._queue.get()
             try:
                 if what == "catch_up":
-                    ok = await self._catch_up(room)
+                    ok = await self.archive.catch_up(room)
                 elif what == "message":
                     ok = await self._take(room, stanza, None, None)
                 else:
@@ -196,64 +235,6 @@ class XmppConnector(Connector):
             if not ok:
                 return  # shutting down: the cursor stays where it was
 
-    async def _catch_up(self, room: str) -> bool:
-        """Relay what the room's archive holds after the cursor; True unless shutting down."""
-        key = f"archive:{room}"
-        saved = await self.ctx.get_cursor(key)
-        try:
-            if saved is None:  # first join: only what is said from now on is relayed
-                await self._bookmark(room, key)
-                return True
-            after, _, when = saved.partition(" ")
-            start = _parse(when) if after == "-" else None
-            done = 0
-            while done < self.opts.catch_up_limit:
-                try:
-                    page = await self.session.archive_page(
-                        room, after=None if after == "-" else after, start=start, size=PAGE)
-                except ArchiveError as exc:
-                    if exc.condition != "item-not-found" or after == "-":
-                        raise
-                    start = _parse(when)
-                    if start is None:  # no time to go by either: from now on, then
-                        self.ctx.log.warning("%s: the archive of %s no longer holds the last "
-                                             "message relayed; relaying from now on",
-                                             self.ctx.name, room)
-                        await self._bookmark(room, key)
-                        return True
-                    self.ctx.log.warning("%s: the archive of %s no longer holds the last "
-                                         "message relayed; reading it from %s on",
-                                         self.ctx.name, room, when)
-                    after = "-"
-                    continue
-                for archive_id, stamp, msg in page.items:
-                    if not await self._take(room, msg, archive_id, stamp):
-                        return False
-                    done += 1
-                if page.complete or not page.last or not page.items:
-                    break
-                after, start = page.last, None
-            else:
-                if done:
-                    self.ctx.log.warning("%s: more than %d messages of %s waited in its archive; "
-                                         "the rest are not relayed (catch_up_limit)",
-                                         self.ctx.name, self.opts.catch_up_limit, room)
-            if done:
-                self.ctx.log.info("%s: %d message(s) of %s read from its archive",
-                                  self.ctx.name, done, room)
-        except ArchiveError as exc:
-            self.ctx.log.warning("%s: cannot read the archive of %s (%s): what was said there "
-                                 "while roomlink was away is not relayed", self.ctx.name,
-                                 room, exc)
-        return True
-
-    async def _bookmark(self, room: str, key: str) -> None:
-        """Set the cursor to the newest message of the room's archive (or to now)."""
-        page = await self.session.archive_page(room, last=True, size=1)
-        mark = (f"{page.items[-1][0]} {_iso(page.items[-1][1])}" if page.items
-                else f"- {_iso(None)}")
-        await self.ctx.set_cursor(key, mark)
-
     async def _take(self, room: str, msg: Message, archive_id: str | None,
                     stamp: datetime | None) -> bool:
         said = read(msg, room, archive_id, stamp)
@@ -267,7 +248,7 @@ class XmppConnector(Connector):
             self._seen[(room, sid)] = None
             if len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
-            await self.ctx.set_cursor(f"archive:{room}", f"{sid} {_iso(said.ts)}")
+            await self.ctx.set_cursor(f"archive:{room}", f"{sid} {iso(said.ts)}")
         return True
 
     async def _relay(self, room: str, said: Said, live: bool) -> bool:
@@ -300,6 +281,10 @@ class XmppConnector(Connector):
                 return True
         elif not said.text.strip() and not said.attachments:
             return True
+        if said.kind in (Kind.MESSAGE, Kind.ACTION):  # the files, kept before the hand-in
+            event.attachments = [
+                a if not a.url else await self.downloader.keep(self.http(), room, a.url)
+                if self.opts.download_files else as_link(a.url) for a in said.attachments]
         return await self.ctx.hand_in(event)
 
     def _note_echo(self, room: str, said: Said) -> None:
@@ -339,27 +324,13 @@ class XmppConnector(Connector):
                                               text=escape(text), kind=kind, ts=utcnow()))
 
     # -- outbound ----------------------------------------------------------------------
-    def _body(self, out: Outbound) -> str:
-        m = out.message
-        nick = one_line(m.author.name)
-        prefix = {
-            Kind.ACTION: f"* {nick} ",
-            Kind.JOIN: f"* {nick} ",
-            Kind.PART: f"* {nick} ",
-            Kind.TOPIC: f"* {nick} changed the topic to: ",
-        }.get(m.kind, one_line(out.display_name))
-        text = to_body(out.text)
-        if out.part == out.parts - 1 and m.attachments:
-            text += "".join(f"\n{a.name or 'file'}: {a.url}" for a in m.attachments)
-        return xml_safe(prefix + text)
-
     async def _post(self, room: str, key: str, body: str, styled: bool,
                     extra: list[ET.Element]) -> str:
         """Send one groupchat message; return the room's id for it once it came back.
 
         Its id comes from the delivery key, the same on every attempt: when the room
         echoed an earlier attempt (seen live or in the archive), it is not sent again."""
-        msg_id = "rl-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        msg_id = _msg_id(key)
         if (room, msg_id) in self._echoed:
             return self._echoed[(room, msg_id)]
         if not self.is_ready(room):
@@ -396,8 +367,39 @@ class XmppConnector(Connector):
             if author:
                 reply.set("to", f"{out.room}/{author}")
             extra.append(reply)
-        return await self._post(out.room, out.delivery_key, self._body(out),
-                                not needs_unstyled(out.text), extra)
+        # every file is uploaded before anything is posted: a file the service refuses
+        # (FileRefused: the core sends the text with a line for it) leaves nothing behind
+        urls = [await self._upload(out, index) for index in range(len(out.files))]
+        text = out.text
+        if out.files and not text.strip():  # the files' author still says who sent them
+            text = escape("sent " + ", ".join(a.name or "a file" for a in out.files))
+        first = await self._post(out.room, out.delivery_key, body_of(out, text),
+                                 not needs_unstyled(text), extra)
+        parts = []
+        for index, url in enumerate(urls):
+            oob = ET.Element(OOB_X)
+            ET.SubElement(oob, OOB_URL).text = url
+            parts.append(await self._post(out.room, _file_key(out, index), url, True, [oob]))
+        for index in range(len(out.files)):
+            self._uploaded.pop((out.delivery_key, index), None)
+        if parts:  # a delete must find every message of the copy, after a restart too
+            await self.ctx.set_cursor(f"parts:{out.room}:{first}", " ".join(parts))
+        return first
+
+    async def _upload(self, out: Outbound, index: int) -> str:
+        """The GET URL of ``out``'s file ``index``: uploaded now, unless an earlier attempt
+        did (or even posted it: the room echoed its message, which is not sent again)."""
+        if (out.room, _msg_id(_file_key(out, index))) in self._echoed:
+            return ""
+        done = self._uploaded.get((out.delivery_key, index))
+        if done is None:
+            if self.ctx.files is None:
+                raise FileRefused("this roomlink keeps no files")
+            done = await self.uploader.upload(self.http(), self.ctx.files, out.files[index])
+            self._uploaded[(out.delivery_key, index)] = done
+            if len(self._uploaded) > SEEN_MEMORY:
+                self._uploaded.popitem(last=False)
+        return done
 
     async def edit(self, out: Outbound) -> None:
         target = out.target_native
@@ -408,27 +410,27 @@ class XmppConnector(Connector):
             raise PermanentError(f"message {target} is not in the archive of {out.room} "
                                  "any more: it cannot be corrected")
         replace = ET.Element("{urn:xmpp:message-correct:0}replace", {"id": own_id})
-        await self._post(out.room, out.delivery_key, self._body(out),
+        await self._post(out.room, out.delivery_key, body_of(out),
                          not needs_unstyled(out.text), [replace])
 
     async def delete(self, out: Outbound) -> None:
         target = out.target_native
         if not target:
             return
-        retract = ET.Element("{urn:xmpp:message-retract:1}retract", {"id": target})
-        fallback = ET.Element("{urn:xmpp:fallback:0}fallback",
-                              {"for": "urn:xmpp:message-retract:1"})
-        store = ET.Element("{urn:xmpp:hints}store")
-        await self._post(out.room, out.delivery_key, "(a message was deleted)", False,
-                         [retract, fallback, store])
+        parts = await self.ctx.get_cursor(f"parts:{out.room}:{target}") or ""
+        for index, native in enumerate([target, *parts.split()]):
+            retract = ET.Element("{urn:xmpp:message-retract:1}retract", {"id": native})
+            fallback = ET.Element("{urn:xmpp:fallback:0}fallback",
+                                  {"for": "urn:xmpp:message-retract:1"})
+            store = ET.Element("{urn:xmpp:hints}store")
+            key = out.delivery_key + (f"\x00part{index}" if index else "")
+            await self._post(out.room, key, "(a message was deleted)", False,
+                             [retract, fallback, store])
 
 
-def _iso(stamp: datetime | None) -> str:
-    return (stamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _msg_id(key: str) -> str:
+    return "rl-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _parse(text: str) -> datetime | None:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+def _file_key(out: Outbound, index: int) -> str:
+    return f"{out.delivery_key}\x00file{index}"

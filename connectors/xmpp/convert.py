@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from roomlink.message.markup import Style, escape, render, to_plain
+from roomlink.message.model import Kind, Outbound
 
 STYLING = Style(
     bold=("*", "*"),
@@ -101,3 +102,22 @@ def _spans(text: str) -> str:
         pos = m.end()
     out.append(escape(text[pos:]))
     return "".join(out)
+
+
+def body_of(out: Outbound, text: str | None = None) -> str:
+    """The body of the bridge's message for ``out`` (``text``: canonical text instead of
+    the part's): the author, then the text; a link a platform gave for a file whose
+    bytes are not kept ends the last part."""
+    m = out.message
+    nick = one_line(m.author.name)
+    prefix = {
+        Kind.ACTION: f"* {nick} ",
+        Kind.JOIN: f"* {nick} ",
+        Kind.PART: f"* {nick} ",
+        Kind.TOPIC: f"* {nick} changed the topic to: ",
+    }.get(m.kind, one_line(out.display_name))
+    body = to_body(out.text if text is None else text)
+    if out.part == out.parts - 1:
+        body += "".join(f"\n{a.name or 'file'}: {a.url}" for a in m.attachments
+                        if a.url and not a.sha256 and not a.note)
+    return xml_safe(prefix + body)

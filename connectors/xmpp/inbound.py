@@ -11,6 +11,7 @@ from roomlink.message.markup import escape
 from roomlink.message.model import Attachment, Kind
 
 from .convert import ME, to_canonical
+from .download import name_of
 
 SID = "{urn:xmpp:sid:0}"
 REPLY = "{urn:xmpp:reply:0}reply"
@@ -81,13 +82,14 @@ def read(msg: Message, room: str, stanza_id: str | None, ts: datetime | None) ->
     reply = msg.xml.find(REPLY)
     if reply is not None and reply.get("id"):
         said.reply_to = str(reply.get("id"))
-    oob = msg.xml.find(OOB)
-    if oob is not None:
+    links = []
+    for oob in msg.xml.findall(OOB):  # a file shared by link (XEP-0066), one or more
         url = (oob.findtext("{jabber:x:oob}url") or "").strip()
-        if url.startswith(("https://", "http://")):
-            said.attachments.append(Attachment(url=url, name=url.rsplit("/", 1)[-1] or None))
-            if body.strip() == url:
-                body = ""  # the body is the link itself, as XEP-0066 asks
+        if url.startswith(("https://", "http://")) and url not in links:
+            links.append(url)
+            said.attachments.append(Attachment(url=url, name=name_of(url)))
+    if links:  # the body repeats each link for clients without OOB: not text of its own
+        body = "\n".join(line for line in body.split("\n") if line.strip() not in links)
     if said.kind is Kind.MESSAGE and body.startswith(ME):
         said.kind, body = Kind.ACTION, body[len(ME):]
     said.text = to_canonical(body, styled=msg.xml.find(UNSTYLED) is None)

@@ -28,6 +28,14 @@ class XmppOptions(ConnectorOptions):
     ping_timeout: float = Field(default=30.0, gt=0)  # no answer: reconnect
     reconnect_initial: float = Field(default=1.0, gt=0)  # first wait before reconnect/re-join
     reconnect_max: float = Field(default=300.0, gt=0)  # the wait doubles up to this, jittered
+    # files (XEP-0363 uploads out, XEP-0066 links in): the largest file relayed either way;
+    # default: the max-file-size the account's upload service announces
+    max_file_bytes: int | None = Field(default=None, gt=0)
+    upload_service: str | None = None  # its JID; default: found on the account's domain
+    # fetch what room members link with an OOB element: the bridge then makes HTTP
+    # requests to addresses people chose (see the README's note); false: links stay links
+    download_files: bool = True
+    download_timeout: float = Field(default=120.0, gt=0)  # seconds for one whole download
 
     @field_validator("jid")
     @classmethod

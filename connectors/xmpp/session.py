@@ -29,7 +29,7 @@ from .options import XmppOptions
 
 PLUGINS = ("xep_0030", "xep_0045", "xep_0059", "xep_0199", "xep_0203", "xep_0297",
            "xep_0308", "xep_0313", "xep_0359", "xep_0421", "xep_0424", "xep_0428",
-           "xep_0461", "xep_0066")
+           "xep_0461", "xep_0066", "xep_0363")
 MAM_TIMEOUT = 30  # seconds for one archive page
 LOGIN_TIMEOUT = 60  # seconds from connecting to a session, or the attempt is dropped
 SELF = 110  # the status code of one's own presence in a room (XEP-0045)
