@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xmppkit import BRIDGE_NICK, MUC, Person, Prosody, Seen
+from xmppkit import BRIDGE_NICK, MUC, Person, Prosody, Seen, download
 
 import conformance
+from filekit import PeerFile
 
 ROOM = f"project@{MUC}"
 PREFIX = re.compile(r"<(.+?)> ", re.DOTALL)
@@ -22,12 +23,14 @@ class XmppRoom(conformance.PeerRoom):
     room = ROOM
     connector_type = "xmpp"
     can_edit = can_delete = shows_edits = shows_deletes = True
+    no_files = None  # files go through the server's upload service (XEP-0363, XEP-0066)
 
     def __init__(self, server: Prosody) -> None:
         self.server = server
         self.people: dict[str, Person] = {}
         self.watcher: Person | None = None
         self.said: dict[str, tuple[str, Seen]] = {}  # stanza id -> (author, message)
+        self.with_post: dict[str, list[str]] = {}  # a post's id -> the files' URLs after it
         self.bridge_joins = 0  # how often the watcher saw the bridge enter the room
         self._joins_known = 0
         self._in_room: set[str] = set()
@@ -81,6 +84,24 @@ class XmppRoom(conformance.PeerRoom):
         author, _ = self.said[native_id]
         await (await self.person(author)).retract(native_id)
 
+    async def say_with_files(self, text: str, author: str, files: list[PeerFile]) -> str:
+        person = await self.person(author)
+        urls = [await person.upload(f.name, f.type, f.data) for f in files]
+        seen = await person.share(text, urls)
+        assert seen.stanza_id
+        self.said[seen.stanza_id] = (author, seen)
+        return seen.stanza_id
+
+    async def files_of(self, post: conformance.Post) -> list[PeerFile]:
+        # each file is a message of its own after the text: read once none is new
+        count, still = -1, 0.0
+        while still < 2.0:
+            self.posts()
+            now = len(self.with_post.get(post.native_id, []))
+            count, still = now, (still + 0.2 if now == count else 0.0)
+            await asyncio.sleep(0.2)
+        return [await download(url) for url in self.with_post.get(post.native_id, [])]
+
     async def wait_handed_over(self, native_id: str, timeout: float = 20) -> None:
         """The room sends a message to every occupant at once, the bridge included: once
         the sender has its echo, the bridge's copy is on its socket too."""
@@ -89,9 +110,13 @@ class XmppRoom(conformance.PeerRoom):
     def posts(self) -> list[conformance.Post]:
         assert self.watcher is not None
         seen = [s for s in self.watcher.seen if s.nick == BRIDGE_NICK and not s.delayed]
-        posts = []
+        posts: list[conformance.Post] = []
+        self.with_post = {}
         for s in seen:
             if s.replaces or s.retracts:
+                continue
+            if s.is_file and posts:
+                self.with_post.setdefault(posts[-1].native_id, []).extend(s.oob)
                 continue
             edits = [c.body for c in seen if c.replaces == s.msg_id]
             match = PREFIX.match(edits[-1] if edits else s.body)
