@@ -39,12 +39,22 @@ async def test_files_out_show_inline_and_a_delete_after_a_restart_retracts_all(
         assert b.frames() == []
 
         assert b.daemon.terminate() == 0
+        # shared while the bridge was stopped: read from the room's archive, fetched then
+        alice = await Person.join(prosody, ROOM, "alice")
+        url = await alice.upload("notes.txt", "text/plain", b"said while you were away")
+        await alice.share("", [url])
         await b.daemon.start()
         await b.wait_in_room()
+        [frame] = await b.wait_frames(1)
+        assert (frame["author"]["name"], frame["text"]) == ("alice", "")
+        [got] = await received(b.api.session, b.api.base, frame)
+        assert (got.name, got.type, got.data) == ("notes.txt", "text/plain",
+                                                  b"said while you were away")
         await b.api.delete(answer["id"], "bob")
         ids = {s.stanza_id for s in mine}
         await wait_until(lambda: {s.retracts for s in b.watcher.seen} >= ids, 30,
                          lambda: f"retractions of {ids}: {[s.retracts for s in b.watcher.seen]}")
+        await alice.leave()
 
 
 async def test_a_file_the_upload_service_refuses_goes_as_a_line(tmp_path: Path,
