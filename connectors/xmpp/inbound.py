@@ -85,7 +85,7 @@ def read(msg: Message, room: str, stanza_id: str | None, ts: datetime | None) ->
     links = []
     for oob in msg.xml.findall(OOB):  # a file shared by link (XEP-0066), one or more
         url = (oob.findtext("{jabber:x:oob}url") or "").strip()
-        if url.startswith(("https://", "http://")) and url not in links:
+        if url.startswith(("https://", "http://", "aesgcm://")) and url not in links:
             links.append(url)
             said.attachments.append(Attachment(url=url, name=name_of(url)))
     if links:  # the body repeats each link for clients without OOB: not text of its own

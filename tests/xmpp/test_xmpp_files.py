@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from bridgekit import ROOM, bridge
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from xmppkit import BRIDGE_NICK, UPLOAD_LIMIT, Person, Prosody, download
 
 from conformance import wait_until
@@ -72,8 +75,9 @@ async def test_a_file_the_upload_service_refuses_goes_as_a_line(tmp_path: Path,
 
 
 @contextlib.asynccontextmanager
-async def web_server(files: dict[str, bytes]) -> AsyncIterator[str]:
-    """An HTTP server on 127.0.0.1 serving ``files`` by path (a page people link to)."""
+async def web_server(files: dict[str, bytes], tls: Path | None = None) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 serving ``files`` by path (a page people link to);
+    ``tls``: a folder for a throwaway self-signed certificate, and HTTPS."""
     async def serve(request: web.Request) -> web.StreamResponse:
         data = files.get(request.path)
         if data is None:
@@ -85,9 +89,18 @@ async def web_server(files: dict[str, bytes]) -> AsyncIterator[str]:
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    context = None
+    if tls is not None:
+        proc = await asyncio.create_subprocess_exec(
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=127.0.0.1", "-keyout", str(tls / "web.key"), "-out", str(tls / "web.crt"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        assert await proc.wait() == 0
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls / "web.crt", tls / "web.key")
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -127,4 +140,29 @@ async def test_download_files_false_leaves_links_as_links(tmp_path: Path,
         [frame] = await b.wait_frames(1)
         assert not frame.get("attachments"), frame  # nothing fetched, nothing kept
         assert "notes.txt" in frame["text"] and f"{site}/ok/notes.txt" in frame["text"]
+        await alice.leave()
+
+
+async def test_an_encrypted_link_is_decrypted_and_one_that_does_not_decrypt_is_a_note(
+        tmp_path: Path, prosody: Prosody) -> None:
+    """aesgcm:// links (XEP-0454): the file at the https URL, decrypted with the key the
+    link's fragment holds (the bridge's tls_verify is off for this self-signed server)."""
+    plan = b"%PDF-1.4 the secret plan " + os.urandom(70_000)
+    key, iv = AESGCM.generate_key(bit_length=256), os.urandom(12)
+    sealed = AESGCM(key).encrypt(iv, plan, None)  # the ciphertext, then the 16-byte tag
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    async with (bridge(tmp_path, prosody) as b,
+                web_server({"/s/secret plan.pdf": sealed, "/t/altered.pdf": tampered},
+                           tls=tmp_path) as site):
+        secret = (iv + key).hex()
+        host = site.removeprefix("https://")
+        alice = await Person.join(prosody, ROOM, "alice")
+        await alice.share("sealed", [f"aesgcm://{host}/s/secret%20plan.pdf#{secret}",
+                                     f"aesgcm://{host}/t/altered.pdf#{secret}"])
+        [frame] = await b.wait_frames(1)
+        [kept] = frame["attachments"]
+        assert (kept["name"], kept["type"]) == ("secret plan.pdf", "application/pdf")
+        [got] = await received(b.api.session, b.api.base, frame)
+        assert got.data == plan
+        assert "altered.pdf" in frame["text"] and "does not decrypt" in frame["text"]
         await alice.leave()
