@@ -119,7 +119,10 @@ def load_config(
         if party is not None:
             store = _resolve_store(party.store, config_path.parent)
             files = party.files and str(config_path.parent / Path(party.files).expanduser())
-            parties[name] = party.model_copy(update={"store": store, "files": files})
+            state = party.state_dir and str(config_path.parent
+                                            / Path(party.state_dir).expanduser())
+            parties[name] = party.model_copy(update={"store": store, "files": files,
+                                                     "state_dir": state})
 
     type_names = sorted(types) if types is not None else connector_type_names()
     loaded: dict[str, type[Connector] | None] = {}

@@ -56,6 +56,10 @@ class PartyConfig(BaseModel):
     # where the party's admin server is reached from outside, + "/files": a file that
     # cannot be posted natively goes as a line with the link {files_url}/{id}/{name}
     files_url: str | None = None
+    # a folder for the state its connectors keep in files (Matrix's encryption keys), one
+    # subfolder per connector; default: beside a SQLite database (``<file>.state``), else
+    # ``roomlink-state/<party>`` beside the config file. A relative path is the config file's.
+    state_dir: str | None = None
 
     @field_validator("files_url")
     @classmethod
@@ -67,11 +71,11 @@ class PartyConfig(BaseModel):
             raise ValueError("files_url must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("files")
+    @field_validator("files", "state_dir")
     @classmethod
-    def _check_files(cls, value: str | None) -> str | None:
+    def _check_files(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not value.strip():
-            raise ValueError("files must be a folder's path")
+            raise ValueError(f"{info.field_name} must be a folder's path")
         return value
 
     @field_validator("async_delivery_marks")
@@ -218,6 +222,19 @@ class Config(BaseModel):
     pipes: dict[str, PipeConfig]
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     admin: AdminConfig | None = None
+
+    def state_dir(self, party: str, connector: str) -> Path:
+        """The folder of ``connector``'s own files (``ConnectorContext.state_dir``)."""
+        conf = self.parties[party]
+        if conf.state_dir:
+            return Path(conf.state_dir) / connector
+        try:
+            kind, where = urls.parse_url(conf.store)
+        except Exception:  # the store's own check reports it
+            kind = ""
+        if kind == "sqlite":
+            return Path(f"{where}.state") / connector
+        return self.path.parent / "roomlink-state" / party / connector
 
     def secrets(self) -> set[str]:
         """Every secret the config holds, for scrubbing logs: SecretStr option values and

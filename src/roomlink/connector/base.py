@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -80,6 +81,10 @@ class ConnectorContext:
     # keeping received files and reading files to post (see roomlink.connector.files);
     # the core provides it
     files: Files | None = None
+    # a folder for the connector's own files (an encryption key database, a cache) that
+    # must outlive restarts: beside its party's store (README "Connector state"). The
+    # connector creates it when it needs it; None when the core gives none
+    state_dir: Path | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("roomlink.connector"))
 
     async def hand_in(self, event: Inbound) -> bool:

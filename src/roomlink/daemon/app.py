@@ -213,6 +213,7 @@ class Daemon:
             accept=partial(self.router.accept, name),
             get_cursor=partial(store.get_cursor, name),
             set_cursor=partial(store.set_cursor, name),
+            state_dir=self.config.state_dir(cc.party, name),
             log=logging.getLogger(f"roomlink.connector.{name}"),
         )
         built: list[Connector] = []  # its own limit caps the files it keeps
