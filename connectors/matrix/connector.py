@@ -41,12 +41,14 @@ from roomlink.connector import (
     PermanentError,
     RateLimited,
     RoomDown,
+    ShuttingDown,
     backoff,
 )
-from roomlink.message.model import Kind, Outbound
+from roomlink.message.model import Attachment, Kind, Outbound
 
 from .convert import compose, edit_content
 from .inbound import events
+from .media import DEFAULT_MAX, Media, remote_file
 from .options import MatrixOptions
 from .session import log_in, make_client
 from .timeline import TimelineReader
@@ -74,6 +76,9 @@ class MatrixConnector(Connector):
         self._changed = asyncio.Event()  # set after each sync: wait_ready looks again
         self._relogin = True
         self._task: asyncio.Task[None] | None = None
+        self.media = Media(options.homeserver, options.request_timeout, lambda: self.ctx.files)
+        # the largest file each way: the option, else what the homeserver says at login
+        self._max_file = options.max_file_bytes or DEFAULT_MAX
         # a burst must not arrive as a "limited" timeline (Synapse's default is 10 events)
         self._filter = {"room": {"timeline": {"limit": options.sync_timeline_limit}},
                         "presence": {"types": []}}
@@ -82,7 +87,8 @@ class MatrixConnector(Connector):
     def limits(self) -> Limits:
         # an event may hold 64 KiB of JSON: body and HTML of 16,000 characters fit
         return Limits(max_text_length=16000, can_impersonate=False,
-                      default_nick_format="{nick}", edits=True, deletes=True)
+                      default_nick_format="{nick}", edits=True, deletes=True,
+                      files=True, max_file_bytes=self._max_file)
 
     @classmethod
     def normalize_room(cls, room: str) -> str:
@@ -95,7 +101,7 @@ class MatrixConnector(Connector):
     async def start(self) -> None:
         for noisy in ("nio", "peewee"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.client = make_client(self.opts, self.ctx.name)
+        self.client = make_client(self.opts, self.ctx)
         self._task = asyncio.create_task(self._run(), name=f"{self.ctx.name} sync")
 
     async def stop(self) -> None:
@@ -104,6 +110,7 @@ class MatrixConnector(Connector):
             await asyncio.gather(self._task, return_exceptions=True)
         if self.client is not None:
             await self.client.close()
+        await self.media.close()
 
     async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
         # the sync goes on. A removed room is no longer relayed nor joined again (the bot
@@ -150,6 +157,9 @@ class MatrixConnector(Connector):
                     self._relogin = False
                     self.ctx.log.info("%s: logged in as %s (device %s)", self.ctx.name,
                                       self.client.user_id, self.client.device_id)
+                    if self.opts.max_file_bytes is None:
+                        limit = await self.media.upload_limit(self.client.access_token)
+                        self._max_file = limit or DEFAULT_MAX
                 await self._resolve_rooms()
                 await self._sync_loop()
                 return  # shutting down
@@ -227,9 +237,35 @@ class MatrixConnector(Connector):
             name_of = partial(self._timeline.name, self.client, room_id)
             for source in sources:
                 for event in events(room, source, me, name_of):
+                    if event.attachments and event.kind in (Kind.MESSAGE, Kind.ACTION):
+                        kept = await self._keep_file(room, source)
+                        if kept is None:
+                            return False
+                        event.attachments = [kept]
                     if not await self.ctx.hand_in(event):
                         return False
         return True
+
+    async def _keep_file(self, room: str, source: dict[str, Any]) -> Attachment | None:
+        """The event's file kept in every store, or its metadata with a note; None when
+        roomlink is shutting down. A store that fails is retried (the sync token waits
+        meanwhile): a ``kill -9`` at any moment leaves the message with its file, or
+        nothing."""
+        remote = remote_file(source.get("content") or {})
+        assert remote is not None  # events() found it
+        attempt = 0
+        while True:
+            try:
+                return await self.media.keep(room, remote, self.client.access_token,
+                                             self._max_file)
+            except ShuttingDown:
+                return None
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, 0.5, 30.0)
+                self.ctx.log.error("%s: could not keep a received file (%s: %s); retrying "
+                                   "in %.1fs", self.ctx.name, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _save_token(self, token: str) -> None:
         """Store the sync token; until it is stored the batch will be read again."""
@@ -311,14 +347,35 @@ class MatrixConnector(Connector):
                        [(a.url, a.name) for a in m.attachments if a.url] if last else None)
 
     async def send(self, out: Outbound) -> str:
+        """The text as one ``m.text`` (the author's name in bold, as every relayed
+        message), then one event per file, its ``body`` the file's name. Not the text as
+        the first file's caption: only clients that know captions (spec v1.10) show one,
+        the others would show "Alice: the text" as the file's name. The file events are
+        kept as ``parts:ROOM:EVENT`` so that a delete redacts them too."""
         room_id = self._target(out.room)
+        room = self.client.rooms.get(room_id)
+        encrypt = bool(room is not None and room.encrypted)
+        # every file is uploaded before anything is posted: one the homeserver refuses
+        # (FileRefused) leaves nothing behind, and the core sends the text with links
+        files = [await self.media.content(self.client, att, encrypt) for att in out.files]
         content = self._content(out)
         if out.reply_to_native:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": out.reply_to_native}}
         answer = await self._call(self.client.room_send(
             room_id, "m.room.message", content, tx_id=_txn("send", out.delivery_key),
             ignore_unverified_devices=True), "send", room_id)
-        return str(answer.event_id)
+        first = str(answer.event_id)
+        posted: list[str] = []
+        for index, file in enumerate(files):
+            # a resend after a crash makes the same events: nothing shows twice
+            answer = await self._call(self.client.room_send(
+                room_id, "m.room.message", file,
+                tx_id=_txn(f"file{index}", out.delivery_key),
+                ignore_unverified_devices=True), "send a file", room_id)
+            posted.append(str(answer.event_id))
+        if posted:
+            await self.ctx.set_cursor(f"parts:{out.room}:{first}", " ".join(posted))
+        return first
 
     async def edit(self, out: Outbound) -> None:
         if not out.target_native:
@@ -333,9 +390,11 @@ class MatrixConnector(Connector):
         if not out.target_native:
             return
         room_id = self._target(out.room)
-        await self._call(self.client.room_redact(
-            room_id, out.target_native, tx_id=_txn("redact", out.delivery_key)), "redact",
-            room_id)
+        followers = await self.ctx.get_cursor(f"parts:{out.room}:{out.target_native}") or ""
+        for index, event_id in enumerate([out.target_native, *followers.split()]):
+            what = "redact" if index == 0 else f"redact{index}"
+            await self._call(self.client.room_redact(
+                room_id, event_id, tx_id=_txn(what, out.delivery_key)), "redact", room_id)
 
     async def _call(self, request: Awaitable[Any], what: str, room_id: str) -> Any:
         try:

@@ -15,6 +15,7 @@ from roomlink.message.markup import escape
 from roomlink.message.model import Attachment, Inbound, InboundAuthor, Kind
 
 from .convert import to_canonical
+from .media import remote_file
 
 _FILES = {"m.image", "m.file", "m.video", "m.audio"}
 
@@ -69,14 +70,12 @@ def _message(room: str, event_id: str, content: dict[str, Any], author: InboundA
                         native_id=event_id, target_native=relates["event_id"], ts=ts)]
     msgtype = content.get("msgtype")
     files: list[Attachment] = []
-    if msgtype in _FILES and isinstance(content.get("url"), str):
-        info = _dict(content.get("info"))
-        size = info.get("size")
-        files.append(Attachment(url=content["url"], name=str(content.get("body") or "file"),
-                                mime=info.get("mimetype") if isinstance(
-                                    info.get("mimetype"), str) else None,
-                                size=size if isinstance(size, int) else None))
-        text = ""
+    remote = remote_file(content) if msgtype in _FILES else None
+    if remote is not None:
+        # a placeholder: the connector fetches the file and puts what it kept instead
+        files.append(Attachment(url=remote.url, name=remote.name, mime=remote.mime,
+                                size=remote.size))
+        text = caption(content)
     else:
         text = to_canonical(content)
     if not text.strip() and not files:
@@ -86,6 +85,15 @@ def _message(room: str, event_id: str, content: dict[str, Any], author: InboundA
                     kind=Kind.ACTION if msgtype == "m.emote" else Kind.MESSAGE,
                     native_id=event_id, reply_to_native=reply if isinstance(reply, str) else None,
                     attachments=files, ts=ts)]
+
+
+def caption(content: dict[str, Any]) -> str:
+    """A file event's caption: its ``body`` when ``filename`` is set and differs from
+    it (the spec's rule since v1.10), else nothing (the body is the file's name)."""
+    filename, body = content.get("filename"), content.get("body")
+    if isinstance(filename, str) and filename and isinstance(body, str) and body != filename:
+        return to_canonical(content)
+    return ""
 
 
 def _membership(room: str, event_id: str, source: dict[str, Any], content: dict[str, Any],

@@ -20,13 +20,17 @@ class MatrixOptions(ConnectorOptions):
     password: SecretStr | None = None
     device_name: str = "roomlink"  # shown in the account's session list
     # folder of the end-to-end encryption keys (a SQLite file per device); they must
-    # survive restarts, or encrypted rooms cannot be read after one
-    key_store: str | None = None  # default: ./matrix-keys/<connector name>
+    # survive restarts, or encrypted rooms cannot be read after one. Default: "keys" in
+    # the connector's state folder beside its party's store (README "Matrix")
+    key_store: str | None = None
     encryption: bool = True  # read and write encrypted rooms
     sync_timeout: float = Field(default=30.0, gt=0, le=120)  # long-poll seconds of /sync
     # events per room in one /sync answer; more (after a long downtime) are fetched with
     # /messages, so a smaller value costs requests, never messages
     sync_timeline_limit: int = Field(default=1000, ge=1, le=10000)
+    # the largest file relayed natively, each way; default: the homeserver's upload
+    # limit (its media config, m.upload.size), else 50 MB. Larger files go as a link
+    max_file_bytes: int | None = Field(default=None, gt=0)
     request_timeout: float = Field(default=60.0, gt=0)  # seconds for one API call
     reconnect_initial: float = Field(default=1.0, gt=0)  # first wait after a failed sync
     reconnect_max: float = Field(default=60.0, gt=0)  # the wait doubles up to this

@@ -19,7 +19,7 @@ from nio import (
     WhoamiResponse,
 )
 
-from roomlink.connector import ConnectorError, PermanentError
+from roomlink.connector import ConnectorContext, ConnectorError, PermanentError
 
 from .options import MatrixOptions
 
@@ -27,13 +27,27 @@ GetCursor = Callable[[str], Awaitable[str | None]]
 SetCursor = Callable[[str, str], Awaitable[None]]
 
 
-def key_folder(opts: MatrixOptions, connector: str) -> Path:
-    folder = Path(opts.key_store) if opts.key_store else Path("matrix-keys") / connector
+def key_folder(opts: MatrixOptions, ctx: ConnectorContext) -> Path:
+    """``key_store``, else ``keys`` in the connector's state folder. A ``matrix-keys``
+    folder of an earlier version (in the working directory) is used where it is: moving
+    a live key database is a risk, losing it costs every encrypted room its history."""
+    if opts.key_store:
+        folder = Path(opts.key_store)
+    else:
+        legacy = Path("matrix-keys") / ctx.name
+        if ctx.state_dir is None or (legacy.is_dir() and any(legacy.iterdir())):
+            folder = legacy
+            if ctx.state_dir is not None:
+                ctx.log.info("%s: using the encryption keys in %s (from an earlier version)"
+                             "; to keep them beside the store, move it to %s or set "
+                             "key_store", ctx.name, legacy.resolve(), ctx.state_dir / "keys")
+        else:
+            folder = ctx.state_dir / "keys"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def make_client(opts: MatrixOptions, connector: str) -> Any:
+def make_client(opts: MatrixOptions, ctx: ConnectorContext) -> Any:
     config = AsyncClientConfig(
         max_limit_exceeded=0,  # a 429 comes back to us: the core waits it out
         max_timeouts=0,  # a connection error comes back to us: we back off ourselves
@@ -41,7 +55,7 @@ def make_client(opts: MatrixOptions, connector: str) -> Any:
         encryption_enabled=opts.encryption,
         store_sync_tokens=False,  # the sync token is our cursor, in the party's store
     )
-    store = str(key_folder(opts, connector)) if opts.encryption else ""
+    store = str(key_folder(opts, ctx)) if opts.encryption else ""
     return AsyncClient(opts.homeserver, opts.user_id, store_path=store, config=config)
 
 

@@ -15,14 +15,27 @@ from typing import Any
 
 import aiohttp
 from bs4 import BeautifulSoup
+from nio.crypto.attachments import decrypt_attachment
 from synapsekit import SyncProxy, User, register
 
 from conformance import PeerRoom, Post
+from filekit import PeerFile
+
+FILE_KINDS = {"m.image", "m.file", "m.audio", "m.video"}
+
+
+def file_kind(mime: str) -> str:
+    for prefix, kind in (("image/", "m.image"), ("audio/", "m.audio"), ("video/", "m.video")):
+        if mime.startswith(prefix):
+            return kind
+    return "m.file"
 
 
 class MatrixPeer(PeerRoom):
     connector_type = "matrix"
     can_edit = can_delete = shows_edits = shows_deletes = True
+    no_files = None
+    files_apart = "a Matrix event holds one file: several are events of their own"
 
     def __init__(self, http: aiohttp.ClientSession, base: str, proxy: SyncProxy,
                  keys: Path) -> None:
@@ -39,6 +52,7 @@ class MatrixPeer(PeerRoom):
         self.password_login = False  # log in with the password instead of the token
         self.options: dict[str, Any] = {}  # more connector options
         self._watcher: asyncio.Task[None] | None = None
+        self.with_post: dict[str, list[dict[str, Any]]] = {}  # post -> its files' contents
 
     async def setup(self, encrypted: bool = False) -> None:
         self.owner = await register(self.http, self.base, "owner")
@@ -107,6 +121,25 @@ class MatrixPeer(PeerRoom):
             "msgtype": "m.text", "body": text,
             "m.relates_to": {"m.in_reply_to": {"event_id": to_native}}})
 
+    async def say_with_files(self, text: str, author: str, files: list[PeerFile]) -> str:
+        """One event per file, the first with ``text`` as its caption (``body`` unlike
+        ``filename``), as Element sends a captioned upload."""
+        user = await self.person(author)
+        await self.bot_joined()
+        first = ""
+        for index, f in enumerate(files):
+            content = {"msgtype": file_kind(f.type), "body": text if index == 0 else f.name,
+                       "filename": f.name, "url": await user.upload(f.data, f.type, f.name),
+                       "info": {"mimetype": f.type, "size": len(f.data)}}
+            event_id = await user.send(self.room_id, content)
+            first = first or event_id
+        return first
+
+    async def files_of(self, post: Post) -> list[PeerFile]:
+        """The files that followed ``post``, downloaded (and decrypted) as Element does."""
+        self.posts()
+        return [await fetch(self.owner, c) for c in self.with_post.get(post.native_id, [])]
+
     def _sender_of(self, event_id: str) -> User:
         sender = next(e["sender"] for e in self.timeline if e["event_id"] == event_id)
         return next(u for u in self.people.values() if u.user_id == sender)
@@ -126,6 +159,7 @@ class MatrixPeer(PeerRoom):
     def posts(self) -> list[Post]:
         """What the bridge posted, as a member sees it now."""
         posts: dict[str, Post] = {}
+        self.with_post = {}
         for event in self.timeline:
             if event.get("sender") != self.bot.user_id:
                 continue
@@ -145,6 +179,9 @@ class MatrixPeer(PeerRoom):
                     post.author, post.text = shown(content["m.new_content"])
                     post.raw = content["m.new_content"]
                 continue
+            if content.get("msgtype") in FILE_KINDS and posts:  # read with the post above
+                self.with_post.setdefault(list(posts)[-1], []).append(content)
+                continue
             author, text = shown(content)
             reply = relates.get("m.in_reply_to", {}).get("event_id")
             posts[event["event_id"]] = Post(native_id=event["event_id"], text=text,
@@ -153,6 +190,18 @@ class MatrixPeer(PeerRoom):
 
     def assert_inert(self, post: Post, hostile: str) -> None:
         assert_inert(post.raw, post.author, hostile)
+
+
+async def fetch(user: User, content: dict[str, Any]) -> PeerFile:
+    """A file event's file: its name, its type and its bytes (decrypted when encrypted)."""
+    info = content.get("info", {})
+    secret = content.get("file")
+    if secret is None:
+        data = await user.download(content["url"])
+    else:
+        data = decrypt_attachment(await user.download(secret["url"]), secret["key"]["k"],
+                                  secret["hashes"]["sha256"], secret["iv"])
+    return PeerFile(content.get("filename") or content["body"], info.get("mimetype", ""), data)
 
 
 def shown(content: dict[str, Any]) -> tuple[str, str]:

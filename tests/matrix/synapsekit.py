@@ -61,6 +61,7 @@ form_secret: "test-form-secret"
 trusted_key_servers: []
 suppress_key_server_warning: true
 url_preview_enabled: false
+max_upload_size: 2M
 federation_domain_whitelist: []
 presence:
   enabled: false
@@ -201,6 +202,25 @@ class User:
 
     async def redact(self, room: str, event_id: str) -> None:
         await self.call("PUT", f"/rooms/{room}/redact/{event_id}/{uuid.uuid4().hex}", {})
+
+    async def upload(self, data: bytes, mime: str, name: str) -> str:
+        """The mxc:// URL of ``data``, uploaded as this user."""
+        async with self.http.post(f"{self.base}/_matrix/media/v3/upload", data=data,
+                                  params={"filename": name},
+                                  headers={"Authorization": f"Bearer {self.token}",
+                                           "Content-Type": mime}) as answer:
+            body = await answer.json()
+            assert answer.status == 200, body
+            return str(body["content_uri"])
+
+    async def download(self, mxc: str) -> bytes:
+        """The bytes of an mxc:// URL, as an up-to-date client fetches them."""
+        server, media = mxc.removeprefix("mxc://").split("/", 1)
+        async with self.http.get(
+                f"{self.base}/_matrix/client/v1/media/download/{server}/{media}",
+                headers={"Authorization": f"Bearer {self.token}"}) as answer:
+            assert answer.status == 200, (answer.status, await answer.text())
+            return await answer.read()
 
     async def events(self, room: str) -> list[dict[str, Any]]:
         """The room's timeline, oldest first (raw: encrypted events stay encrypted)."""
