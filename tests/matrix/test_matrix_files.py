@@ -134,6 +134,7 @@ async def test_the_homeservers_upload_limit_applies_and_a_refusal_is_a_line(
     # a limit set higher than the homeserver's: the upload is refused (413 M_TOO_LARGE)
     # and the text goes with the line, once, with nothing else before it
     matrix_room.options = {"max_file_bytes": 5_000_000}
+    (tmp_path / "again").mkdir()
     async with conformance.harness(tmp_path / "again", matrix_room) as h:
         status, answer = await post_files(h.api.session, h.api.base, "second", "bob",
                                           [huge, SAMPLES[0]], h.api.headers)
