@@ -173,6 +173,8 @@ class Media:
                                             declared_size=remote.size, max_bytes=limit)
             return self._note(remote, "not downloaded: the homeserver serves no media")
         except FileRefused as exc:
+            if isinstance(exc.__cause__, DownloadFailed):  # the stream's own reason
+                return self._note(remote, f"not kept: {exc.__cause__}")
             return self._note(remote, f"not kept: {exc}")
         except (DownloadFailed, aiohttp.ClientError, TimeoutError) as exc:
             why = str(exc) if isinstance(exc, DownloadFailed) else type(exc).__name__

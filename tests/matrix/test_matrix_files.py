@@ -209,3 +209,32 @@ async def test_encryption_keys_live_beside_the_store(
         await matrix_room.say("hello", "Alice")
         await h.frames(1)
     assert key_files(tmp_path / f"{PEER_PARTY}.db.state" / PEER_CONNECTOR / "keys")
+
+
+async def test_a_file_that_fails_its_hash_or_its_download_goes_as_a_note(
+        tmp_path: Path, matrix_room: MatrixPeer) -> None:
+    data = random.Random(7).randbytes(5000)
+    async with conformance.harness(tmp_path, matrix_room) as h:
+        alice = await matrix_room.person("Alice")
+        await matrix_room.bot_joined()
+        # an encrypted file whose ciphertext is not the one its hash names (tampered
+        # with on the homeserver): decrypted, checked, and kept nowhere
+        forged = {"v": "v2", "url": await alice.upload(data, "application/octet-stream",
+                                                        "x.bin"),
+                  "key": {"kty": "oct", "alg": "A256CTR", "ext": True,
+                          "key_ops": ["encrypt", "decrypt"], "k": "A" * 43},
+                  "iv": "AAAAAAAAAAAAAAAAAAAAAA", "hashes": {"sha256": "B" * 43}}
+        await alice.send(matrix_room.room_id, {"msgtype": "m.file", "body": "forged",
+                                               "filename": "report.pdf", "file": forged})
+        # a file the homeserver does not have
+        await alice.send(matrix_room.room_id, {
+            "msgtype": "m.file", "body": "gone", "filename": "gone.pdf",
+            "url": "mxc://localhost/NoSuchMediaAtAll"})
+        first, second = await h.frames(2)
+        for frame, word in ((first, "forged"), (second, "gone")):
+            assert plain(frame["text"]).startswith(f"{word}\n[file: "), frame
+            assert not frame.get("attachments")
+        assert "SHA-256" in plain(first["text"]) and "HTTP 404" in plain(second["text"])
+        for record in h.records(PEER_PARTY):
+            [att] = record["attachments"]
+            assert att["sha256"] is None and att["note"], att
