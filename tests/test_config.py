@@ -461,3 +461,21 @@ def test_async_delivery_marks_only_on_postgresql(tmp_path: Path) -> None:
                                        'async_delivery_marks: true}'))
     issue = only(err, "parties.agency.async_delivery_marks")
     assert "only" not in issue.message and "postgresql" in issue.message
+
+
+def test_each_connector_gets_a_state_folder_beside_its_partys_store(tmp_path: Path) -> None:
+    """Where a connector's own files (Matrix's encryption keys) live: beside a SQLite
+    database, in the party's state_dir (relative to the config file), else beside the
+    config file for a PostgreSQL party; never in the working directory."""
+    config = load(tmp_path, VALID.replace(
+        'acme: {store: "postgresql://bridge:s3cret-pw@db.example/acme"}',
+        'acme: {store: "postgresql://bridge:s3cret-pw@db.example/acme"}\n'
+        '  other: {store: "postgresql://db.example/other", state_dir: keep/here}'))
+    assert config.state_dir("agency", "agency-chat") == (
+        tmp_path / "data" / "agency.db.state" / "agency-chat")
+    assert config.state_dir("acme", "acme-slack") == (
+        tmp_path / "roomlink-state" / "acme" / "acme-slack")
+    assert config.state_dir("other", "x") == tmp_path / "keep" / "here" / "x"
+    err = fail(tmp_path, VALID.replace('"sqlite:///data/agency.db"}',
+                                       '"sqlite:///data/agency.db", state_dir: " "}'))
+    assert "state_dir must be a folder's path" in str(err)
