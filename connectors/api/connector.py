@@ -19,8 +19,9 @@ import json
 import logging
 import mimetypes
 import os
+import secrets
 import sys
-import uuid
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -208,7 +209,7 @@ class ApiConnector(Connector):
         if not isinstance(body.get("text"), str):
             return error(400, "'text' must be a string")
         # every message said here gets a platform id, so that it can be edited later
-        native = f"key:{key}" if key is not None else uuid.uuid4().hex
+        native = f"key:{key}" if key is not None else _new_native_id()
         inbound = Inbound(room=room, author=InboundAuthor(name=body["author"]),
                           text=body["text"], native_id=native,
                           reply_to_native=body.get("reply_to"), attachments=files)
@@ -416,6 +417,14 @@ class ApiConnector(Connector):
 
     async def delete(self, out: Outbound) -> None:
         await self._broadcast(out.room, _key(out), await self._frame(out, Kind.DELETE))
+
+
+def _new_native_id() -> str:
+    """The platform id of a message posted without an Idempotency-Key: as unique as a
+    random UUID (64 random bits after the nanosecond clock) and in time order, so that
+    every store's index of origin ids grows at its end: a random id wrote one more WAL
+    page per message and store (bench/README.md, session 28)."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
 def _key(out: Outbound) -> str:
