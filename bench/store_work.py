@@ -36,17 +36,25 @@ from roomlink.store.chain import canonical
 DESTINATION = [RoomRef("acme-api", "lobby")]
 
 
-async def work(folder: Path, warm: int, n: int, batch: int) -> float:
+async def work(folder: Path, warm: int, n: int, batch: int, random_natives: bool) -> float:
     """Relay ``warm`` then ``n`` messages' worth of store work; the CPU seconds of the n."""
     ids = random.Random(1)
+    clock = iter(range(1_700_000_000_000_000_000, 1 << 63, 1_000_003))
 
     def new_id() -> str:
         return uuid.UUID(int=ids.getrandbits(128)).hex
 
+    def new_native() -> str:
+        """The API connector's platform id: time-ordered (session 28), or a random UUID
+        as before it (``--random-natives``)."""
+        if random_natives:
+            return new_id()
+        return f"{next(clock):016x}{ids.getrandbits(64):016x}"
+
     def message(i: int) -> Message:
         return Message(id=new_id(), pipe="lobby", kind=Kind.MESSAGE,
                        origin_connector="agency-api", origin_room="lobby",
-                       origin_native_id=new_id(), text=f"hello number {i} from the bench",
+                       origin_native_id=new_native(), text=f"hello number {i} from the bench",
                        author=Author(name="alice", party="agency", platform="api"),
                        ts=utcnow())
 
@@ -74,7 +82,7 @@ def instructions(args: argparse.Namespace, n: int) -> int:
     with tempfile.TemporaryDirectory(prefix="roomlink-callgrind-") as tmp:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
                sys.executable, __file__, "--warm", str(args.warm), "-n", str(n),
-               "--batch", str(args.batch)]
+               "--batch", str(args.batch)] + (["--random-natives"] if args.random_natives else [])
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
@@ -88,6 +96,8 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=3000, help="messages appended first")
     p.add_argument("--batch", type=int, default=1, help="messages per append transaction")
     p.add_argument("--callgrind", action="store_true", help="count instructions instead")
+    p.add_argument("--random-natives", action="store_true",
+                   help="random platform ids, as the API connector made before session 28")
     args = p.parse_args()
     if args.n % args.batch or args.warm % args.batch:
         p.error("-n and --warm must be multiples of --batch")
@@ -98,7 +108,7 @@ def main() -> None:
               f"{args.warm} messages)")
         return
     with tempfile.TemporaryDirectory(prefix="roomlink-store-work-") as tmp:
-        spent = asyncio.run(work(Path(tmp), args.warm, args.n, args.batch))
+        spent = asyncio.run(work(Path(tmp), args.warm, args.n, args.batch, args.random_natives))
     if args.n:
         print(f"store work: {spent / args.n * 1e6:.1f} us of CPU per relayed message "
               f"(2 appends and 1 mark; {args.batch} per append transaction, after "

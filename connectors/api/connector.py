@@ -91,11 +91,13 @@ class ApiConnector(Connector):
         self._clients: dict[str, set[StreamClient]] = {r: set() for r in ctx.rooms}
         self._ready: dict[str, asyncio.Event] = {r: asyncio.Event() for r in ctx.rooms}
         self._server: HttpServer | None = None
+        # built once: delivery asks for it for every message
+        self._limits = Limits(can_impersonate=True, edits=True, deletes=True, files=True,
+                              max_file_bytes=options.max_file_bytes)
 
     @property
     def limits(self) -> Limits:
-        return Limits(can_impersonate=True, edits=True, deletes=True, files=True,
-                      max_file_bytes=self.opts.max_file_bytes)
+        return self._limits
 
     async def start(self) -> None:
         # a multipart body is streamed part by part: this caps the JSON form only

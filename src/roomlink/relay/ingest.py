@@ -51,11 +51,11 @@ class BatchWriter:
 
     def _entries(self, messages: Sequence[Message]) -> dict[str, list[NewMessage]]:
         per_store: dict[str, list[NewMessage]] = {}
+        topology = self.owner.topology
         for message in messages:
-            pipe = self.owner.topology.pipe(message.pipe)
+            pipe = topology.pipe(message.pipe)
             data = canonical(message)  # the same bytes chain on in every party's store
-            for party in pipe.parties:
-                outbox = pipe.destinations(message.origin, party)
+            for party, outbox in topology.routes(pipe, message.origin):
                 per_store.setdefault(party, []).append(NewMessage(message, outbox, data))
         return per_store
 

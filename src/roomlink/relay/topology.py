@@ -64,6 +64,8 @@ class Topology:
         self.inbound: dict[RoomRef, list[Pipe]] = {}  # rooms whose messages enter pipes
         self.outbound: set[RoomRef] = set()  # rooms that receive from some pipe
         self.party_of: dict[RoomRef, str] = {}
+        self._routes: dict[tuple[str, RoomRef],
+                           tuple[Pipe, tuple[tuple[str, tuple[RoomRef, ...]], ...]]] = {}
         for pipe in self.pipes.values():
             for room in pipe.rooms:
                 self.party_of[room.ref] = room.party
@@ -71,6 +73,17 @@ class Topology:
                     self.inbound.setdefault(room.ref, []).append(pipe)
                 if room.receives:
                     self.outbound.add(room.ref)
+
+    def routes(self, pipe: Pipe, origin: RoomRef) -> tuple[tuple[str, tuple[RoomRef, ...]], ...]:
+        """Each party of ``pipe`` (in order) with its rooms that a message said in ``origin``
+        goes to. Worked out once per pipe and room: a reload builds a new Topology, and
+        the ingest asks for every message (bench/README.md, session 28)."""
+        key = (pipe.name, origin)
+        found = self._routes.get(key)
+        if found is None or found[0] is not pipe:
+            routes = tuple((p, pipe.destinations(origin, p)) for p in pipe.parties)
+            found = self._routes[key] = (pipe, routes)
+        return found[1]
 
     def pipe(self, name: str) -> Pipe:
         """A pipe of this config, or of an earlier one; KeyError if there never was one."""
