@@ -127,11 +127,19 @@ def _failures(status: dict[str, Any]) -> str:
     )
 
 
+def _replica(replica: dict[str, Any] | None) -> str:
+    if not replica:
+        return ""
+    names = ", ".join(replica["connectors"]) or "no connector"
+    return escape(f"· replica {replica['id']} runs {names}")
+
+
 def render_page(status: dict[str, Any]) -> str:
     parts = {
         "version": escape(str(status["version"])),
         "config": escape(str(status["config"])),
         "loaded_at": escape(str(status["loaded_at"])),
+        "replica": _replica(status.get("replica")),
         "time": escape(str(status["time"])),
         "minutes": str(status["rates"]["minutes"]),
         "refresh_ms": str(REFRESH_MS),

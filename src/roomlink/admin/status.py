@@ -108,6 +108,8 @@ class StatusSource(Protocol):
     @property
     def loaded_at(self) -> datetime: ...  # when the running config was read
     @property
+    def replica(self) -> dict[str, Any] | None: ...  # with cluster.enabled: id, connectors
+    @property
     def topology(self) -> Topology: ...
     @property
     def health(self) -> Health: ...
@@ -274,6 +276,8 @@ async def collect(source: StatusSource, rates: Rates, reports: StoreReports
         "time": _iso(utcnow()),
         "config": str(source.config.path),
         "loaded_at": _iso(source.loaded_at),
+        # replicas: this one's id and the connectors it runs (None: a single process)
+        "replica": source.replica,
         "connectors": connectors,
         "pipes": pipes,
         "rooms": rooms,

@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from roomlink import __version__
-from roomlink.config.models import AdminConfig, DeliveryConfig, PartyConfig, PipeConfig
+from roomlink.config.models import (
+    AdminConfig,
+    ClusterConfig,
+    DeliveryConfig,
+    PartyConfig,
+    PipeConfig,
+)
 from roomlink.connector.base import Connector, connector_type_names, load_connector_type
 
 SCHEMA_ID = "https://roomlink.invalid/schema/config.json"  # a name, not a download
@@ -47,6 +53,7 @@ def config_schema(types: Mapping[str, type[Connector]] | None = None) -> dict[st
     pipe = _model(PipeConfig, defs)
     delivery = _model(DeliveryConfig, defs)
     admin = _model(AdminConfig, defs)
+    cluster = _model(ClusterConfig, defs)
     room = defs.get("RoomConfig", {}).get("properties", {}).get("room")
     if room is not None:  # a Telegram chat id may be written as a YAML number
         room.pop("type", None)
@@ -96,6 +103,7 @@ def config_schema(types: Mapping[str, type[Connector]] | None = None) -> dict[st
                       "additionalProperties": pipe},
             "delivery": {"anyOf": [delivery, {"type": "null"}]},
             "admin": {"anyOf": [admin, {"type": "null"}]},
+            "cluster": {"anyOf": [cluster, {"type": "null"}]},
         },
         "$defs": defs,
     }

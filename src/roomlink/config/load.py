@@ -20,6 +20,7 @@ from roomlink.config.document import ConfigError, ConfigIssue, Loader, Loc, unkn
 from roomlink.config.models import (
     STORE_SCHEME,
     AdminConfig,
+    ClusterConfig,
     Config,
     ConnectorConfig,
     DeliveryConfig,
@@ -33,7 +34,7 @@ from roomlink.connector.base import (
 )
 from roomlink.message.model import RoomRef
 
-_TOP_KEYS = ("parties", "connectors", "pipes", "delivery", "admin")
+_TOP_KEYS = ("parties", "connectors", "pipes", "delivery", "admin", "cluster")
 _REQUIRED_TOP_KEYS = ("parties", "connectors", "pipes")
 
 
@@ -238,6 +239,20 @@ def load_config(
     if data.get("admin") is not None:
         admin = loader.validate(AdminConfig, data["admin"], ("admin",))
 
+    cluster = ClusterConfig()
+    if data.get("cluster") is not None:
+        checked_cluster = loader.validate(ClusterConfig, data["cluster"], ("cluster",))
+        cluster = checked_cluster if checked_cluster is not None else cluster
+    if cluster.enabled:
+        # the replicas coordinate through the stores' databases: a file on one machine
+        # cannot be shared by processes on several
+        for name, party in parties.items():
+            scheme = STORE_SCHEME.match(party.store)
+            if scheme is None or scheme["scheme"].lower() not in ("postgresql", "postgres"):
+                loader.add(("parties", name, "store"),
+                           "with cluster.enabled every party's store must be PostgreSQL "
+                           "(postgresql://...): the replicas share it")
+
     listeners: list[tuple[Loc, str]] = [
         (("connectors", name, "listen"), listen)
         for name, cc in connectors.items()
@@ -263,4 +278,5 @@ def load_config(
         pipes=pipes,
         delivery=delivery,
         admin=admin,
+        cluster=cluster,
     )

@@ -186,6 +186,18 @@ class DeliveryConfig(BaseModel):
         return value
 
 
+class ClusterConfig(BaseModel):
+    """Several replicas of one config on the same PostgreSQL stores: each connector runs
+    on one replica at a time, under a lease held in its party's database."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # how long a replica that stopped answering keeps its connectors before another
+    # takes them over (a replica that cannot renew stops them well before)
+    lease_seconds: float = Field(default=10.0, ge=2, le=600)
+
+
 class AdminConfig(HttpLimitOptions):
     """The admin HTTP server (status page, ``/api/status``, ``/metrics``, ``/healthz``);
     off unless configured."""
@@ -222,6 +234,7 @@ class Config(BaseModel):
     pipes: dict[str, PipeConfig]
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     admin: AdminConfig | None = None
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     def state_dir(self, party: str, connector: str) -> Path:
         """The folder of ``connector``'s own files (``ConnectorContext.state_dir``)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 from roomlink.admin.logs import set_connector_names
 from roomlink.admin.reload import Reloader, ReloadResult
@@ -20,8 +21,10 @@ from roomlink.admin.status import Health
 from roomlink.config.models import Config, ConnectorConfig
 from roomlink.connector.base import Connector, ConnectorContext, load_connector_type
 from roomlink.connector.pacing import TokenBucket
+from roomlink.daemon.cluster import Cluster
 from roomlink.daemon.retention import RetentionJob
-from roomlink.message.model import RoomRef, utcnow
+from roomlink.errors import ShuttingDown
+from roomlink.message.model import Inbound, RoomRef, utcnow
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
 from roomlink.relay.files import StoreFiles
 from roomlink.relay.repair import repair_stores
@@ -33,6 +36,7 @@ from roomlink.store import OutboxRow, Store, open_store
 log = logging.getLogger("roomlink")
 reload_log = logging.getLogger("roomlink.reload")  # connectors added by a reload
 
+Accept = Callable[[Inbound], Awaitable[list[str]]]
 RESCAN_INTERVAL = 2.0  # seconds between looks for copies an operator put back in the queue
 
 
@@ -55,18 +59,28 @@ class Daemon:
         self._rescans: asyncio.Task[None] | None = None
         self.loaded_at = utcnow()  # when the running config was read
         self.failed_starts: set[str] = set()  # connectors whose start failed in a reload
+        # replicas (cluster.enabled): which connectors run here is the cluster's to say
+        self.cluster: Cluster | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self.health.install()
         set_connector_names(cfg.connectors)
         self.stores.update(await self.open_stores(cfg, list(cfg.parties)))
-        # before any input: what a kill -9 left in some parties' stores only goes into all
-        await repair_stores(self.topology, self.stores)
         router = Router(self.topology, self.stores, self._platforms(), self._on_recorded)
         self.router = router
-        for name, cc in cfg.connectors.items():
-            self.connectors[name] = self._build_connector(name, cc)
+        if cfg.cluster.enabled:
+            cluster = self.cluster = Cluster(self)
+            await cluster.open()
+            router.pipe_lock = cluster.pipe_lock
+            # other replicas append meanwhile: the pipes are theirs again after the repair
+            async with cluster.pipe_lock.hold(sorted(self.topology.pipes)):
+                await repair_stores(self.topology, self.stores)
+        else:
+            # before any input: what a kill -9 left in some parties' stores only goes into all
+            await repair_stores(self.topology, self.stores)
+            for name, cc in cfg.connectors.items():
+                self.connectors[name] = self._build_connector(name, cc)
         router.start()
         await self.restart_retention()
         self.start_room_workers()
@@ -75,8 +89,15 @@ class Daemon:
                 await self.start_connector(name)
             except Exception as exc:
                 raise RuntimeError(f"connector {name} could not start: {exc}") from exc
+        if self.cluster is not None:
+            self.cluster.start()  # the connectors start as their leases are won
         self._rescans = asyncio.create_task(self._rescan_loop(), name="outbox rescans")
         await self.restart_admin()
+
+    @property
+    def replica(self) -> dict[str, Any] | None:
+        """With replicas: this one's id and the connectors it runs (the status page)."""
+        return None if self.cluster is None else self.cluster.status()
 
     async def reload(self) -> ReloadResult:
         """Re-read the config file and apply what changed (SIGHUP, ``POST /api/reload``)."""
@@ -153,7 +174,10 @@ class Daemon:
 
     def add_connector(self, name: str) -> bool:
         """Build the running config's connector ``name``; False when it cannot be built
-        (logged, shown on the status page, and tried again by the next reload)."""
+        (logged, shown on the status page, and tried again by the next reload). With
+        replicas, False as well when another replica runs it (quietly: it runs there)."""
+        if self.cluster is not None and name not in self.cluster.held:
+            return False
         try:
             self.connectors[name] = self._build_connector(name, self.config.connectors[name])
         except Exception as exc:
@@ -185,6 +209,18 @@ class Daemon:
         self.health.forget(name)
         self.failed_starts.discard(name)
 
+    async def run_connector(self, name: str) -> None:
+        """Replicas: this one won the connector's lease; start it and its rooms' workers."""
+        if not self.add_connector(name):
+            raise RuntimeError(f"connector {name} could not be built")
+        self.start_room_workers()
+        await self.start_connector(name)
+
+    async def halt_connector(self, name: str, grace: float) -> None:
+        """Replicas: the connector goes to another replica (or its lease was lost)."""
+        await self.stop_workers([ref for ref in self.workers if ref.connector == name], grace)
+        await self.stop_connector(name, grace)
+
     def start_room_workers(self) -> None:
         """Start a worker for each room that receives and has none, if its connector runs."""
         for ref in sorted(self.topology.outbound):
@@ -205,12 +241,15 @@ class Daemon:
     def _build_connector(self, name: str, cc: ConnectorConfig) -> Connector:
         assert self.router is not None
         store = self.stores[cc.party]
+        accept = partial(self.router.accept, name)
+        if self.cluster is not None:
+            accept = partial(_accept_if_held, self.cluster, name, accept)
         ctx = ConnectorContext(
             name=name,
             party=cc.party,
             rooms=self.topology.rooms_of(name),
             inbound_rooms=self.topology.inbound_rooms_of(name),
-            accept=partial(self.router.accept, name),
+            accept=accept,
             get_cursor=partial(store.get_cursor, name),
             set_cursor=partial(store.set_cursor, name),
             state_dir=self.config.state_dir(cc.party, name),
@@ -255,6 +294,8 @@ class Daemon:
         )
         party = self.topology.party_of[ref]
         worker.files_url = lambda: getattr(self.config.parties.get(party), "files_url", None)
+        if self.cluster is not None:
+            worker.may_send = partial(self.cluster.owns, ref.connector)
         self.workers[ref] = worker
         return worker
 
@@ -288,10 +329,14 @@ class Daemon:
         while True:
             await asyncio.sleep(RESCAN_INTERVAL)
             await self.rescan()
+            if self.cluster is not None:
+                self.cluster.poke_all()
 
     async def stop(self) -> None:
         """Stop taking input, give in-flight deliveries a grace period, close the stores."""
         await self.reloader.close()
+        if self.cluster is not None:
+            await self.cluster.leave()  # the others count this replica out at once
         grace = self.config.delivery.shutdown_grace
         if self._rescans is not None:
             self._rescans.cancel()
@@ -305,9 +350,20 @@ class Daemon:
             await self.retention.stop()
         for name, connector in self.connectors.items():
             await _stop_connector(name, connector, grace)
+        if self.cluster is not None:
+            await self.cluster.release_all()  # nothing runs here now: the others take over
         for store in self.stores.values():
             await store.close()
         self.health.uninstall()
+
+
+async def _accept_if_held(cluster: Cluster, name: str, accept: Accept, inbound: Inbound
+                          ) -> list[str]:
+    """Input of a connector whose lease this replica may have lost is not taken: the
+    platform gives it again to the replica that runs the connector next."""
+    if not cluster.owns(name):
+        raise ShuttingDown(f"connector {name} is moving to another replica")
+    return await accept(inbound)
 
 
 async def _stop_connector(name: str, connector: Connector, grace: float) -> None:

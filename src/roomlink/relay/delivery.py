@@ -29,6 +29,7 @@ from roomlink.relay.replay import display_name
 from roomlink.relay.router import Router
 from roomlink.relay.topology import Pipe
 from roomlink.store import OutboxRow, Store
+from roomlink.store.errors import LeaseLost
 
 log = logging.getLogger("roomlink.delivery")
 
@@ -82,6 +83,9 @@ class RoomWorker:
         self._delivered = metrics.DELIVERED.labels(ref.connector)
         # the destination party's files_url (read at each use: a reload may change it)
         self.files_url: Callable[[], str | None] = lambda: None
+        # replicas: whether this replica still holds the connector's lease (checked before
+        # each copy is handed to the platform; a worker that may not send stops)
+        self.may_send: Callable[[], bool] = lambda: True
 
     def push(self, row: OutboxRow) -> None:
         """A new row was committed for this room."""
@@ -96,6 +100,12 @@ class RoomWorker:
     def last_id(self) -> int:
         """Every row up to this id has been handled (delivered or failed)."""
         return self._last_id
+
+    def poke(self) -> None:
+        """Rows may have been committed by another process (a replica): look in the
+        store for rows after the last one handled."""
+        self._in_store_only = True
+        self._wake.set()
 
     def rescan(self) -> None:
         """Older rows became pending again (``outbox retry``): after the message in flight,
@@ -162,10 +172,17 @@ class RoomWorker:
             done += 1
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+            if not self.may_send():
+                log.warning("%s: this replica no longer holds the connector; stopped", self.ref)
+                return
             try:
                 await self._deliver(row)
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as exc:  # another replica may deliver this room now
+                log.warning("%s: %s; stopped", self.ref, exc)
+                self.sending = False
+                return
             except Exception:  # a bug must not stop the room: log, keep the row pending
                 self.sending = False
                 log.exception("%s: delivering %s failed unexpectedly", self.ref, row.message.id)
@@ -219,6 +236,8 @@ class RoomWorker:
                 await self.pacer.take()
                 for room_pacer in self.room_pacers:
                     await room_pacer.take()
+                if not self.may_send():
+                    raise LeaseLost("this replica no longer holds the connector")
                 self.sending = True
                 try:
                     native: str | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -33,9 +34,19 @@ OnRecorded = Callable[[Store, Sequence[OutboxRow]], None]
 RETRY_DELAYS = (0.1, 0.5)  # a request a store refused is tried again after these
 
 
+class PipeLock(Protocol):
+    """Keeps the appends of a pipe by other processes out while one batch of it is
+    written into every party's store (replicas: ``cluster.enabled``), so that every store
+    records the pipe's messages in the same order and its chain stays one line."""
+
+    def hold(self, pipes: Sequence[str]) -> AbstractAsyncContextManager[None]: ...
+
+
 class Owner(Protocol):
     """The router: its topology and stores may be replaced by a reload at any time."""
 
+    @property
+    def pipe_lock(self) -> PipeLock | None: ...
     @property
     def topology(self) -> Topology: ...
     @property
@@ -60,6 +71,14 @@ class BatchWriter:
         return per_store
 
     async def write(self, batch: Sequence[Item]) -> None:
+        lock = self.owner.pipe_lock
+        if lock is None:
+            await self._write(batch)
+            return
+        async with lock.hold(sorted({m.pipe for messages, _ in batch for m in messages})):
+            await self._write(batch)
+
+    async def _write(self, batch: Sequence[Item]) -> None:
         await self._retry_undo()
         per_store: dict[str, list[NewMessage]] = {}
         for messages, _ in batch:

@@ -29,7 +29,7 @@ from roomlink.message.model import (
     new_message_id,
     utcnow,
 )
-from roomlink.relay.ingest import BatchWriter
+from roomlink.relay.ingest import BatchWriter, PipeLock
 from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import OutboxRow, Store
 from roomlink.store.errors import describe
@@ -62,6 +62,8 @@ class Router:
         self._closed = False
         self._posted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        # replicas: the lock that keeps other processes' appends to a pipe apart
+        self.pipe_lock: PipeLock | None = None
 
     @property
     def topology(self) -> Topology:

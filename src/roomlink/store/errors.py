@@ -39,3 +39,8 @@ def wrap(e: BaseException, errors: tuple[type[BaseException], ...]) -> BaseExcep
         err.__cause__ = e
         return err
     return e
+
+
+class LeaseLost(StoreError):
+    """A write for a connector this replica no longer holds the lease of (cluster mode):
+    another replica may run it now, so this one must not write or deliver for it."""

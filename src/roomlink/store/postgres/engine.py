@@ -21,19 +21,20 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from roomlink.message.model import Message
+from roomlink.message.model import Message, utcnow
 from roomlink.store import migrate
 from roomlink.store.contract import PrefixCheck, Store
 from roomlink.store.errors import StoreError, wrap
 from roomlink.store.files import FileKeeper
 from roomlink.store.files.folder import FolderFiles
 from roomlink.store.files.pgchunks import ChunkFiles
+from roomlink.store.postgres import leases, writes
 from roomlink.store.postgres import queries as q
 from roomlink.store.postgres import record_queries as rq
-from roomlink.store.postgres import writes
 from roomlink.store.postgres.write_queue import GroupCommit
 from roomlink.store.urls import connect_args, redact
 from roomlink.store.values import (
+    FAILED,
     Anchor,
     NewMessage,
     OutboxEntry,
@@ -75,6 +76,7 @@ class PostgresStore(GroupCommit, Store):
         self._write_conn: asyncpg.Connection | None = None
         self._mark_conn: asyncpg.Connection | None = None
         self._heads = writes.Heads()  # what the writing connection chained on last
+        self._fence: leases.Fence | None = None  # set when replicas share the store
         self._start_queue()
 
     def __repr__(self) -> str:
@@ -114,6 +116,13 @@ class PostgresStore(GroupCommit, Store):
         )
         return own if sa is None else (*own, sa.exc.SQLAlchemyError)
 
+    def share(self, fence: leases.Fence) -> None:
+        """Other replicas write to this store too (``cluster.enabled``): the writes of a
+        connector are fenced by its lease, and a pipe's chain head is looked up at every
+        append (another replica may have appended since; the cluster's pipe lock keeps
+        appends of one pipe apart)."""
+        self._fence = fence
+
     # -- how operations run ---------------------------------------------------------------
 
     async def _connection(self, *, marks: bool) -> asyncpg.Connection:
@@ -131,7 +140,8 @@ class PostgresStore(GroupCommit, Store):
 
     async def _append_now(self, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
         """An append, atomically, on the writing connection (the write queue's)."""
-        return await writes.append(await self._connection(marks=False), entries, self._heads)
+        heads = self._heads if self._fence is None else writes.Heads()
+        return await writes.append(await self._connection(marks=False), entries, heads)
 
     async def _write_now(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
         """``fn(connection)`` in a transaction on the writing connection (the write
@@ -147,7 +157,10 @@ class PostgresStore(GroupCommit, Store):
     async def _mark_now(
         self, marks: Sequence[tuple[int, Sequence[str]]]
     ) -> list[Exception | None]:
-        return await writes.mark_delivered_many(await self._connection(marks=True), marks)
+        conn = await self._connection(marks=True)
+        if self._fence is not None:
+            return await leases.fenced_marks(conn, marks, self._fence)
+        return await writes.mark_delivered_many(conn, marks)
 
     async def _write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         result: T = await self._submit(fn)
@@ -180,12 +193,27 @@ class PostgresStore(GroupCommit, Store):
         return await self._write(lambda c: q.forget(c, ids, since))
 
     async def mark_failed(self, outbox_id: int, error: str, attempts: int) -> None:
+        fence = self._fence
+        if fence is not None:
+            await self._write(lambda c: leases.fenced_outbox_update(
+                c, outbox_id, "state = $2, last_error = $3, attempts = $4, done_at = $5",
+                fence, FAILED, error, attempts, utcnow()))
+            return
         await self._write(lambda c: q.mark_failed(c, outbox_id, error, attempts))
 
     async def note_attempt(self, outbox_id: int, error: str, attempts: int) -> None:
+        fence = self._fence
+        if fence is not None:
+            await self._write(lambda c: leases.fenced_outbox_update(
+                c, outbox_id, "last_error = $2, attempts = $3", fence, error, attempts))
+            return
         await self._write(lambda c: q.note_attempt(c, outbox_id, error, attempts))
 
     async def set_cursor(self, connector: str, key: str, value: str) -> None:
+        fence = self._fence
+        if fence is not None and connector in fence.guarded:
+            await self._write(lambda c: leases.fenced_cursor(c, connector, key, value, fence))
+            return
         await self._write(lambda c: q.set_cursor(c, connector, key, value))
 
     async def retry_failed(
