@@ -236,23 +236,28 @@ class Cluster:
         except Exception as exc:
             log.error("replica %s: connector %s could not start: %s", self.id, name, exc)
             self._cooldown[name] = time.monotonic() + self.seconds
-            await self.parts.halt_connector(name, 0)
+            await self._halt(name)
             await self._release(name)
             return
         log.info("replica %s runs connector %s (lease epoch %d)", self.id, name, epoch)
 
+    async def _halt(self, name: str) -> None:
+        grace = min(self.parts.config.delivery.shutdown_grace, HALT_SHARE * self.seconds)
+        try:
+            await self.parts.halt_connector(name, grace)
+        except Exception as exc:  # it must stop here whatever happened
+            log.error("replica %s: stopping connector %s: %s", self.id, name, exc)
+
     async def _hand_over(self, name: str) -> None:
         """Stop the connector here, its copies in flight finished, then free its lease."""
         log.info("replica %s hands connector %s over", self.id, name)
-        grace = min(self.parts.config.delivery.shutdown_grace, HALT_SHARE * self.seconds)
-        await self.parts.halt_connector(name, grace)
+        await self._halt(name)
         self._cooldown[name] = time.monotonic() + 3 * self.tick  # let another take it
         await self._release(name)
 
     async def _lose(self, name: str) -> None:
         held = self.held.pop(name, None)  # owns() is False from here: workers stop
-        grace = min(self.parts.config.delivery.shutdown_grace, HALT_SHARE * self.seconds)
-        await self.parts.halt_connector(name, grace)
+        await self._halt(name)
         if held is not None and self.fence.epochs.get(name) == held.epoch:
             del self.fence.epochs[name]
 

@@ -131,6 +131,8 @@ class RoomWorker:
         except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        except Exception as exc:  # what stopped it is logged; the room stops all the same
+            log.warning("%s: stopped after %s", self.ref, exc)
 
     async def _next(self) -> OutboxRow | None:
         while not self._stopping:
@@ -166,7 +168,16 @@ class RoomWorker:
     async def _run(self) -> None:
         done = 0
         while True:
-            row = await self._next()
+            try:
+                row = await self._next()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store away (a lost connection): look again soon
+                log.warning("%s: cannot read the pending copies: %s", self.ref, exc)
+                await asyncio.sleep(1)
+                self._queue.clear()
+                self._in_store_only = True
+                continue
             if row is None:
                 return
             done += 1

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from replicakit import Replica, cli, cluster_config, databases, owners, wait_until
+from irckit import Ngircd, UserFactory
+from replicakit import Proxy, Replica, cli, cluster_config, databases, owners, wait_until
 from rlkit import Room, Stream, export, free_port
 
 PARTIES = ("agency", "acme", "contractor")
@@ -64,28 +66,57 @@ async def _spread(http: aiohttp.ClientSession, group: list[Replica], connectors:
 
 
 async def test_connectors_spread_over_replicas_one_owner_each(
-        tmp_path: Path, stores: dict[str, str]) -> None:
-    config, ports = _api_config(tmp_path, stores, per_party=2)
+        tmp_path: Path, stores: dict[str, str], ngircd: Ngircd, irc_user: UserFactory) -> None:
+    """Three replicas, six connectors (an API and an IRC account per party): two on each,
+    one IRC connection per nick, every message delivered once."""
+    ports = {f"{p}-api": free_port() for p in PARTIES}
+    connectors: dict[str, dict[str, object]] = {
+        name: {"party": name.split("-")[0], "type": "api", "listen": f"127.0.0.1:{port}"}
+        for name, port in ports.items()}
+    connectors.update({f"{p}-irc": {
+        "party": p, "type": "irc", "server": "127.0.0.1", "port": ngircd.port,
+        "nick": f"rl{p}", "line_interval": 0.01, "reconnect_initial": 0.2,
+        "reconnect_max": 2.0} for p in PARTIES})
+    pipes = {"project": {"rooms": [
+        {"connector": name, "room": f"#{name.split('-')[0]}" if name.endswith("irc")
+         else "lobby"} for name in connectors]}}
+    config = cluster_config(tmp_path / "roomlink.yaml", stores, connectors, pipes)
+    observer = await irc_user("watcher", *(f"#{p}" for p in PARTIES))
     async with replicas(config, ["r1", "r2", "r3"]) as group, aiohttp.ClientSession() as http:
         found = await _spread(http, group, 6, 2)
-        # every connector listens on exactly one replica: a message goes around once
+        for p in PARTIES:  # each bridge joined its channel
+            await observer.wait_line(lambda ln, p=p: ln.command == "JOIN"
+                                     and ln.nick == f"rl{p}", timeout=60)
         rooms = {name: Room(http, port, "lobby") for name, port in ports.items()}
         streams = {name: await Stream(room).__aenter__() for name, room in rooms.items()}
-        sent = await rooms["agency-api0"].post("hello", "alice")
+        sent = await rooms["agency-api"].post("hello", "alice")
         for name, stream in streams.items():
-            if name != "agency-api0":
+            if name != "agency-api":
                 await stream.wait_for(1)
-        await asyncio.sleep(0.5)
+        for p in PARTIES:
+            await observer.wait_texts(f"#{p}", 1, sender=f"rl{p}", timeout=60)
+        observer.say("#acme", "hi from irc")
+        for stream in streams.values():
+            await stream.wait_for(2 if stream is not streams["agency-api"] else 1)
+        await asyncio.sleep(1)
         for name, stream in streams.items():
             ids = [f["id"] for f in stream.frames]
-            assert ids == ([] if name == "agency-api0" else [sent["id"]]), name
+            assert len(ids) == len(set(ids)) == (1 if name == "agency-api" else 2), name
             await stream.__aexit__(None, None, None)
-        # a replica says which connectors it runs, and the status page shows it
+        for p in PARTIES:
+            texts = observer.texts(f"#{p}", sender=None)
+            assert sum("hello" in t for t in texts) == 1, texts
+        # one connection per IRC account: no bridge ever fell back to another nick
+        joined = {ln.nick for ln in observer.lines if ln.command == "JOIN"}
+        assert joined == {"watcher", *(f"rl{p}" for p in PARTIES)}, joined
+        # a replica says which connectors it runs, and its status page shows it
         for replica in group:
             status = await replica.status(http)
             assert status["replica"]["id"] == replica.name
-            assert sorted(status["replica"]["connectors"]) == sorted(
-                n for n, where in found.items() if where == [replica.name])
+            mine = sorted(n for n, where in found.items() if where == [replica.name])
+            assert sorted(status["replica"]["connectors"]) == mine
+            async with http.get(f"http://127.0.0.1:{replica.admin_port}/") as resp:
+                assert f"replica {replica.name} runs {', '.join(mine)}" in await resp.text()
 
 
 async def test_kill_9_of_the_owner_of_a_busy_pipe(tmp_path: Path, stores: dict[str, str]
@@ -183,3 +214,55 @@ async def test_concurrent_posts_through_replicas_one_order(
     assert len(digests) == 1, digests
     orders = {tuple(r["id"] for r in export(config, party, env=ENV)) for party in PARTIES}
     assert len(orders) == 1 and len(next(iter(orders))) == 180
+
+
+def _logged_at(replica: Replica, text: str) -> datetime:
+    """When ``replica`` last logged a line holding ``text``."""
+    for line in reversed(replica.log().splitlines()):
+        if text in line:
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    raise AssertionError(f"{replica.name} never logged {text!r}:\n{replica.log()}")
+
+
+async def test_a_replica_cut_from_its_database_stops_before_another_takes_over(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    """r1 reaches PostgreSQL through a proxy that the test cuts mid-stream: r1 stops its
+    connectors by itself before r2 runs them, and nothing is lost or doubled."""
+    proxy = Proxy()
+    await proxy.start()
+    via_env = {p: url.replace(":5432/", ":${PG_PORT}/") for p, url in stores.items()}
+    config, ports = _api_config(tmp_path, via_env)
+    r1 = Replica(config, "r1", {"PG_PORT": str(proxy.port)})
+    r2 = Replica(config, "r2", {"PG_PORT": "5432"})
+    try:
+        async with aiohttp.ClientSession() as http:
+            await r1.start()
+            await wait_until(lambda: _runs_all(http, r1, ports), "r1 runs every connector")
+            await r2.start()
+            await wait_until(lambda: _spread_all(http, [r1, r2], 3), "connectors spread")
+            on_r1 = await r1.runs(http)
+            sender = (await r2.runs(http))[0]
+            receivers = [n for n in ports if n != sender]
+            room = Room(http, ports[sender], "lobby")
+            streams = [await Stream(Room(http, ports[n], "lobby")).__aenter__()
+                       for n in receivers]
+            expected: list[str] = []
+            for i in range(120):
+                if i == 40:
+                    await proxy.cut()
+                expected.append(await room.post_until_accepted(f"m {i}", "bob", key=f"m{i}"))
+            for stream in streams:
+                await stream.wait_for(len(expected), timeout=120)
+                await asyncio.sleep(0.5)
+                ids = [str(f["id"]) for f in stream.frames]
+                unique = list(dict.fromkeys(ids))
+                assert unique == expected, "a message is missing or out of order"
+                assert len(ids) - len(unique) <= 1, "more than the copy in flight repeated"
+                await stream.__aexit__(None, None, None)
+            for name in on_r1:
+                stopped = _logged_at(r1, f"lease of connector {name} in time; stopping it")
+                taken = _logged_at(r2, f"replica r2 runs connector {name} ")
+                assert stopped < taken, (name, stopped, taken)
+    finally:
+        r1.cleanup()
+        r2.cleanup()
