@@ -13,8 +13,9 @@ the time until r2 listens on the killed connector's port. r1 is started again an
 connectors spread before the next kill.
 
 throughput: ``-n`` messages from 32 concurrent posters into the sender's room, until the
-last one came out of the receiver's room: every connector on one replica (the other one
-runs nothing), then the sender on one replica and the receivers on the other.
+last one came out of the receiver's room: one process without ``cluster`` (the
+baseline), every connector on one replica, then the sender on one replica and the
+receiver on the other.
 
     .venv/bin/python bench/replicas.py                     # 10 kills, lease_seconds 10
     .venv/bin/python bench/replicas.py --kills 3 --lease 5 -n 2000
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from replicakit import Replica, cluster_config, databases, owners  # noqa: E402
-from rlkit import Room, Stream, free_port  # noqa: E402
+from rlkit import Daemon, Room, Stream, free_port  # noqa: E402
 
 PARTIES = ("agency", "acme", "contractor")
 
@@ -75,6 +76,45 @@ async def spread(http: aiohttp.ClientSession, group: list[Replica], count: int) 
     await wait(ok)
 
 
+async def one_kill(http: aiohttp.ClientSession, victim: Replica, ports: dict[str, int],
+                   sender: str, receiver: str, k: int) -> tuple[float, float, bool]:
+    """A stream into the sender's room, kill -9 of the receiver's replica: (takeover,
+    listening again, nothing lost or doubled)."""
+    stream = await Stream(Room(http, ports[receiver], "lobby")).__aenter__()
+    room = Room(http, ports[sender], "lobby")
+    sent: list[str] = []
+    stop = asyncio.Event()
+
+    async def post() -> None:
+        i = 0
+        while not stop.is_set():
+            sent.append(await room.post_until_accepted(f"k{k} {i}", "alice", key=f"k{k}-{i}"))
+            i += 1
+            await asyncio.sleep(0.02)
+    poster = asyncio.create_task(post())
+    await stream.wait_for(20)
+    victim.kill()
+    killed = time.monotonic()
+    await wait(lambda: listening(ports[receiver]))
+    listened = time.monotonic() - killed
+    # from here every frame is the new owner's
+    await stream.wait_for(len(stream.frames) + 1, timeout=120)
+    took = time.monotonic() - killed
+    await asyncio.sleep(0.5)
+    stop.set()
+    await poster
+    await stream.wait_for(len(sent), timeout=120)
+    await asyncio.sleep(0.5)
+    ids = [str(f["id"]) for f in stream.frames]
+    unique = list(dict.fromkeys(ids))
+    ok = unique == sent and len(ids) - len(unique) <= 1
+    await stream.__aexit__(None, None, None)
+    print(f"kill {k + 1}: takeover {took:.2f}s (listening after {listened:.2f}s), "
+          f"{len(sent)} messages, {len(ids) - len(unique)} repeated"
+          + ("" if ok else ", MISSING, REORDERED OR DOUBLED"))
+    return took, listened, ok
+
+
 async def failover(tmp: Path, kills: int, lease: float) -> bool:
     takeovers: list[float] = []
     listens: list[float] = []
@@ -89,43 +129,10 @@ async def failover(tmp: Path, kills: int, lease: float) -> bool:
                 await spread(http, [r1, r2], len(ports))
                 sender = (await r2.runs(http))[0]
                 receiver = (await r1.runs(http))[0]
-                stream = await Stream(Room(http, ports[receiver], "lobby")).__aenter__()
-                room = Room(http, ports[sender], "lobby")
-                sent: list[str] = []
-                stop = asyncio.Event()
-
-                async def post(k: int = k) -> None:
-                    i = 0
-                    while not stop.is_set():
-                        sent.append(await room.post_until_accepted(
-                            f"k{k} {i}", "alice", key=f"k{k}-{i}"))
-                        i += 1
-                        await asyncio.sleep(0.02)
-                poster = asyncio.create_task(post())
-                await stream.wait_for(20)
-                before = len(stream.frames)
-                r1.kill()
-                killed = time.monotonic()
-                await wait(lambda: listening(ports[receiver]))
-                listens.append(time.monotonic() - killed)
-                while len(stream.frames) <= before:  # the first message from r2
-                    await asyncio.sleep(0.005)
-                takeovers.append(time.monotonic() - killed)
-                await asyncio.sleep(0.5)
-                stop.set()
-                await poster
-                await stream.wait_for(len(sent), timeout=120)
-                await asyncio.sleep(0.5)
-                ids = [str(f["id"]) for f in stream.frames]
-                unique = list(dict.fromkeys(ids))
-                if unique != sent or len(ids) - len(unique) > 1:
-                    print(f"kill {k + 1}: MISSING, REORDERED OR DOUBLED "
-                          f"({len(sent)} sent, {len(ids)} frames)")
-                    good = False
-                await stream.__aexit__(None, None, None)
-                print(f"kill {k + 1}: takeover {takeovers[-1]:.2f}s "
-                      f"(listening after {listens[-1]:.2f}s), {len(sent)} messages, "
-                      f"{len(ids) - len(unique)} repeated")
+                took, listened, ok = await one_kill(http, r1, ports, sender, receiver, k)
+                takeovers.append(took)
+                listens.append(listened)
+                good = good and ok
                 await r1.start()
         finally:
             r1.cleanup()
@@ -136,15 +143,21 @@ async def failover(tmp: Path, kills: int, lease: float) -> bool:
     return good
 
 
-async def throughput(tmp: Path, n: int, split: bool) -> tuple[float, bool]:
+async def throughput(tmp: Path, n: int, split: bool | None) -> tuple[float, bool]:
+    """``split``: None for one process without ``cluster`` (the baseline)."""
     async with databases(PARTIES) as stores, aiohttp.ClientSession() as http:
         config, ports = setup(tmp, stores, 10.0)
         names = ["r1", "r2"] if split else ["r1"]
         group = [Replica(config, name) for name in names]
+        if split is None:
+            text = config.read_text().replace("enabled: true", "enabled: false")
+            config.write_text(text)
+            group = [Daemon(config, list(ports.values()), {"ADMIN_PORT": str(free_port())})]
         try:
             for replica in group:
                 await replica.start()
-            await spread(http, group, len(ports))
+            if isinstance(group[0], Replica):
+                await spread(http, group, len(ports))  # type: ignore[arg-type]
             if split:
                 sender = (await group[1].runs(http))[0]
                 receiver = (await group[0].runs(http))[0]
@@ -181,10 +194,13 @@ async def main() -> int:
     good = True
     with tempfile.TemporaryDirectory() as tmp:
         if args.skip != "throughput":
-            for split in (False, True):
-                rate, ok = await throughput(Path(tmp) / f"t{split}", args.n, split)
+            for split in (None, False, True):
+                folder = Path(tmp) / f"throughput-{split}"
+                folder.mkdir()
+                rate, ok = await throughput(folder, args.n, split)
                 good = good and ok
-                where = "sender and receiver on two replicas" if split else "one replica"
+                where = ("sender and receiver on two replicas" if split else
+                         "one replica" if split is False else "one process, no cluster")
                 print(f"throughput, one pipe, {where}: {rate:.0f} msg/s "
                       f"({args.n} messages, 32 posters){'' if ok else ' MISSING/DOUBLED'}")
         if args.skip != "failover":

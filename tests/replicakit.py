@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from rlkit import Daemon, free_port, run_cli, write_config
 from store.conftest import pg_database
 
-LEASE_SECONDS = 3.0  # short, so that a test's failovers take seconds
+LEASE_SECONDS = 5.0  # short, so that a test's failovers take seconds
 
 
 class Replica(Daemon):
@@ -100,6 +101,7 @@ class Proxy:
         self.target_port = target_port
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self.client_ports: set[int] = set()  # what the server sees as the replica's ports
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -111,6 +113,7 @@ class Proxy:
             writer.close()
             return
         self._writers += [writer, up_writer]
+        self.client_ports.add(up_writer.get_extra_info("sockname")[1])
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, ConnectionError):
@@ -119,6 +122,18 @@ class Proxy:
                     await dst.drain()
             dst.close()
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def terminate_backends(self) -> int:
+        """``pg_terminate_backend`` of every server process of the replica behind this
+        proxy (it may connect again); how many there were."""
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            rows = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE client_port = ANY($1::int[])", sorted(self.client_ports))
+        finally:
+            await conn.close()
+        return len(rows)
 
     async def cut(self) -> None:
         assert self._server is not None

@@ -479,3 +479,24 @@ def test_each_connector_gets_a_state_folder_beside_its_partys_store(tmp_path: Pa
     err = fail(tmp_path, VALID.replace('"sqlite:///data/agency.db"}',
                                        '"sqlite:///data/agency.db", state_dir: " "}'))
     assert "state_dir must be a folder's path" in str(err)
+
+
+# --- replicas ---
+
+def test_cluster_is_off_unless_enabled(tmp_path: Path) -> None:
+    assert load(tmp_path, VALID).cluster.enabled is False
+
+
+def test_a_cluster_wants_every_store_on_postgresql(tmp_path: Path) -> None:
+    err = fail(tmp_path, VALID + "cluster: {enabled: true, lease_seconds: 5}\n")
+    issue = only(err, "parties.agency.store")
+    assert "must be PostgreSQL" in issue.message and issue.line == 2
+    assert not [i for i in err.issues if i.path == "parties.acme.store"]
+
+
+def test_a_cluster_on_postgresql_and_its_lease(tmp_path: Path) -> None:
+    text = VALID.replace('"sqlite:///data/agency.db"', '"postgresql://db/agency"')
+    config = load(tmp_path, text + "cluster: {enabled: true, lease_seconds: 5}\n")
+    assert config.cluster.enabled and config.cluster.lease_seconds == 5
+    err = fail(tmp_path, text + "cluster: {enabled: true, lease_seconds: 1}\n")
+    assert only(err, "cluster.lease_seconds")

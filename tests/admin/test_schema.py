@@ -14,6 +14,7 @@ import yaml
 from rlkit import ROOT, run_cli
 
 EXAMPLES = [ROOT / "config.example.yaml", ROOT / "docker/roomlink.yaml",
+            ROOT / "docker/replicas/roomlink.yaml",
             *sorted((ROOT / "examples").glob("*.yaml"))]
 
 

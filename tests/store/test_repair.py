@@ -40,6 +40,7 @@ class Ingest:
     topology: Topology
     stores: Mapping[str, Store]
     pushed: list[OutboxRow] = field(default_factory=list)
+    pipe_lock: None = None  # one process: no other appends to keep out
 
     def on_recorded(self, _store: Store, rows: Sequence[OutboxRow]) -> None:
         self.pushed.extend(rows)
