@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
                            description="Validate a config; exit 0, or 2 with every error.")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
 
+    ident = sub.add_parser("instance-id", help="print this instance's public key line",
+                           description="Print the public key of the config's instance.key "
+                           "as one line, for the other side's link peer_key.")
+    ident.add_argument("-c", "--config", required=True, help="YAML config file")
+
     add_operator_commands(sub)
     watch = sub.add_parser("watch", help="print an API room's stream",
                            description="Print an API room's stream, one line per message.")
@@ -108,6 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reload_daemon(config, args.pid_file)
     if args.command == "outbox":
         return outbox_command(config, args)
+    if args.command == "instance-id":
+        from roomlink.record.sign import instance_id
+
+        if config.instance is None:
+            print(f"{args.config}: no instance: {{key: ...}} in this config", file=sys.stderr)
+            return EXIT_USAGE
+        print(instance_id(config.instance.key.get_secret_value()))
+        return EXIT_OK
     if args.command == "check":
         from roomlink.config.preflight import notes
 

@@ -24,6 +24,7 @@ from roomlink.config.models import (
     Config,
     ConnectorConfig,
     DeliveryConfig,
+    InstanceConfig,
     PartyConfig,
     PipeConfig,
 )
@@ -34,7 +35,7 @@ from roomlink.connector.base import (
 )
 from roomlink.message.model import RoomRef
 
-_TOP_KEYS = ("parties", "connectors", "pipes", "delivery", "admin", "cluster")
+_TOP_KEYS = ("parties", "connectors", "pipes", "delivery", "admin", "cluster", "instance")
 _REQUIRED_TOP_KEYS = ("parties", "connectors", "pipes")
 
 
@@ -252,6 +253,27 @@ def load_config(
                 loader.add(("parties", name, "store"),
                            "with cluster.enabled every party's store must be PostgreSQL "
                            "(postgresql://...): the replicas share it")
+    instance = None
+    if data.get("instance") is not None:
+        instance = loader.validate(InstanceConfig, data["instance"], ("instance",))
+    links = {name for name, cc in connectors.items() if cc.type == "link"}
+    for name in sorted(links):
+        if instance is None:
+            loader.add(("connectors", name), "a link needs this instance's key: "
+                       "instance: {key: ...} (`roomlink keygen` prints one)")
+        if cluster.enabled:
+            # every replica must know which pipes are hosted elsewhere, and only the one
+            # running the link would: not yet
+            loader.add(("connectors", name), "a link does not run with cluster.enabled yet")
+    shared: dict[tuple[str, str], str] = {}
+    for pipe_name, pc in pipes.items():
+        for i, rc in enumerate(pc.rooms):
+            if rc.connector not in links:
+                continue
+            holder = shared.setdefault((rc.connector, rc.room), pipe_name)
+            if holder != pipe_name:
+                loader.add(("pipes", pipe_name, "rooms", i), f"the conversation {rc.room!r} "
+                           f"of link {rc.connector} is in pipe {holder} already")
 
     listeners: list[tuple[Loc, str]] = [
         (("connectors", name, "listen"), listen)
@@ -279,4 +301,5 @@ def load_config(
         delivery=delivery,
         admin=admin,
         cluster=cluster,
+        instance=instance,
     )

@@ -219,6 +219,23 @@ class AdminConfig(HttpLimitOptions):
         return check_host_port(value)
 
 
+class InstanceConfig(BaseModel):
+    """This roomlink instance's identity on federation links (README "Federation")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Ed25519 private key (PEM, as `roomlink keygen` prints it); never stored or logged
+    key: SecretStr
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        from roomlink.record.sign import load_private_key
+
+        load_private_key(value.get_secret_value())  # BadKey is a ValueError, without the key
+        return value
+
+
 class ConnectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -235,6 +252,7 @@ class Config(BaseModel):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     admin: AdminConfig | None = None
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    instance: InstanceConfig | None = None
 
     def state_dir(self, party: str, connector: str) -> Path:
         """The folder of ``connector``'s own files (``ConnectorContext.state_dir``)."""
@@ -258,6 +276,8 @@ class Config(BaseModel):
         for party in self.parties.values():
             found |= urls.passwords(party.store)
             _collect_secrets(party.signing_key, found)
+        if self.instance is not None:
+            _collect_secrets(self.instance.key, found)
         if self.admin is not None and self.admin.token is not None:
             found.add(self.admin.token.get_secret_value())
         found.discard("")

@@ -8,9 +8,10 @@ reload changes its rooms but not its options, tells it which rooms came and went
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from roomlink.connector.files import Files
 from roomlink.connector.handin import hand_in
 from roomlink.errors import NotSupported
-from roomlink.message.model import Inbound, Outbound
+from roomlink.message.model import Inbound, Message, Outbound
 
 ENTRY_POINT_GROUP = "roomlink.connectors"
 
@@ -45,6 +46,11 @@ class Limits:
     # at most this many bytes of files natively per message (email: per mail); the files
     # that would pass it go as text lines (and a link), the first ones that fit natively
     max_total_file_bytes: int | None = None
+    # this connector's rooms lead to another roomlink instance that hosts (orders) their
+    # conversations (the connecting side of a federation link): a message said in another
+    # room of such a pipe is held, sent there through ``ctx.held_after``, and recorded
+    # only when it comes back placed, through ``ctx.place`` (docs/ARCHITECTURE.md)
+    upstream: bool = False
 
 
 class ConnectorOptions(BaseModel):
@@ -63,6 +69,9 @@ def check_host_port(value: str) -> str:
 
 AcceptFn = Callable[[Inbound], Awaitable[list[str]]]
 HistoryFn = Callable[[str, str, int], Awaitable[list[Outbound] | None]]
+PlaceFn = Callable[[str, Message, Collection[str] | None], Awaitable[list[str]]]
+HeldFn = Callable[[int, int], Awaitable[list[tuple[int, str, Message]]]]
+ReleaseFn = Callable[[Sequence[str]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -85,6 +94,19 @@ class ConnectorContext:
     # must outlive restarts: beside its party's store (README "Connector state"). The
     # connector creates it when it needs it; None when the core gives none
     state_dir: Path | None = None
+    # -- for a link to another roomlink instance (federation); the core provides them --
+    # (room, message, parties) records a whole message said on (or placed by) the other
+    # instance into the conversation of ``room``; returns its id once recorded in every
+    # store, raises BadInput (logged and counted) when it may not be recorded: its author
+    # not of ``parties`` (None: any), a party or room of this instance, an unknown reply,
+    # an edit of another party's message
+    place: PlaceFn | None = None
+    # (after held id, limit) -> messages said here, held for this connector's peer
+    # (Limits.upstream), oldest first, as (held id, room, message)
+    held_after: HeldFn | None = None
+    release: ReleaseFn | None = None  # hold these message ids no longer (the peer refused)
+    held_signal: asyncio.Event = field(default_factory=asyncio.Event)  # set on a new hold
+    instance_key: str | None = None  # this instance's Ed25519 private key (PEM), secret
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("roomlink.connector"))
 
     async def hand_in(self, event: Inbound) -> bool:

@@ -27,6 +27,7 @@ from roomlink.errors import ShuttingDown
 from roomlink.message.model import Inbound, RoomRef, utcnow
 from roomlink.relay.delivery import RetryPolicy, RoomWorker
 from roomlink.relay.files import StoreFiles
+from roomlink.relay.placing import held_after
 from roomlink.relay.repair import repair_stores
 from roomlink.relay.replay import history_after
 from roomlink.relay.router import Router
@@ -61,6 +62,7 @@ class Daemon:
         self.failed_starts: set[str] = set()  # connectors whose start failed in a reload
         # replicas (cluster.enabled): which connectors run here is the cluster's to say
         self.cluster: Cluster | None = None
+        self.upstream: set[str] = set()  # links to the instance hosting their pipes
 
     async def start(self) -> None:
         cfg = self.config
@@ -68,6 +70,8 @@ class Daemon:
         set_connector_names(cfg.connectors)
         self.stores.update(await self.open_stores(cfg, list(cfg.parties)))
         router = Router(self.topology, self.stores, self._platforms(), self._on_recorded)
+        router.upstream = self.upstream  # the same set: built and stopped links change it
+        router.on_held = self._on_held
         self.router = router
         if cfg.cluster.enabled:
             cluster = self.cluster = Cluster(self)
@@ -206,6 +210,7 @@ class Daemon:
         if connector is not None:
             await _stop_connector(name, connector, grace)
         self.pacers.pop(name, None)
+        self.upstream.discard(name)
         self.health.forget(name)
         self.failed_starts.discard(name)
 
@@ -238,6 +243,11 @@ class Daemon:
     def _platforms(self) -> dict[str, str]:
         return {name: cc.type for name, cc in self.config.connectors.items()}
 
+    def _on_held(self, name: str) -> None:
+        connector = self.connectors.get(name)
+        if connector is not None:
+            connector.ctx.held_signal.set()
+
     def _build_connector(self, name: str, cc: ConnectorConfig) -> Connector:
         assert self.router is not None
         store = self.stores[cc.party]
@@ -254,6 +264,11 @@ class Daemon:
             set_cursor=partial(store.set_cursor, name),
             state_dir=self.config.state_dir(cc.party, name),
             log=logging.getLogger(f"roomlink.connector.{name}"),
+            place=partial(self.router.place, name),
+            held_after=partial(held_after, store, name),
+            release=store.release,
+            instance_key=(None if self.config.instance is None
+                          else self.config.instance.key.get_secret_value()),
         )
         built: list[Connector] = []  # its own limit caps the files it keeps
         ctx.files = StoreFiles(
@@ -262,6 +277,8 @@ class Daemon:
         )
         connector = load_connector_type(cc.type)(cc.options, ctx)
         built.append(connector)
+        if connector.limits.upstream:
+            self.upstream.add(name)
         ctx.history_after = partial(
             history_after, store, lambda: self.topology, lambda: connector.limits, name
         )

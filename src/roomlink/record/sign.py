@@ -102,3 +102,14 @@ def check(line: str, key: Ed25519PublicKey) -> tuple[bool, str]:
     except (InvalidSignature, ValueError):
         return False, "the signature does not match the line: it was changed or forged"
     return True, unsigned
+
+
+INSTANCE_PREFIX = "ed25519:"
+
+
+def instance_id(private_pem: str) -> str:
+    """The one line that names an instance on federation links: ``ed25519:`` and the raw
+    public key in base64 (what the other side's ``peer_key`` takes)."""
+    raw = load_private_key(private_pem).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return INSTANCE_PREFIX + base64.b64encode(raw).decode()

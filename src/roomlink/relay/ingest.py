@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -53,6 +54,8 @@ class Owner(Protocol):
     def stores(self) -> Mapping[str, Store]: ...
     @property
     def on_recorded(self) -> OnRecorded: ...
+    @property
+    def upstream(self) -> AbstractSet[str]: ...  # links to the host of their pipes
 
 
 class BatchWriter:
@@ -63,10 +66,14 @@ class BatchWriter:
     def _entries(self, messages: Sequence[Message]) -> dict[str, list[NewMessage]]:
         per_store: dict[str, list[NewMessage]] = {}
         topology = self.owner.topology
+        upstream = self.owner.upstream
         for message in messages:
             pipe = topology.pipe(message.pipe)
             data = canonical(message)  # the same bytes chain on in every party's store
             for party, outbox in topology.routes(pipe, message.origin):
+                if upstream and any(ref.connector in upstream for ref in outbox):
+                    # what the host placed never goes back up to it (federation)
+                    outbox = tuple(r for r in outbox if r.connector not in upstream)
                 per_store.setdefault(party, []).append(NewMessage(message, outbox, data))
         return per_store
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from pydantic import ValidationError
 
@@ -29,6 +30,7 @@ from roomlink.message.model import (
     new_message_id,
     utcnow,
 )
+from roomlink.relay import metrics, placing
 from roomlink.relay.ingest import BatchWriter, PipeLock
 from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import OutboxRow, Store
@@ -64,6 +66,11 @@ class Router:
         self._task: asyncio.Task[None] | None = None
         # replicas: the lock that keeps other processes' appends to a pipe apart
         self.pipe_lock: PipeLock | None = None
+        # federation (relay/placing.py): the connectors that lead to the instance hosting
+        # their conversations (the daemon's own set), and who to tell that a message was
+        # held for one
+        self.upstream: AbstractSet[str] = frozenset()
+        self.on_held: Callable[[str], None] = lambda connector: None
 
     @property
     def topology(self) -> Topology:
@@ -124,7 +131,7 @@ class Router:
         if inbound.target_native is not None:
             target = await self._resolve(origin_store, ref, inbound.target_native)
         if inbound.kind in (Kind.EDIT, Kind.DELETE):
-            original = None if target is None else await origin_store.get_message(target)
+            original = None if target is None else await _known(origin_store, target)
             if original is None or original.origin != ref:
                 # platforms let people change only their own messages, which were said
                 # in this room; anything else is a confused or hostile client
@@ -143,10 +150,65 @@ class Router:
             return []
         if self._closed:  # closed while the reply/target lookup ran
             raise ShuttingDown("roomlink is shutting down")
+        held = await self._hold(messages)
+        messages = [m for m in messages if m.pipe not in held]
+        if not messages:
+            return list(held.values())
+        return [*held.values(), *await self._enqueue(messages)]
+
+    async def _enqueue(self, messages: list[Message]) -> list[str]:
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._queue.append((messages, future))
         self._wake.set()
         return await future
+
+    async def _hold(self, messages: Sequence[Message]) -> dict[str, str]:
+        """Hold the messages of pipes another instance hosts (pipe -> id): they are
+        recorded here only when they come back placed (relay/placing.py)."""
+        held: dict[str, str] = {}
+        for message in messages:
+            up = placing.upstream_room(self.topology.pipe(message.pipe), self.upstream)
+            if up is None:
+                continue
+            store = self.stores[self.topology.party_of[up]]
+            # said again after a crash, and placed meanwhile: on record, not held again
+            if await store.get_message(message.id) is None:
+                await store.hold(up.connector, up.room, [message])
+                metrics.HELD.labels(up.connector).inc()
+                self.on_held(up.connector)
+            held[message.pipe] = message.id
+        return held
+
+    async def place(self, connector: str, room: str, message: Message,
+                    parties: Collection[str] | None = None) -> list[str]:
+        """Record a whole message another instance sent through the link ``connector``
+        into the conversation of its ``room``, in the order it arrives; its id once
+        recorded. BadInput (counted and logged) when it may not be (relay/placing.py)."""
+        if self._closed:
+            raise ShuttingDown("roomlink is shutting down")
+        ref = RoomRef(connector, room)
+        pipes = self.topology.inbound.get(ref, [])
+        try:
+            if len(pipes) != 1:
+                raise BadInput(f"conversation {room!r} is not shared on this link")
+            if parties is not None and message.author.party not in parties:
+                raise BadInput(f"party {message.author.party!r} is not one this link's "
+                               "peer may speak for (peer_parties)")
+            store = self.stores[self.topology.party_of[ref]]
+            placed, own = await placing.checked(message, pipes[0], store, self.topology,
+                                                self.stores, self.platforms)
+        except BadInput as exc:
+            metrics.REFUSED.labels(connector).inc()
+            log.warning("%s: refused a message from the linked instance: %s", ref, exc,
+                        extra={"connector": connector, "room": room})
+            raise
+        if placed is None:
+            return [message.id]
+        ids = await self._enqueue([placed])
+        metrics.CROSSED.labels(connector).inc()
+        if own:
+            await store.release(ids)
+        return ids
 
     def _messages(
         self,
@@ -190,7 +252,7 @@ class Router:
         if native_id is None:
             return None
         found = await store.message_id_for_native(ref.connector, ref.room, native_id)
-        if found is None and await store.get_message(native_id) is not None:
+        if found is None and await _known(store, native_id) is not None:
             found = native_id
         return found
 
@@ -216,6 +278,12 @@ class Router:
 
     async def _write(self, batch: list[tuple[list[Message], asyncio.Future[list[str]]]]) -> None:
         await self._writer.write(batch)
+
+
+async def _known(store: Store, message_id: str) -> Message | None:
+    """A message on record, or said here and held for the instance hosting its pipe (an
+    edit or a reply may follow it before it comes back placed)."""
+    return await store.get_message(message_id) or await store.held_message(message_id)
 
 
 def _dedup_key(inbound: Inbound) -> str | None:

@@ -97,6 +97,30 @@ class Store(Protocol):
 
     async def get_message(self, message_id: str) -> Message | None: ...
 
+    # -- held for the instance that hosts a conversation (federation) --------------------
+
+    async def hold(self, connector: str, room: str, messages: Sequence[Message]) -> None:
+        """Keep messages said here until the instance hosting their conversation (behind
+        ``connector``'s ``room``) placed them; an id held already is kept once."""
+        ...
+
+    async def held(self, connector: str, after: int = 0, limit: int = 256
+                   ) -> list[tuple[int, str, Message]]:
+        """(held id, room, message) held for ``connector`` after ``after``, oldest first."""
+        ...
+
+    async def release(self, message_ids: Sequence[str]) -> None:
+        """These messages are placed (or refused by the host): hold them no longer."""
+        ...
+
+    async def held_message(self, message_id: str) -> Message | None:
+        """A message held (not yet placed) by its id."""
+        ...
+
+    async def held_counts(self) -> dict[str, int]:
+        """connector -> messages held for it."""
+        ...
+
     async def delivered_after(
         self, connector: str, room: str, message_id: str, limit: int = 1000
     ) -> list[Message] | None:

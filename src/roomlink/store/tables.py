@@ -173,3 +173,23 @@ file_ids = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("sha256", name="uq_file_ids_sha256"),
 )
+
+# -- federation (migration 0006) --------------------------------------------------------
+
+# Messages said in this instance's rooms of a conversation another instance hosts: kept
+# here until the host has placed them in its order and sent them back (they are then
+# recorded like any other message and leave this table). Not part of the record.
+held = sa.Table(
+    "held",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Text, nullable=False),
+    sa.Column("connector", sa.Text, nullable=False),
+    sa.Column("room", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),  # the Message as JSON
+    sa.Column("held_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("message_id", name="uq_held_message_id"),
+    sa.Index("ix_held_connector", "connector", "id"),
+    # ids never come back after a release: the link sends what is held after an id
+    sqlite_autoincrement=True,
+)

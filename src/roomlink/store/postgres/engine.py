@@ -28,6 +28,7 @@ from roomlink.store.errors import StoreError, wrap
 from roomlink.store.files import FileKeeper
 from roomlink.store.files.folder import FolderFiles
 from roomlink.store.files.pgchunks import ChunkFiles
+from roomlink.store.postgres import held_queries as hq
 from roomlink.store.postgres import leases, writes
 from roomlink.store.postgres import queries as q
 from roomlink.store.postgres import record_queries as rq
@@ -240,6 +241,22 @@ class PostgresStore(GroupCommit, Store):
 
     async def get_message(self, message_id: str) -> Message | None:
         return await self._read(lambda c: q.get_message(c, message_id))
+
+    async def hold(self, connector: str, room: str, messages: Sequence[Message]) -> None:
+        await self._write(lambda c: hq.hold(c, connector, room, messages))
+
+    async def held(self, connector: str, after: int = 0, limit: int = 256
+                   ) -> list[tuple[int, str, Message]]:
+        return await self._read(lambda c: hq.held(c, connector, after, limit))
+
+    async def release(self, message_ids: Sequence[str]) -> None:
+        await self._write(lambda c: hq.release(c, message_ids))
+
+    async def held_message(self, message_id: str) -> Message | None:
+        return await self._read(lambda c: hq.held_message(c, message_id))
+
+    async def held_counts(self) -> dict[str, int]:
+        return await self._read(hq.held_counts)
 
     async def delivered_after(
         self, connector: str, room: str, message_id: str, limit: int = 1000

@@ -32,6 +32,7 @@ from roomlink.store.contract import PrefixCheck, Store
 from roomlink.store.errors import StoreError, wrap
 from roomlink.store.files import FileKeeper
 from roomlink.store.files.folder import FolderFiles
+from roomlink.store.sqlite import held_queries as hq
 from roomlink.store.sqlite import queries as q
 from roomlink.store.sqlite import record_queries as rq
 from roomlink.store.urls import redact
@@ -258,6 +259,22 @@ class SqliteStore(Store):
 
     async def get_message(self, message_id: str) -> Message | None:
         return self.read_now(lambda c: q.get_message(c, message_id))
+
+    async def hold(self, connector: str, room: str, messages: Sequence[Message]) -> None:
+        self.write_now(lambda c: hq.hold(c, connector, room, messages))
+
+    async def held(self, connector: str, after: int = 0, limit: int = 256
+                   ) -> list[tuple[int, str, Message]]:
+        return self.read_now(lambda c: hq.held(c, connector, after, limit))
+
+    async def release(self, message_ids: Sequence[str]) -> None:
+        self.write_now(lambda c: hq.release(c, message_ids))
+
+    async def held_message(self, message_id: str) -> Message | None:
+        return self.read_now(lambda c: hq.held_message(c, message_id))
+
+    async def held_counts(self) -> dict[str, int]:
+        return self.read_now(hq.held_counts)
 
     async def delivered_after(
         self, connector: str, room: str, message_id: str, limit: int = 1000
