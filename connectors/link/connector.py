@@ -45,6 +45,7 @@ from .wire import (
     MALFORMED,
     REFUSED,
     Malformed,
+    PeerRefused,
     field,
     frame,
     message_frame,
@@ -163,6 +164,9 @@ class LinkConnector(Connector):
                                    "private key", "no proof of your key")
                 return ws
             await ws.send_str(json.dumps({"t": "ready"}))
+        except PeerRefused as exc:
+            self.ctx.log.error("%s: the peer refused this instance: %s", self.ctx.name, exc)
+            return ws
         except (Malformed, TimeoutError, ConnectionError) as exc:
             self.ctx.log.warning("%s: a connection failed its handshake: %s", self.ctx.name,
                                  exc or "no answer in time")
@@ -359,9 +363,5 @@ class LinkConnector(Connector):
 
     async def rooms_changed(self, added: Sequence[str], removed: Sequence[str]) -> None:
         return None  # rooms are read from ctx at each message
-
-
-class PeerRefused(Exception):
-    """The other side refused this instance during the handshake."""
 
 

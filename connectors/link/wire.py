@@ -37,6 +37,10 @@ class Malformed(ValueError):
     """A frame that breaks the protocol: the link is closed with this reason."""
 
 
+class PeerRefused(Exception):
+    """The other side refused this instance during the handshake."""
+
+
 def parse_public(line: str) -> Ed25519PublicKey:
     line = line.strip()
     if not line.startswith(PREFIX):

@@ -45,6 +45,9 @@ class Ingest:
     def on_recorded(self, _store: Store, rows: Sequence[OutboxRow]) -> None:
         self.pushed.extend(rows)
 
+    def is_upstream(self, _connector: str) -> bool:
+        return False  # no federation link here
+
     async def write(self, *messages: Message) -> None:
         """Record ``messages`` in every party's store, as the router does."""
         loop_future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
