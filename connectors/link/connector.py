@@ -278,6 +278,8 @@ class LinkConnector(Connector):
             self.ctx.log.error("%s: closing the link: the peer sent %s", self.ctx.name, exc)
             with contextlib.suppress(Exception):
                 await ws.close(code=MALFORMED, message=str(exc)[:120].encode())
+        except (ConnectionError, aiohttp.ClientError):
+            pass  # it went away while we answered: told below, like any other end
         finally:
             if sender is not None:
                 sender.cancel()
