@@ -130,6 +130,12 @@ class LinkConnector(Connector):
     def is_connected(self) -> bool:
         return self._up.is_set()
 
+    def details(self) -> dict[str, str]:
+        last = self.last_message
+        return {"role": "host" if self.opts.listen is not None else "guest",
+                "peer key": self.opts.peer_key,
+                "last message": "never" if last is None else last.isoformat(timespec="seconds")}
+
     def is_ready(self, room: str) -> bool:
         return self._up.is_set() and room in self.ctx.rooms
 

@@ -15,7 +15,7 @@ def snapshot(**over: Any) -> dict[str, Any]:
         "version": "0", "time": "t", "config": "/c.yaml", "loaded_at": "t",
         "connectors": [{"name": HOSTILE, "type": "irc", "party": "p", "connected": False,
                         "since": "t", "last_error": HOSTILE, "last_error_at": "t",
-                        "rooms": [HOSTILE]}],
+                        "rooms": [HOSTILE], "waiting": 2, "details": {"peer key": HOSTILE}}],
         "pipes": [{"name": "main", "parties": ["p"], "rooms": [f"irc:{HOSTILE}"],
                    "pending": 0, "failed": 1}],
         "rooms": [{"pipe": "main", "connector": "irc", "room": HOSTILE, "party": "p",

@@ -51,8 +51,10 @@ def _connectors(status: dict[str, Any]) -> str:
     for c in status["connectors"]:
         state = _td("connected", "up") if c["connected"] else _td("down", "down")
         error = f"{c['last_error_at']} {c['last_error']}" if c["last_error"] else ""
+        details = "  ".join(f"{k}: {v}" for k, v in c["details"].items())
         rows.append(f'<tr data-connector="{escape(c["name"])}">' + _td(c["name"]) + _td(c["type"])
-                    + _td(c["party"]) + state + _td(c["since"]) + _td(error, "err") + "</tr>")
+                    + _td(c["party"]) + state + _td(c["since"]) + _num(c["waiting"])
+                    + _td(details) + _td(error, "err") + "</tr>")
     return "".join(rows)
 
 

@@ -88,6 +88,7 @@ class ConnectorState(Protocol):
     def is_connected(self) -> bool: ...
     def is_ready(self, room: str) -> bool: ...
     def idle_reason(self, room: str) -> str | None: ...
+    def details(self) -> dict[str, str]: ...
 
 
 class RoomDeliveryState(Protocol):
@@ -171,9 +172,10 @@ def _iso(value: datetime | None) -> str | None:
 async def _store_report(party: str, store: Store) -> dict[str, Any]:
     report: dict[str, Any] = {"party": party, "store": store.url_for_display}
     try:
-        counts, rooms, size, failed = await asyncio.gather(
+        counts, rooms, size, failed, held = await asyncio.gather(
             store.counts(), store.room_counts(), store.size_bytes(),
             store.outbox_entries(state="failed", limit=FAILURES_SHOWN, newest_first=True),
+            store.held_counts(),
         )
     except Exception as exc:  # the page must still answer
         report["error"] = str(exc)
@@ -189,6 +191,7 @@ async def _store_report(party: str, store: Store) -> dict[str, Any]:
         report["chain_error"] = str(exc)
     report["_rooms"] = rooms
     report["_failed"] = failed
+    report["_held"] = held
     return report
 
 
@@ -226,7 +229,10 @@ async def collect(source: StatusSource, rates: Rates, reports: StoreReports
     stores = await reports.get(source.stores)
     counts: dict[tuple[str, str, str], dict[str, int]] = {}
     failures: list[dict[str, Any]] = []
+    held: dict[str, int] = {}  # connector -> messages held for the instance it leads to
     for report in stores:
+        for connector, n in report.pop("_held", {}).items():
+            held[connector] = held.get(connector, 0) + n
         for rc in report.pop("_rooms", []):
             counts.setdefault((rc.pipe, rc.connector, rc.room), {})[rc.state] = rc.count
         for entry in report.pop("_failed", []):
@@ -240,11 +246,16 @@ async def collect(source: StatusSource, rates: Rates, reports: StoreReports
     connectors = []
     for name, cc in source.config.connectors.items():
         health = source.health.entry(name)
+        built = source.connectors.get(name)
+        # copies waiting for its rooms, and what is held for the instance it leads to
+        waiting = held.get(name, 0) + sum(n.get("pending", 0) for (_, c, _), n in counts.items()
+                                          if c == name)
         connectors.append({
             "name": name, "type": cc.type, "party": cc.party,
             "connected": bool(health.up), "since": _iso(health.since),
             "last_error": health.last_error, "last_error_at": _iso(health.last_error_at),
-            "rooms": topology.rooms_of(name),
+            "rooms": topology.rooms_of(name), "waiting": int(waiting),
+            "details": built.details() if built is not None else {},
         })
     rooms, pipes = [], []
     for pipe in topology.pipes.values():

@@ -175,6 +175,11 @@ class Connector(ABC):
         """
         return any(self.is_ready(room) for room in self.ctx.rooms)
 
+    def details(self) -> dict[str, str]:
+        """What the status page shows of this connector besides up or down (a link: its
+        role, the peer's key, its last message). The default: nothing."""
+        return {}
+
     def idle_reason(self, room: str) -> str | None:
         """Why ``room`` is not ready, when that is its normal state rather than a fault
         (an API room nobody watches: "no client"): the status page shows it neutral, not
