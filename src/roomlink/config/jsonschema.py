@@ -18,6 +18,7 @@ from roomlink.config.models import (
     AdminConfig,
     ClusterConfig,
     DeliveryConfig,
+    InstanceConfig,
     PartyConfig,
     PipeConfig,
 )
@@ -54,6 +55,7 @@ def config_schema(types: Mapping[str, type[Connector]] | None = None) -> dict[st
     delivery = _model(DeliveryConfig, defs)
     admin = _model(AdminConfig, defs)
     cluster = _model(ClusterConfig, defs)
+    instance = _model(InstanceConfig, defs)
     room = defs.get("RoomConfig", {}).get("properties", {}).get("room")
     if room is not None:  # a Telegram chat id may be written as a YAML number
         room.pop("type", None)
@@ -104,6 +106,7 @@ def config_schema(types: Mapping[str, type[Connector]] | None = None) -> dict[st
             "delivery": {"anyOf": [delivery, {"type": "null"}]},
             "admin": {"anyOf": [admin, {"type": "null"}]},
             "cluster": {"anyOf": [cluster, {"type": "null"}]},
+            "instance": {"anyOf": [instance, {"type": "null"}]},
         },
         "$defs": defs,
     }
