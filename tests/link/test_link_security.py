@@ -158,7 +158,7 @@ async def test_a_guest_named_like_the_host_never_writes_under_its_party(tmp_path
     async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
             aiohttp.ClientSession() as http:
         await Room(http, guest.api_port, "lobby").post("in the agency's name", "mallory")
-        await wait_log(hd, "claims party agency or a room of this instance")
+        await wait_log(hd, "claims party agency, a party of this instance")
         await wait_log(gd, "the host refused message")
         assert hd.terminate() == 0 and gd.terminate() == 0
     assert export(host.path, "agency") == []

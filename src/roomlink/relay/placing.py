@@ -45,11 +45,18 @@ async def checked(
         if existing.author.party != message.author.party or existing.pipe != pipe.name:
             raise BadInput(f"message id {message.id} names another message")
         return None, False
-    own = (message.author.party in own_parties or message.origin in topology.party_of
-           or message.origin_connector in connectors)
+    own_party = message.author.party in own_parties
+    own_room = message.origin in topology.party_of or message.origin_connector in connectors
+    own = own_party or own_room
     if own and await store.held_message(message.id) is None:
-        raise BadInput(f"message {message.id} claims party {message.author.party} or a room "
-                       "of this instance")
+        if own_party:
+            raise BadInput(f"message {message.id} claims party {message.author.party}, a "
+                           "party of this instance")
+        # the origin is part of the record on both sides: linked instances must name
+        # their connectors apart, or one side's room would miss the other's messages
+        raise BadInput(f"message {message.id} claims to come from {message.origin}, a "
+                       "connector of this instance (linked instances need distinct "
+                       "connector names)")
     for ref in (message.reply_to, message.target):
         if ref is None:
             continue
