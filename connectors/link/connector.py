@@ -266,6 +266,8 @@ class LinkConnector(Connector):
             sender = asyncio.ensure_future(self._send_held(session))
         try:
             async for msg in ws:
+                if msg.type is WSMsgType.ERROR:  # too large, or not WebSocket at all
+                    raise Malformed(f"a frame the link cannot read ({ws.exception()})")
                 if msg.type is not WSMsgType.TEXT:
                     raise Malformed("a frame that is not text")
                 value = frame(msg.data)
@@ -325,6 +327,20 @@ class LinkConnector(Connector):
     async def _send_held(self, session: Session) -> None:
         """Send what this side's rooms said, held by the core, to the host, oldest first;
         it is released when it comes back placed (or now, when the host refuses it)."""
+        attempt = 0
+        while True:
+            try:
+                await self._send_held_once(session)
+            except (ConnectionError, aiohttp.ClientError):
+                return  # the session ends; the next one sends everything held again
+            except Exception as exc:  # the store: what is held stays held, try again
+                attempt += 1
+                delay = backoff(attempt, 0.5, STORE_RETRY_MAX)
+                self.ctx.log.error("%s: cannot send what is held (%s); again in %.1fs",
+                                   self.ctx.name, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _send_held_once(self, session: Session) -> None:
         assert self.ctx.held_after is not None and self.ctx.release is not None
         after = 0
         while True:

@@ -20,9 +20,9 @@ async def test_both_ways_one_order_equal_digests(tmp_path: Path) -> None:
         h, g = Room(http, host.api_port, "lobby"), Room(http, guest.api_port, "lobby")
         async with h.stream() as hs, g.stream() as gs:
             first = await h.post("hello from the agency", "alice")
+            await gs.wait_for(1)  # bob answers what he has seen
             answer = await g.post("hello back from **acme**", "bob", reply_to=first["id"])
             await hs.wait_for(1)
-            await gs.wait_for(1)
             assert hs.frames[0]["id"] == answer["id"]
             assert hs.frames[0]["author"] == {"name": "bob", "party": "acme", "platform": "api"}
             assert hs.frames[0]["reply_to"] == first["id"]
