@@ -79,6 +79,13 @@ async def test_status_and_metrics_show_each_link(tmp_path: Path) -> None:
             assert gd.terminate() == 0
 
 
+async def _until_log(daemon: Any, text: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while daemon.log().count(text) < count:
+        assert time.monotonic() < deadline, daemon.log()
+        await asyncio.sleep(0.1)
+
+
 async def test_a_reload_adds_and_removes_a_link(tmp_path: Path) -> None:
     host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
     star(host, [guest])
@@ -96,15 +103,14 @@ async def test_a_reload_adds_and_removes_a_link(tmp_path: Path) -> None:
             guest.write()
             done = await asyncio.to_thread(run_cli, "reload", "-c", str(guest.path))
             assert done.returncode == 0, done.stdout + done.stderr
+            await _until_log(gd, "reload done", 1)
             await Room(http, guest.api_port, "lobby").post("joined by a reload", "bob")
             assert [f["text"] for f in await hs.wait_for(1)] == ["joined by a reload"]
             guest.config = alone
             guest.write()
             done = await asyncio.to_thread(run_cli, "reload", "-c", str(guest.path))
             assert done.returncode == 0, done.stdout + done.stderr
-            deadline = time.monotonic() + 60
-            while "to-acme: link with" not in hd.log():
-                assert time.monotonic() < deadline, hd.log()
-                await asyncio.sleep(0.1)
+            await _until_log(gd, "reload done", 2)
+            await _until_log(hd, "to-acme: link with 127.0.0.1 down", 1)
         assert hd.terminate() == 0 and gd.terminate() == 0
     assert digest(host).split(" count=")[1].startswith("1 ")
