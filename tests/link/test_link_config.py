@@ -32,6 +32,7 @@ def test_link_mistakes_are_config_errors(tmp_path: Path) -> None:
         (lambda c: c["connectors"]["to-acme"].update(url="ws://x:1"), "either listen"),
         (lambda c: c["connectors"]["to-acme"].update(peer_key="AAAA"), "instance-id"),
         (lambda c: c["instance"].update(key="not a key"), "Ed25519 private key"),
+        (lambda c: c.update(cluster={"enabled": True}), "does not run with cluster.enabled"),
         (lambda c: c["pipes"].update(again={"rooms": [
             {"connector": "agency-api", "room": "hall"},
             {"connector": "to-acme", "room": "project"}]}), "is in pipe project already"),
