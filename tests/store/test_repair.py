@@ -41,12 +41,10 @@ class Ingest:
     stores: Mapping[str, Store]
     pushed: list[OutboxRow] = field(default_factory=list)
     pipe_lock: None = None  # one process: no other appends to keep out
+    upstream: frozenset[str] = frozenset()  # no federation link here
 
     def on_recorded(self, _store: Store, rows: Sequence[OutboxRow]) -> None:
         self.pushed.extend(rows)
-
-    def is_upstream(self, _connector: str) -> bool:
-        return False  # no federation link here
 
     async def write(self, *messages: Message) -> None:
         """Record ``messages`` in every party's store, as the router does."""
