@@ -1,5 +1,6 @@
-"""Outages lose nothing: kill -9 of either instance during a stream of messages, and the
-link down while both sides keep talking; what was said crosses when the link is back,
+"""Outages lose nothing: kill -9 of either instance during a stream of messages, the host
+down and the link cut (a relay between them cut and plugged again) while both sides keep
+talking; what was said crosses when the link is back,
 in order, once, and the records are equal again. The host keeps its store in PostgreSQL."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import aiohttp
 from fedkit import Instance, digest, star
 
-from rlkit import Daemon, Room, Stream, export
+from rlkit import Daemon, Room, Stream, export, free_port, running
 from store.conftest import pg_database
 
 N = 40  # messages each side says
@@ -81,3 +82,68 @@ async def test_kill_9_of_either_side_and_the_link_down_lose_nothing(tmp_path: Pa
         assert host_record == guest_record
         assert [r["id"] for r in host_record if r["author"]["party"] == "acme"] == sent["acme"]
         assert digest(host) == digest(guest)
+
+
+class Cable:
+    """A TCP relay between the guest and the host's link port that can be cut."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def plug(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for writer in list(self._writers):
+            writer.transport.abort()  # as a network gone: no closing handshake
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers |= {writer, up_writer}
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_the_link_cut_and_restored_both_sides_talking(tmp_path: Path) -> None:
+    host = Instance("agency", tmp_path / "agency")
+    guest = Instance("acme", tmp_path / "acme")
+    star(host, [guest])
+    cable = Cable(free_port(), host.link_ports["acme"])
+    guest.config["connectors"]["to-agency"]["url"] = f"ws://127.0.0.1:{cable.port}"
+    guest.write()
+    await cable.plug()
+    async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
+            aiohttp.ClientSession() as http:
+        h, g = Room(http, host.api_port, "lobby"), Room(http, guest.api_port, "lobby")
+        async with h.stream() as hs, g.stream() as gs:
+            before = [(await g.post("before the cut", "bob"))["id"]]
+            await hs.wait_for(1)
+            await cable.cut()
+            await _until(lambda: "link with 127.0.0.1 down" in hd.log(), "the host sees it")
+            during_host = [(await h.post(f"agency alone {i}", "alice"))["id"] for i in range(5)]
+            during_guest = [(await g.post(f"acme alone {i}", "bob"))["id"] for i in range(5)]
+            # each side serves its own rooms meanwhile; nothing has crossed
+            assert _ids(hs) == before and _ids(gs) == []
+            await cable.plug()
+            await _until(lambda: _ids(hs) == before + during_guest, "the guest's messages")
+            await _until(lambda: _ids(gs) == during_host, "the host's messages")
+            await _until(lambda: len(export(guest.path, "acme")) == 11, "the guest's record")
+        assert hd.terminate() == 0 and gd.terminate() == 0
+    assert export(host.path, "agency") == export(guest.path, "acme")
+    assert digest(host) == digest(guest)
