@@ -45,3 +45,16 @@ def test_link_mistakes_are_config_errors(tmp_path: Path) -> None:
         assert host.key.split("\n")[1] not in done.stderr  # the key is never shown
     done = run_cli("instance-id", "-c", str(guest.path))
     assert done.stdout.strip() == guest.line
+
+
+def test_check_warns_of_a_pipe_named_apart_and_not_of_a_keyed_listener(tmp_path: Path) -> None:
+    host, guest = Instance("agency", tmp_path / "a"), Instance("acme", tmp_path / "b")
+    star(host, [guest])
+    config = yaml.safe_load(host.path.read_text())
+    config["connectors"]["to-acme"]["listen"] = "0.0.0.0:7443"
+    config["pipes"] = {"acme-project": config["pipes"]["project"]}
+    done = run_cli("check", "-c", str(write_config(tmp_path / "named.yaml", config)))
+    assert done.returncode == 0, done.stderr
+    assert "pipe acme-project shares conversation 'project' over link to-acme: name the " \
+        "pipe 'project' on both instances" in done.stderr
+    assert "OPEN API" not in done.stderr

@@ -51,7 +51,22 @@ def store_notes(config: Config) -> list[Note]:
 
 def notes(config: Config) -> list[Note]:
     """Everything ``roomlink check`` and ``roomlink run`` tell before the start."""
-    return store_notes(config) + listener_notes(config)
+    return store_notes(config) + listener_notes(config) + link_notes(config)
+
+
+def link_notes(config: Config) -> list[Note]:
+    """A warning for a pipe that shares a conversation over a federation link under
+    another name: the pipe's name is in every message of the record, so the two
+    instances' digests could never be equal."""
+    found = []
+    for pipe_name, pc in config.pipes.items():
+        for room in pc.rooms:
+            cc = config.connectors.get(room.connector)
+            if cc is not None and cc.type == "link" and room.room != pipe_name:
+                found.append(Note(logging.WARNING, f"pipe {pipe_name} shares conversation "
+                                  f"{room.room!r} over link {room.connector}: name the pipe "
+                                  f"{room.room!r} on both instances, or their records differ"))
+    return found
 
 
 def is_loopback(listen: str) -> bool:
@@ -72,8 +87,10 @@ def listener_notes(config: Config) -> list[Note]:
     open_ones: list[tuple[str, str, str]] = []  # (what, listen, what an intruder can do)
     for name, cc in config.connectors.items():
         listen = getattr(cc.options, "listen", None)
+        # a federation link proves its peer's key on every connection: no token needed
+        keyed = getattr(cc.options, "peer_key", None) is not None
         if isinstance(listen, str) and getattr(cc.options, "token", None) is None \
-                and not is_loopback(listen):
+                and not keyed and not is_loopback(listen):
             open_ones.append((f"connector {name}", listen,
                               "post, edit and delete messages in its rooms and read them"))
     if config.admin is not None and config.admin.token is None \
