@@ -9,7 +9,8 @@ failover: replicas r1 and r2; the sender's connector runs on r2, a receiver's on
 poster sends a message every 20 ms into the sender's room while a WebSocket client
 watches the receiver's room; r1 gets ``kill -9``. *Takeover* is the time from the kill
 to the first message the receiver gets from r2 (what a user sees as the gap), *listening*
-the time until r2 listens on the killed connector's port. r1 is started again and the
+the time until r2 listens on the killed connector's port (after a SIGTERM: until r2 says
+it runs the connector). r1 is started again and the
 connectors spread before the next kill.
 
 throughput: ``-n`` messages from 32 concurrent posters into the sender's room, until the
@@ -17,7 +18,8 @@ last one came out of the receiver's room: one process without ``cluster`` (the
 baseline), every connector on one replica, then the sender on one replica and the
 receiver on the other.
 
-    .venv/bin/python bench/replicas.py                     # 10 kills, lease_seconds 10
+    .venv/bin/python bench/replicas.py       # 10 kills, 5 SIGTERMs, lease_seconds 10
+    .venv/bin/python bench/replicas.py --skip throughput --kills 0 --terms 5
     .venv/bin/python bench/replicas.py --kills 3 --lease 5 -n 2000
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import statistics
 import sys
 import tempfile
@@ -76,11 +79,18 @@ async def spread(http: aiohttp.ClientSession, group: list[Replica], count: int) 
     await wait(ok)
 
 
-async def one_kill(http: aiohttp.ClientSession, victim: Replica, ports: dict[str, int],
-                   sender: str, receiver: str, k: int) -> tuple[float, float, bool]:
-    """A stream into the sender's room, kill -9 of the receiver's replica: (takeover,
-    listening again, nothing lost or doubled)."""
-    stream = await Stream(Room(http, ports[receiver], "lobby")).__aenter__()
+async def runs_on(http: aiohttp.ClientSession, replica: Replica, connector: str) -> bool:
+    return connector in await replica.runs(http)
+
+
+async def one_kill(http: aiohttp.ClientSession, victim: Replica, survivor: Replica,
+                   ports: dict[str, int], streams: dict[str, Stream], sender: str,
+                   receiver: str, k: int, term: bool = False) -> tuple[float, float, bool]:
+    """A stream of messages into the sender's room, kill -9 (``term``: SIGTERM) of the
+    receiver's replica: (takeover, listening again, nothing lost or doubled in any room).
+    ``streams`` watch every room all along (a room nobody watches keeps its copies)."""
+    start = {name: len(s.frames) for name, s in streams.items()}
+    stream = streams[receiver]
     room = Room(http, ports[sender], "lobby")
     sent: list[str] = []
     stop = asyncio.Event()
@@ -92,30 +102,44 @@ async def one_kill(http: aiohttp.ClientSession, victim: Replica, ports: dict[str
             i += 1
             await asyncio.sleep(0.02)
     poster = asyncio.create_task(post())
-    await stream.wait_for(20)
-    victim.kill()
+    await stream.wait_for(start[receiver] + 20)
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGTERM if term else signal.SIGKILL)
     killed = time.monotonic()
-    await wait(lambda: listening(ports[receiver]))
+    if not term:
+        victim.proc.wait(10)  # its sockets close as it dies (a few milliseconds)
+    if term:  # the port may still be the old owner's for a moment
+        await wait(lambda: runs_on(http, survivor, receiver))
+    else:
+        await wait(lambda: listening(ports[receiver]))
     listened = time.monotonic() - killed
-    # from here every frame is the new owner's
+    # from here every frame is the new owner's (a SIGTERM'd one has finished its sends)
     await stream.wait_for(len(stream.frames) + 1, timeout=120)
     took = time.monotonic() - killed
     await asyncio.sleep(0.5)
     stop.set()
     await poster
-    await stream.wait_for(len(sent), timeout=120)
-    await asyncio.sleep(0.5)
-    ids = [str(f["id"]) for f in stream.frames]
-    unique = list(dict.fromkeys(ids))
-    ok = unique == sent and len(ids) - len(unique) <= 1
-    await stream.__aexit__(None, None, None)
-    print(f"kill {k + 1}: takeover {took:.2f}s (listening after {listened:.2f}s), "
-          f"{len(sent)} messages, {len(ids) - len(unique)} repeated"
+    ok, repeated = True, 0
+    for name, watching in streams.items():
+        if name == sender:
+            continue
+        await watching.wait_for(start[name] + len(sent), timeout=120)
+        await asyncio.sleep(0.5)
+        ids = [str(f["id"]) for f in watching.frames[start[name]:]]
+        unique = list(dict.fromkeys(ids))
+        repeated += len(ids) - len(unique)
+        if unique != sent or len(ids) - len(unique) > (0 if term else 1):
+            ok = False
+            print(f"  {name}: missing {[i for i in sent if i not in ids]}, not sent "
+                  f"{[i for i in ids if i not in sent]}")
+    victim.proc.wait(30)
+    print(f"{'SIGTERM' if term else 'kill'} {k + 1}: takeover {took:.2f}s "
+          f"(listening after {listened:.2f}s), {len(sent)} messages, {repeated} repeated"
           + ("" if ok else ", MISSING, REORDERED OR DOUBLED"))
     return took, listened, ok
 
 
-async def failover(tmp: Path, kills: int, lease: float) -> bool:
+async def failover(tmp: Path, kills: int, lease: float, term: bool = False) -> bool:
     takeovers: list[float] = []
     listens: list[float] = []
     good = True
@@ -125,19 +149,28 @@ async def failover(tmp: Path, kills: int, lease: float) -> bool:
         try:
             await r1.start()
             await r2.start()
+            await spread(http, [r1, r2], len(ports))
+            streams = {name: await Stream(Room(http, port, "lobby")).__aenter__()
+                       for name, port in ports.items()}
             for k in range(kills):
                 await spread(http, [r1, r2], len(ports))
                 sender = (await r2.runs(http))[0]
                 receiver = (await r1.runs(http))[0]
-                took, listened, ok = await one_kill(http, r1, ports, sender, receiver, k)
+                took, listened, ok = await one_kill(http, r1, r2, ports, streams, sender,
+                                                    receiver, k, term)
                 takeovers.append(took)
                 listens.append(listened)
                 good = good and ok
                 await r1.start()
+            for watching in streams.values():
+                await watching.__aexit__(None, None, None)
         finally:
             r1.cleanup()
             r2.cleanup()
-    print(f"failover, lease_seconds {lease:g}, {kills} kills: takeover median "
+    if not takeovers:
+        return good
+    what = "SIGTERM hand-overs" if term else "kills"
+    print(f"failover, lease_seconds {lease:g}, {kills} {what}: takeover median "
           f"{statistics.median(takeovers):.2f}s, worst {max(takeovers):.2f}s; listening "
           f"median {statistics.median(listens):.2f}s, worst {max(listens):.2f}s")
     return good
@@ -188,6 +221,7 @@ async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--lease", type=float, default=10.0)
+    ap.add_argument("--terms", type=int, default=5)
     ap.add_argument("-n", type=int, default=3000)
     ap.add_argument("--skip", choices=["failover", "throughput"])
     args = ap.parse_args()
@@ -207,6 +241,9 @@ async def main() -> int:
             folder = Path(tmp) / "failover"
             folder.mkdir()
             good = await failover(folder, args.kills, args.lease) and good
+            folder = Path(tmp) / "handover"
+            folder.mkdir()
+            good = await failover(folder, args.terms, args.lease, term=True) and good
     return 0 if good else 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -39,8 +40,9 @@ def _api_config(tmp_path: Path, stores: dict[str, str], per_party: int = 1
 
 
 @contextlib.asynccontextmanager
-async def replicas(config: Path, names: list[str]) -> AsyncIterator[list[Replica]]:
-    started = [Replica(config, name) for name in names]
+async def replicas(config: Path, names: list[str], env: dict[str, str] | None = None
+                   ) -> AsyncIterator[list[Replica]]:
+    started = [Replica(config, name, env) for name in names]
     try:
         for replica in started:
             await replica.start()
@@ -167,7 +169,9 @@ async def _spread_all(http: aiohttp.ClientSession, group: list[Replica], count: 
 async def test_sigterm_hands_over_at_once_nothing_repeated(
         tmp_path: Path, stores: dict[str, str]) -> None:
     config, ports = _api_config(tmp_path, stores)
-    async with replicas(config, ["r1", "r2"]) as group, aiohttp.ClientSession() as http:
+    json_logs = {"ROOMLINK_LOG_FORMAT": "json"}
+    async with replicas(config, ["r1", "r2"], json_logs) as group, \
+            aiohttp.ClientSession() as http:
         await wait_until(lambda: _spread_all(http, group, 3), "connectors spread")
         sender, *receivers = ports
         leaving, staying = group
@@ -187,6 +191,12 @@ async def test_sigterm_hands_over_at_once_nothing_repeated(
             await asyncio.sleep(0.5)
             assert [str(f["id"]) for f in stream.frames] == expected
             await stream.__aexit__(None, None, None)
+        # gathered, each replica's JSON lines say whose they are
+        lines = [json.loads(line) for line in leaving.log().splitlines()
+                 if line.startswith("{")]
+        handed = [ln for ln in lines if "hands connector" in ln["message"]
+                  or "runs connector" in ln["message"]]
+        assert handed and {ln.get("replica") for ln in handed} == {"r1"}
 
 
 LEASE_WAIT = 60.0

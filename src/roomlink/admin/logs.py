@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 FORMATS = ("text", "json")
 _secrets: set[str] = set()  # what setup_logging's handler redacts
 _connectors: set[str] = set()  # the configured connector names
+_replica: list[str] = []  # with replicas: this one's id, on every JSON line
 # the record attributes (set with ``extra=``) that a JSON line carries as its own fields
 FIELDS = ("connector", "room", "message_id", "party", "pipe", "file", "line", "key")
 
@@ -55,6 +56,11 @@ def connector_of(record: logging.LogRecord) -> str | None:
     return None
 
 
+def set_replica(replica_id: str) -> None:
+    """Every JSON line names this replica from now on (logs of several gathered)."""
+    _replica[:] = [replica_id]
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and the fields that matter.
 
@@ -69,6 +75,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if _replica:
+            out["replica"] = _replica[0]
         name = connector_of(record)
         if name is not None:
             out["connector"] = name

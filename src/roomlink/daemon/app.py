@@ -378,7 +378,7 @@ async def _accept_if_held(cluster: Cluster, name: str, accept: Accept, inbound: 
                           ) -> list[str]:
     """Input of a connector whose lease this replica may have lost is not taken: the
     platform gives it again to the replica that runs the connector next."""
-    if not cluster.owns(name):
+    if not cluster.may_accept(name):
         raise ShuttingDown(f"connector {name} is moving to another replica")
     return await accept(inbound)
 

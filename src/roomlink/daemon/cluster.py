@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from roomlink.admin.logs import set_replica
 from roomlink.config.models import Config
 from roomlink.message.model import RoomRef
 from roomlink.relay.delivery import RoomWorker
@@ -91,6 +92,7 @@ class Cluster:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._cooldown: dict[str, float] = {}  # connector -> no new try before (monotonic)
+        self._leaving: set[str] = set()  # being handed over: no new input
 
     # -- settings, read from the running config (a reload may change them) --------------
     @property
@@ -119,12 +121,18 @@ class Cluster:
         held = self.held.get(connector)
         return held is not None and time.monotonic() < held.valid_until
 
+    def may_accept(self, connector: str) -> bool:
+        """Whether the connector's input is taken here: not once it is being handed over
+        (the platform gives it again, or the client retries, to the next owner)."""
+        return self.owns(connector) and connector not in self._leaving
+
     def connectors(self) -> list[str]:
         return sorted(self.held)
 
     # -- start and stop ------------------------------------------------------------------
     async def open(self) -> None:
         """Share every store, and listen for other replicas' new outbox rows."""
+        set_replica(self.id)
         self.fence.guarded = set(self.parts.config.connectors)
         for store in self.parts.stores.values():
             if isinstance(store, PostgresStore):
@@ -251,7 +259,11 @@ class Cluster:
     async def _hand_over(self, name: str) -> None:
         """Stop the connector here, its copies in flight finished, then free its lease."""
         log.info("replica %s hands connector %s over", self.id, name)
-        await self._halt(name)
+        self._leaving.add(name)
+        try:
+            await self._halt(name)
+        finally:
+            self._leaving.discard(name)
         self._cooldown[name] = time.monotonic() + 3 * self.tick  # let another take it
         await self._release(name)
 
