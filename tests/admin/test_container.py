@@ -106,9 +106,10 @@ async def test_the_daemon_warns_at_start_and_hints_a_reachable_address(tmp_path:
                                      {"connector": "api", "room": "b"}]}},
     })
     async with running(path, [port]) as daemon:
+        await daemon.wait_log(f"http://127.0.0.1:{port}/v1/rooms/b/messages")  # not 0.0.0.0
         log = daemon.log()
         assert f"OPEN API: connector api listens on 0.0.0.0:{port} without a token" in log
-        assert f"http://127.0.0.1:{port}/v1/rooms/a/messages" in log  # not 0.0.0.0
+        assert f"http://127.0.0.1:{port}/v1/rooms/a/messages" in log
         assert "http://0.0.0.0" not in log
         assert daemon.terminate() == 0
 

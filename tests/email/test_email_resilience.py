@@ -68,7 +68,7 @@ async def test_refused_recipients_fail_for_good_with_the_servers_reply(
 ) -> None:
     async with bridge(tmp_path, mail_server, room="refuse@test.local") as (daemon, api, _):
         await api.post("to nobody", "bob")
-        await wait_log(daemon.log, "marked failed")
+        await daemon.wait_log("marked failed")
         log = daemon.log()
         assert "refuse@test.local: 550 5.1.1" in log
         assert "Recipient address rejected: User unknown" in log
@@ -81,7 +81,7 @@ async def test_refused_recipients_fail_for_good_with_the_servers_reply(
         await api.post("to some", "bob")
         [mail] = await mail_server.wait_mails("alice", 1)
         assert plain(mail) == "to some"
-        await wait_log(daemon.log, "not accepted for refuse@test.local: 550")
+        await daemon.wait_log("not accepted for refuse@test.local: 550")
         assert daemon.terminate() == 0, daemon.log()
 
 
@@ -184,15 +184,6 @@ async def test_idle_is_renewed_and_mail_still_arrives(
         assert "folder INBOX (IDLE)" in daemon.log()
         assert mail_server.tap.sent("Idle completed")  # IDLE ended and began again
         assert daemon.terminate() == 0, daemon.log()
-
-
-async def wait_log(log: object, needle: str, timeout: float = 20) -> None:
-    assert callable(log)
-    for _ in range(int(timeout / 0.1)):
-        if needle in log():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not in the log: {needle}\n{log()}")
 
 
 async def wait_until_delivered(config: Path, count: int, timeout: float = 20) -> None:

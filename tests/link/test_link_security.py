@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ from roomlink.message.model import Author, Message, new_message_id, utcnow
 from roomlink.record.sign import keygen
 
 
-async def wait_log(daemon: Any, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in daemon.log():
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{daemon.log()}"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_wrong_key_is_refused_before_any_message_each_side_says_so(
     tmp_path: Path,
 ) -> None:
@@ -44,8 +36,8 @@ async def test_a_wrong_key_is_refused_before_any_message_each_side_says_so(
     guest.write()
     async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
             aiohttp.ClientSession() as http:
-        await wait_log(hd, "to-acme: refused a peer whose key is not this link's peer_key")
-        await wait_log(gd, "to-agency: the host refused this instance: this instance does "
+        await hd.wait_log("to-acme: refused a peer whose key is not this link's peer_key")
+        await gd.wait_log("to-agency: the host refused this instance: this instance does "
                        "not know your key")
         await Room(http, guest.api_port, "lobby").post("may I?", "mallory")
         await Room(http, host.api_port, "lobby").post("not for you", "alice")
@@ -62,8 +54,8 @@ async def test_a_wrong_key_is_refused_before_any_message_each_side_says_so(
     host.config["connectors"]["to-acme"]["peer_key"] = guest.line
     host.write()
     async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd:
-        await wait_log(gd, "to-agency: refused a host whose key is not this link's peer_key")
-        await wait_log(hd, "to-acme: the peer refused this instance: this instance does not "
+        await gd.wait_log("to-agency: refused a host whose key is not this link's peer_key")
+        await hd.wait_log("to-acme: the peer refused this instance: this instance does not "
                        "know your key")
         assert "linked with" not in gd.log() and "linked with" not in hd.log()
 
@@ -131,15 +123,15 @@ async def test_a_peer_speaks_only_for_its_parties_into_its_conversations(
             frames = await stream.wait_for(1)
             assert [(f["text"], f["author"]["party"]) for f in frames] == [
                 ("a fair message", "acme")]
-            await wait_log(hd, "refused a message from the linked instance: party 'agency' "
+            await hd.wait_log("refused a message from the linked instance: party 'agency' "
                            "is not one this link's peer may speak for")
-            await wait_log(hd, "'secret' is not shared on this link")
+            await hd.wait_log("'secret' is not shared on this link")
             # a frame that breaks the protocol closes the link with a reason
             await ws.send_str("{not json")
             closed = await ws.receive(timeout=20)
             assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4400
             assert closed.extra == "a frame that is not JSON"
-            await wait_log(hd, "to-acme: closing the link: the peer sent a frame that is not")
+            await hd.wait_log("to-acme: closing the link: the peer sent a frame that is not")
             # an oversized frame too; the daemon keeps serving
             ws = await _handshake(http, port, guest.key, host.line)
             await ws.send_str(json.dumps({"t": "msg", "n": 1, "room": "project",
@@ -158,7 +150,7 @@ async def test_a_guest_named_like_the_host_never_writes_under_its_party(tmp_path
     async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
             aiohttp.ClientSession() as http:
         await Room(http, guest.api_port, "lobby").post("in the agency's name", "mallory")
-        await wait_log(hd, "claims party agency, a party of this instance")
-        await wait_log(gd, "the host refused message")
+        await hd.wait_log("claims party agency, a party of this instance")
+        await gd.wait_log("the host refused message")
         assert hd.terminate() == 0 and gd.terminate() == 0
     assert export(host.path, "agency") == []
