@@ -40,8 +40,14 @@ def test_jsonl_keeps_its_fields_and_adds_the_chain(conversation: Conversation) -
     assert len(records) == 8  # project 7 + side 1
     assert set(records[0]) == {
         "seq", "id", "pipe", "kind", "origin_connector", "origin_room", "origin_native_id",
-        "author", "text", "attachments", "reply_to", "target", "ts", "chain"}
+        "author", "text", "attachments", "reply_to", "target", "ts", "chain",
+        "position", "previous"}
     assert all(re.fullmatch(r"[0-9a-f]{64}", str(r["chain"])) for r in records)
+    # each record's place in its pipe's chain: the position and the chain value before it
+    project = [r for r in records if r["pipe"] == "project"]
+    assert [r["position"] for r in project] == list(range(1, 8))
+    assert project[0]["previous"] == "0" * 64
+    assert [r["previous"] for r in project[1:]] == [r["chain"] for r in project[:-1]]
     only = _jsonl(conversation, "agency", "--pipe", "side")
     assert [r["id"] for r in only] == [conversation.ids["side"]]
     today = str(records[0]["ts"])[:10]

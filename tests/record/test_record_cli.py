@@ -67,7 +67,7 @@ def test_tampering_is_caught_located_and_shown_by_digest_and_compare(
     out = _ok("history", "compare", "-c", str(c.config), "--party", "agency", "--party", "acme",
               "--pipe", "project", code=1)
     assert out.strip() == (f"project: differ at position 2: different content of message "
-                           f"{c.ids['ru']}")
+                           f"{c.ids['ru']} (text differs)")
     # a row removed from contractor's store: a missing message, at the right place
     c.sql("contractor", f"DELETE FROM messages WHERE id = '{c.ids['reply']}'")
     out = _ok("history", "verify", "-c", str(c.config), "--party", "contractor", code=1)
@@ -160,3 +160,15 @@ def test_retention_removes_old_records_and_verify_still_passes(
     assert len(jsonl.splitlines()) == 4  # 8 records, 4 removed
     out = _ok("history", "compare", "-c", str(c.config), "--party", "agency", "--party", "acme")
     assert "project: agree up to 7 messages" in out and "side: agree up to 1 messages" in out
+    # as across instances: acme's export (it starts after the cut) against agency's store,
+    # and agency's whole export against acme's cut store
+    (tmp_path / "acme.jsonl").write_text(jsonl)
+    whole = _ok("history", "export", "-c", str(c.config), "--party", "agency")
+    (tmp_path / "agency.jsonl").write_text(whole)
+    against = _ok("history", "compare", "-c", str(c.config), "--party", "acme",
+                  "--against", str(tmp_path / "agency.jsonl"))
+    assert against == out, (against, out)
+    # (retention cut acme's whole record of side: its export holds project only)
+    against = _ok("history", "compare", "-c", str(c.config), "--party", "agency",
+                  "--against", str(tmp_path / "acme.jsonl"))
+    assert against == out.splitlines(keepends=True)[0], (against, out)

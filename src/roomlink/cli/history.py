@@ -89,13 +89,20 @@ def add_parsers(sub: Any, hsub: Any) -> None:
     digest.add_argument("--sign", action="store_true",
                         help="sign the line with the party's signing_key")
 
-    compare = hsub.add_parser("compare", help="compare two parties' records",
-                              description="Compare two parties' stores position by position: "
-                              "'agree up to N messages' (exit 0) or where and how they first "
-                              "differ (exit 1).")
+    compare = hsub.add_parser(
+        "compare", help="compare two parties' records, or a party's with another's export",
+        description="Compare two parties' stores (--party A --party B), or a party's store "
+        "with a jsonl export of another instance's record (--party A --against FILE, the "
+        "file that `history export --format jsonl` wrote there), position by position: "
+        "'agree up to N messages' (exit 0) or where and how they first differ, naming the "
+        "message (exit 1). The export's chain is recomputed from its content: an edited "
+        "line differs.")
     compare.add_argument("-c", "--config", required=True, help="YAML config file")
     compare.add_argument("--party", required=True, action="append",
-                         help="a party (give exactly two)")
+                         help="a party (give two, or one with --against)")
+    compare.add_argument("--against", metavar="FILE",
+                         help="a jsonl export of the same pipe from another instance "
+                         "(`roomlink history export --party P --pipe X --format jsonl`)")
     compare.add_argument("--pipe", help="only this pipe (default: every pipe both are in)")
 
     check = hsub.add_parser("check-digest", help="verify a signed digest line",
@@ -189,8 +196,13 @@ def run(config: Config, args: argparse.Namespace) -> int:
         for party in parties:
             _known(config, "party", party)
         _known(config, "pipe", args.pipe)
-        if cmd == "compare" and (len(parties) != 2 or parties[0] == parties[1]):
-            raise UsageError("compare takes two different parties: --party A --party B")
+        if cmd == "compare" and args.against is not None and len(parties) != 1:
+            raise UsageError("compare --against FILE compares one party's record with the "
+                             "export: give one --party")
+        if cmd == "compare" and args.against is None and (
+                len(parties) != 2 or parties[0] == parties[1]):
+            raise UsageError("compare takes two different parties (--party A --party B), or "
+                             "one party and an export (--party A --against FILE)")
         if cmd == "digest" and args.pipe is None:
             args.pipe = _only_pipe(config, parties[0])
         if cmd == "digest" and args.sign and config.parties[parties[0]].signing_key is None:

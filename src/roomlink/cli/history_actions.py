@@ -141,6 +141,8 @@ async def digest(config: Config, args: argparse.Namespace) -> int:
 async def compare(config: Config, args: argparse.Namespace) -> int:
     from roomlink.record.compare import compare as run_compare
 
+    if args.against is not None:
+        return await _compare_against(config, args)
     first, second = args.party
     if args.pipe:
         pipes = [args.pipe]
@@ -156,6 +158,40 @@ async def compare(config: Config, args: argparse.Namespace) -> int:
     async with _store(config, first) as a, _store(config, second) as b:
         for pipe in pipes:
             ok, text = await run_compare(a, b, pipe)
+            print(text)
+            failed = failed or not ok
+    return FAIL if failed else OK
+
+
+async def _compare_against(config: Config, args: argparse.Namespace) -> int:
+    """One party's store against a jsonl export of another instance's record."""
+    from roomlink.record.compare import StoreSide, compare_sides
+    from roomlink.record.exported import ExportSide, NotAnExport
+
+    party, path = args.party[0], Path(args.against)
+    try:
+        export = ExportSide.open(path)
+    except NotAnExport as e:
+        raise Refused(str(e)) from None
+    held = ", ".join(export.pipes)
+    if args.pipe:
+        if args.pipe not in export.pipes:
+            raise Refused(f"pipe {args.pipe} is not in {path.name} (it holds: {held})")
+        pipes = [args.pipe]
+    else:
+        mine = {name for name, pc in config.pipes.items()
+                if any(config.connectors[r.connector].party == party for r in pc.rooms)}
+        pipes = [p for p in export.pipes if p in mine]
+        if not pipes:
+            raise Refused(f"{path.name} holds no pipe that party {party} is in (it holds: "
+                          f"{held}); name one with --pipe")
+    failed = False
+    async with _store(config, party) as store:
+        for pipe in pipes:
+            try:
+                ok, text = await compare_sides(StoreSide(store), export, pipe)
+            except NotAnExport as e:  # the file changed while it was read
+                raise Refused(str(e)) from None
             print(text)
             failed = failed or not ok
     return FAIL if failed else OK

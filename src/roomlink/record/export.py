@@ -78,6 +78,7 @@ class Writer:
         self.pipes = pipes
         self.files = files  # the files copied beside the export, when asked for
         self.changes: Changes = {}  # filled before begin() for a writer that wants_changes
+        self.at = (0, "")  # (position in its pipe, chain head before it), recomputed
 
     def copied(self, att: Attachment) -> Path | None:
         """Where ``att``'s bytes were copied (None: not asked, or not kept)."""
@@ -106,7 +107,9 @@ class JsonlWriter(Writer):
     def message(
         self, seq: int, chain: str | None, m: Message, earlier: Known, replied: Known
     ) -> None:
-        record = {"seq": seq, **m.model_dump(mode="json"), "chain": chain}
+        # position and previous: enough to recompute the chain (`history compare --against`)
+        record = {"seq": seq, **m.model_dump(mode="json"), "chain": chain,
+                  "position": self.at[0], "previous": self.at[1]}
         for att, dumped in zip(m.attachments, record["attachments"], strict=True):
             path = None if self.files is None else self.files.relative_of(att)
             if path is not None:
@@ -409,6 +412,7 @@ async def export(
     written = 0
     writer.begin()
     async for row in rows_in_order(store, pipe):
+        previous = walker.pipe(row.pipe).head
         walk = walker.feed(row)
         if progress is not None:
             progress(1)
@@ -418,6 +422,7 @@ async def export(
             replied = await known.get(m.reply_to) if m.reply_to else None
             if files is not None:
                 await files.copy(store, m.attachments)
+            writer.at = (walk.count, previous)
             writer.message(row.seq, row.chain, m, earlier, replied)
             digests[m.pipe] = digest_line(*walk.digest_fields())
             written += 1
