@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,14 @@ def digest(inst: Instance) -> str:
                    "--pipe", "project")
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+async def agree(*instances: Instance, timeout: float = 60) -> str:
+    """Until every instance prints the same digest line, which it returns: a guest records
+    its own last message only once the host has placed it and sent it back."""
+    deadline = time.monotonic() + timeout
+    while len(lines := {digest(inst) for inst in instances}) > 1:
+        assert time.monotonic() < deadline, lines
+        await asyncio.sleep(0.2)
+    return lines.pop()
+

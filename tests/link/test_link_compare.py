@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import aiohttp
-from fedkit import Instance, digest, star
+from fedkit import Instance, agree, digest, star
 
 from rlkit import Room, run_cli, running
 
@@ -46,20 +45,16 @@ async def test_each_instance_compares_its_record_with_the_other_ones_export(
                 await asyncio.gather(h.post(f"agency {i}", "alice"), g.post(f"acme {i}", "bob"))
             await hs.wait_for(7)
             await gs.wait_for(6)  # its own edit is not echoed to its own room
-        # acme records its own last message once the agency has placed it and sent it back
-        deadline = time.monotonic() + 30
-        while digest(host) != digest(guest):
-            assert time.monotonic() < deadline, (digest(host), digest(guest))
-            await asyncio.sleep(0.2)
+        await agree(host, guest)
         assert hd.terminate() == 0 and gd.terminate() == 0
     acme_file = _export(guest, tmp_path / "acme.jsonl")
     agency_file = _export(host, tmp_path / "agency.jsonl")
     line = digest(host)
     assert line == digest(guest)
     count, head = line.split(" count=")[1].split()[0], line.split(" head=")[1]
-    agree = _compare(host, acme_file, 0)
-    assert agree == _compare(guest, agency_file, 0)
-    assert agree.startswith(f"project: agree up to {count} messages") and head in agree
+    said = _compare(host, acme_file, 0)
+    assert said == _compare(guest, agency_file, 0)
+    assert said.startswith(f"project: agree up to {count} messages") and head in said
     # acme's file, one text changed on the way: the agency sees where
     records = [json.loads(x) for x in acme_file.read_text().splitlines()]
     records[1]["text"] = "hello back from acme, and we agree to pay double"

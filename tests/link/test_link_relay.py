@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from fedkit import Instance, digest, star
+from fedkit import Instance, agree, digest, star
 
 from rlkit import Room, export, running
 
@@ -40,6 +40,7 @@ async def test_both_ways_one_order_equal_digests(tmp_path: Path) -> None:
                 await asyncio.gather(h.post(f"agency {i}", "alice"), g.post(f"acme {i}", "bob"))
             await hs.wait_for(22)
             await gs.wait_for(22)
+        await agree(host, guest)
         assert hd.terminate() == 0 and gd.terminate() == 0
     host_record, guest_record = export(host.path, "agency"), export(guest.path, "acme")
     assert len(host_record) == 44
@@ -72,6 +73,7 @@ async def test_a_star_two_guests_on_one_host_one_order(tmp_path: Path) -> None:
                 got = [f["id"] for f in frames if f["author"]["party"] == other]
                 assert got == ([] if other == name else said[other])
             await stream.__aexit__(None, None, None)
+        await agree(*everyone)
         for daemon in (hd, ad, cd):
             assert daemon.terminate() == 0
     records = [export(i.path, i.name) for i in everyone]
@@ -120,5 +122,6 @@ async def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
             await g.post("over TLS too", "bob")
             assert [f["text"] for f in await hs.wait_for(1)] == ["over TLS too"]
             assert [f["text"] for f in await gs.wait_for(1)] == ["over TLS"]
+        await agree(host, guest)
         assert hd.terminate() == 0 and gd.terminate() == 0
     assert digest(host) == digest(guest)
