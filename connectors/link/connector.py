@@ -39,8 +39,9 @@ from roomlink.connector import (
 )
 from roomlink.message.model import Message, Outbound, utcnow
 
+from .files import FileExchange, parse_chunk
 from .options import LinkOptions
-from .session import Session, Socket
+from .session import END, Session, Socket
 from .wire import (
     MALFORMED,
     REFUSED,
@@ -85,6 +86,8 @@ class LinkConnector(Connector):
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
         self._bucket = TokenBucket(options.max_rate, options.burst)
+        self._files = FileExchange(ctx.name, ctx.files, options.max_file_bytes,
+                                   options.max_frame_bytes, ctx.log)
         self.last_message: datetime | None = None  # for the status page
         self.peer_fingerprint = hashlib.sha256(options.peer_key.encode()).hexdigest()[:16]
 
@@ -261,27 +264,20 @@ class LinkConnector(Connector):
         self._up.set()
         self.ctx.log.info("%s: linked with %s (key %s)", self.ctx.name, where,
                           self.peer_fingerprint)
+        recorder = asyncio.ensure_future(self._record_loop(session))
         sender = None
         if self.limits.upstream:
             sender = asyncio.ensure_future(self._send_held(session))
         try:
             async for msg in ws:
+                if msg.type is WSMsgType.BINARY:  # a chunk of a file this side asked for
+                    await self._files.received(session, *parse_chunk(msg.data))
+                    continue
                 if msg.type is WSMsgType.ERROR:  # too large, or not WebSocket at all
                     raise Malformed(f"a frame the link cannot read ({ws.exception()})")
                 if msg.type is not WSMsgType.TEXT:
-                    raise Malformed("a frame that is not text")
-                value = frame(msg.data)
-                kind = value["t"]
-                if kind == "msg":
-                    await self._bucket.take()
-                    if not await self._received(session, message_frame(value)):
-                        return
-                elif kind in ("ok", "no"):
-                    reason = None if kind == "ok" else str(value.get("reason", ""))[:500]
-                    if not session.answered(field(value, "n", int), reason):
-                        raise Malformed(f"an answer to no message ({value.get('n')})")
-                else:
-                    raise Malformed(f"an unknown frame type {kind[:40]!r}")
+                    raise Malformed("a frame that is neither text nor a file's chunk")
+                await self._frame(session, frame(msg.data))
         except Malformed as exc:
             self.ctx.log.error("%s: closing the link: the peer sent %s", self.ctx.name, exc)
             with contextlib.suppress(Exception):
@@ -289,24 +285,71 @@ class LinkConnector(Connector):
         except (ConnectionError, aiohttp.ClientError):
             pass  # it went away while we answered: told below, like any other end
         finally:
+            session.ended()
             if sender is not None:
                 sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
-            session.ended()
+            await asyncio.gather(*(t for t in (sender, recorder) if t is not None),
+                                 return_exceptions=True)
             if self._session is session:
                 self._session = None
                 self._up.clear()
                 if not self._stopping:
                     self.ctx.log.warning("%s: link with %s down", self.ctx.name, where)
 
-    async def _received(self, session: Session, mf: Any) -> bool:
+    async def _frame(self, session: Session, value: dict[str, Any]) -> None:
+        kind = value["t"]
+        if kind == "msg":
+            await self._bucket.take()
+            if session.incoming.qsize() >= HELD_WINDOW + len(self.ctx.rooms) + 256:
+                raise Malformed("more messages than it may send before their answers")
+            session.incoming.put_nowait(message_frame(value))
+        elif kind in ("ok", "no"):
+            reason = None if kind == "ok" else str(value.get("reason", ""))[:500]
+            if not session.answered(field(value, "n", int), reason):
+                raise Malformed(f"an answer to no message ({value.get('n')})")
+        elif kind == "want":
+            self._files.want(session, value)
+        elif kind == "stop":
+            self._files.stop(session, value)
+        elif kind in ("end", "lack"):
+            item = END if kind == "end" else str(value.get("reason", "no reason"))[:300]
+            await self._files.received(session, field(value, "f", int), item)
+        else:
+            raise Malformed(f"an unknown frame type {kind[:40]!r}")
+
+    async def _record_loop(self, session: Session) -> None:
+        """Record what the peer sent, in the order it came, each once the bytes of its
+        files are kept here; then answer it. Ends with the session or the daemon."""
+        while True:
+            mf = await session.incoming.get()
+            if mf is None:
+                return
+            attempt = 0
+            while True:
+                try:
+                    message = await self._files.fetch_all(session, mf)
+                    if not await self._received(session, mf.n, mf.room, message):
+                        return
+                    break
+                except (ConnectionError, aiohttp.ClientError):
+                    return  # unanswered: the peer sends it again on the next connection
+                except Exception as exc:  # a store failure while keeping a file
+                    attempt += 1
+                    delay = backoff(attempt, 0.5, STORE_RETRY_MAX)
+                    self.ctx.log.error("%s: could not keep a file from the peer (%s); "
+                                       "retrying in %.1fs", self.ctx.name, exc, delay)
+                    await asyncio.sleep(delay)
+                if not session.up:
+                    return
+
+    async def _received(self, session: Session, n: int, room: str, message: Message) -> bool:
         """Record one message from the peer and answer it; False when shutting down."""
         assert self.ctx.place is not None
         parties: Sequence[str] | None = self.opts.peer_parties
         attempt = 0
         while True:
             try:
-                await self.ctx.place(mf.room, mf.message, parties)
+                await self.ctx.place(room, message, parties)
                 reason = None
                 break
             except BadInput as exc:  # the core logged and counted it
@@ -321,7 +364,7 @@ class LinkConnector(Connector):
                                    "retrying in %.1fs", self.ctx.name, exc, delay)
                 await asyncio.sleep(delay)
         self.last_message = utcnow()
-        await session.answer(mf.n, reason)
+        await session.answer(n, reason)
         return True
 
     async def _send_held(self, session: Session) -> None:
@@ -351,7 +394,7 @@ class LinkConnector(Connector):
                 continue
             sent: list[tuple[Message, asyncio.Future[str | None]]] = []
             for held_id, room, message in rows:
-                sent.append((message, await session.request(room, message)))
+                sent.append((message, (await session.request(room, message))[1]))
                 after = held_id
             for message, future in sent:
                 reason = await future
@@ -377,8 +420,12 @@ class LinkConnector(Connector):
         if session is None:
             raise RoomDown("the link is down")
         try:
-            future = await session.request(out.room, out.message)
-            reason = await asyncio.wait_for(future, REPLY_TIMEOUT)
+            n, future = await session.request(out.room, out.message)
+            # no answer in time, but while the peer is still fetching the message's files
+            while not (await asyncio.wait({future}, timeout=REPLY_TIMEOUT))[0]:
+                if not session.busy(n, REPLY_TIMEOUT):
+                    raise TimeoutError
+            reason = future.result()
         except (ConnectionError, TimeoutError, aiohttp.ClientError) as exc:
             raise RoomDown(f"the link went down ({exc or 'no answer'})") from None
         if reason is not None:

@@ -31,6 +31,9 @@ class LinkOptions(ConnectorOptions):
     reconnect_max: float = Field(default=60.0, gt=0)
     max_frame_bytes: int = Field(default=1_048_576, ge=65536,
                                  description="a larger frame closes the link")
+    max_file_bytes: int = Field(
+        default=26_214_400, ge=0, description="the largest file whose bytes this side takes "
+        "from the peer (25 MiB); a larger one is recorded with a note instead of its bytes")
     max_rate: float = Field(default=200.0, gt=0, description="messages per second the peer "
                             "may send; more are read more slowly")
     burst: int = Field(default=500, ge=1)

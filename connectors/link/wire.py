@@ -7,8 +7,18 @@ other's key against its ``peer_key`` before it signs or accepts anything, so a w
 is refused before any message passes. Signatures are bound to the role (``host`` or
 ``guest``), so one side's answer can never be replayed as the other's.
 
-After the handshake every frame is one JSON object: ``msg`` (a whole message for one
+After the handshake every text frame is one JSON object: ``msg`` (a whole message for one
 conversation, numbered ``n``), answered by ``ok`` or ``no`` (refused, with a reason).
+
+Files (files.py): a ``msg`` names its files by name, type, size and SHA-256. Before it
+answers, the receiving side asks for each file its stores lack, one at a time:
+``{"t": "want", "f": F, "n": N, "sha256": ..., "max": BYTES}`` (``F`` a transfer number it
+chose, increasing; ``max`` the most bytes of the file one frame may carry, under its
+``max_frame_bytes``). The sending side answers with binary frames (``F`` as 4 bytes, big
+endian, then up to ``max`` bytes of the file, in order) and ``{"t": "end", "f": F}``, or
+``{"t": "lack", "f": F, "reason": ...}`` when it cannot send it: it sends only a file of
+a message it sent and that is not answered yet. ``{"t": "stop", "f": F}``: the receiving
+side no longer wants it (over its limit); chunks of a transfer it gave up are dropped.
 """
 
 from __future__ import annotations

@@ -56,6 +56,12 @@ class Files(Protocol):
         ``max_bytes`` (or the party's limit), ends short of or beyond ``declared_size``."""
         ...
 
+    async def has(self, room: str, sha256: str) -> bool:
+        """Whether every store ``keep`` would write a file of ``room`` to holds the file
+        ``sha256`` already (a link asks its peer only for the bytes it lacks). A core
+        that cannot tell answers False: the file is then kept again."""
+        return False
+
     def open(self, attachment: Attachment) -> AsyncIterator[bytes]:
         """The bytes of a kept file, in chunks, from this connector's party's store."""
         ...

@@ -85,6 +85,13 @@ class StoreFiles(Files):
         return Attachment(name=clean, mime=(mime or DEFAULT_MIME).strip() or DEFAULT_MIME,
                           size=size, sha256=digest)
 
+    async def has(self, room: str, sha256: str) -> bool:
+        stores = [self._stores[p] for p in self._parties(room) if p in self._stores]
+        for store in stores:
+            if not await store.files.has(sha256):
+                return False
+        return bool(stores)
+
     def open(self, attachment: Attachment) -> AsyncIterator[bytes]:
         if not attachment.sha256:
             raise FileRefused(f"{attachment.name}: its bytes are not kept")

@@ -1,0 +1,176 @@
+"""The bytes of files cross a link: what one instance's room was given, every store of
+the other instance keeps byte for byte, and its rooms post it as a file; a peer whose
+bytes lie is refused, logged, and the message still crosses."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from fedkit import Instance, digest, star
+from roomlink_connectors.link.files import chunk_frame
+from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
+
+from filekit import PeerFile, pdf, png, post_files, received
+from rlkit import Room, export, run_cli, running
+from roomlink.message.model import Author, Message, RoomRef, new_message_id, utcnow
+
+# a picture of a few hundred KiB, and PDFs over 1 MiB: several chunks of a frame each
+GUEST_FILES = (PeerFile("screenshot.png", "image/png", png(300, 300, seed=5)),
+               PeerFile("contract.pdf", "application/pdf", pdf(1_500_000)))
+HOST_FILES = (PeerFile("plan.png", "image/png", png(280, 260, seed=9)),
+              PeerFile("offer.pdf", "application/pdf", pdf(2_300_000)))
+
+
+async def _agreed(*instances: Instance) -> None:
+    """Until the instances' digests agree: a guest records its own message only once the
+    host has sent it back placed, which may come after the rooms showed it."""
+    deadline = time.monotonic() + 60
+    while len({digest(inst) for inst in instances}) > 1:
+        assert time.monotonic() < deadline, [digest(inst) for inst in instances]
+        await asyncio.sleep(0.2)
+
+
+def _verified(inst: Instance) -> str:
+    done = run_cli("history", "verify", "-c", str(inst.path), "--party", inst.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = re.search(r"files: (\d+) of (\d+) intact", done.stdout)
+    assert found and found[1] == found[2] == "4", done.stdout
+    return done.stdout
+
+
+async def test_files_cross_both_ways_byte_for_byte(tmp_path: Path) -> None:
+    host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
+    star(host, [guest])
+    async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
+            aiohttp.ClientSession() as http:
+        h, g = Room(http, host.api_port, "lobby"), Room(http, guest.api_port, "lobby")
+        async with h.stream() as hs, g.stream() as gs:
+            status, said = await post_files(http, g.base, "from acme", "bob", GUEST_FILES)
+            assert status == 202, said
+            frame = (await hs.wait_for(1))[0]
+            assert frame["id"] == said["id"] and frame["text"] == "from acme"
+            assert [a["sha256"] for a in frame["attachments"]] == [
+                f.sha256 for f in GUEST_FILES]
+            assert await received(http, h.base, frame) == list(GUEST_FILES)
+
+            status, said = await post_files(http, h.base, "from the agency", "alice",
+                                            HOST_FILES)
+            assert status == 202, said
+            frame = (await gs.wait_for(1))[0]
+            assert frame["id"] == said["id"]
+            assert await received(http, g.base, frame) == list(HOST_FILES)
+            assert "refused the file" not in hd.log() + gd.log()
+            # each file crossed once: the guest's own came back placed without its bytes
+            for name in ("screenshot.png", "contract.pdf"):
+                assert hd.log().count(f"received the file '{name}'") == 1
+                assert f"received the file '{name}'" not in gd.log()
+            for name in ("plan.png", "offer.pdf"):
+                await gd.wait_log(f"received the file '{name}'")
+                assert f"received the file '{name}'" not in hd.log()
+        await _agreed(host, guest)
+        assert hd.terminate() == 0 and gd.terminate() == 0
+    host_record, guest_record = export(host.path, "agency"), export(guest.path, "acme")
+    assert host_record == guest_record and len(host_record) == 2
+    assert _verified(host) and _verified(guest)
+    assert digest(host) == digest(guest)
+
+
+async def test_a_star_the_host_passes_one_guests_files_to_the_other(tmp_path: Path) -> None:
+    host = Instance("agency", tmp_path / "agency")
+    guests = [Instance("acme", tmp_path / "acme"), Instance("contractor", tmp_path / "c")]
+    star(host, guests)
+    async with running(host.path, host.ports) as hd, \
+            running(guests[0].path, guests[0].ports) as ad, \
+            running(guests[1].path, guests[1].ports) as cd, aiohttp.ClientSession() as http:
+        a, c = Room(http, guests[0].api_port, "lobby"), Room(http, guests[1].api_port, "lobby")
+        async with c.stream() as cs:
+            status, said = await post_files(http, a.base, "for everyone", "bob",
+                                            GUEST_FILES[1:])
+            assert status == 202, said
+            frame = (await cs.wait_for(1))[0]
+            assert frame["id"] == said["id"]
+            assert await received(http, c.base, frame) == list(GUEST_FILES[1:])
+        await _agreed(host, *guests)
+        for daemon in (hd, ad, cd):
+            assert daemon.terminate() == 0
+    assert digest(host) == digest(guests[0]) == digest(guests[1])
+
+
+# -- a lying peer ----------------------------------------------------------------------
+
+
+def _message(text: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    m = Message(id=new_message_id("project", RoomRef("acme-api", "lobby"), text),
+                pipe="project", origin_connector="acme-api", origin_room="lobby",
+                author=Author(name="mallory", party="acme", platform="api"), text=text,
+                ts=utcnow(), attachments=files)
+    return m.model_dump(mode="json")
+
+
+def _meta(f: PeerFile) -> dict[str, Any]:
+    return {"name": f.name, "mime": f.type, "size": len(f.data), "sha256": f.sha256}
+
+
+async def test_a_peer_whose_bytes_lie_is_refused_and_the_link_stays_up(
+    tmp_path: Path,
+) -> None:
+    host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
+    star(host, [guest])
+    host.config["connectors"]["to-acme"]["max_file_bytes"] = 200_000
+    host.write()
+    honest = PeerFile("honest.pdf", "application/pdf", pdf(150_000))
+    lying = PeerFile("lying.png", "image/png", png(100, 100, seed=3))
+    huge = PeerFile("huge.bin", "application/octet-stream", bytes(300_000))
+    sent = {honest.sha256: honest.data,
+            lying.sha256: bytes(b ^ 1 for b in lying.data)}  # same size, other bytes
+    wanted: list[str] = []
+    async with running(host.path, host.ports) as hd, aiohttp.ClientSession() as http:
+        room = Room(http, host.api_port, "lobby")
+        async with room.stream() as stream, http.ws_connect(
+                f"ws://127.0.0.1:{host.link_ports['acme']}") as ws:
+            key, mine = private_key(guest.key), nonce()
+            await ws.send_json({"t": "hello", "v": 1, "key": public_line(key), "nonce": mine})
+            hello = await ws.receive_json(timeout=20)
+            await ws.send_json({"t": "proof", "sig": prove(key, "guest", hello["nonce"], mine)})
+            assert (await ws.receive_json(timeout=20))["t"] == "ready"
+            answers: dict[int, str] = {}
+            for n, (text, f) in enumerate([("lies", lying), ("too big", huge),
+                                           ("honest", honest)], start=1):
+                await ws.send_str(json.dumps({"t": "msg", "n": n, "room": "project",
+                                              "m": _message(text, [_meta(f)])}))
+            while len(answers) < 3:
+                got = await ws.receive(timeout=30)
+                assert got.type is aiohttp.WSMsgType.TEXT, got
+                value = json.loads(got.data)
+                if value["t"] == "want":
+                    wanted.append(value["sha256"])
+                    data, size = sent[value["sha256"]], value["max"]
+                    assert size < 1_048_576
+                    for i in range(0, len(data), size):
+                        await ws.send_bytes(chunk_frame(value["f"], data[i:i + size]))
+                    await ws.send_str(json.dumps({"t": "end", "f": value["f"]}))
+                elif value["t"] in ("ok", "no"):
+                    answers[value["n"]] = value["t"]
+            assert answers == {1: "ok", 2: "ok", 3: "ok"}  # every message crossed
+            assert wanted == [lying.sha256, honest.sha256]  # not the one over the limit
+            frames = await stream.wait_for(3)
+        await hd.wait_log("refused the file 'lying.png'")
+        assert "do not match the SHA-256 announced" in hd.log()
+        await hd.wait_log("refused the file 'huge.bin'")
+        assert "over the limit of 200000" in hd.log()
+        assert "closing the link" not in hd.log()
+        assert [f["text"].split("\n")[0] for f in frames] == ["lies", "too big", "honest"]
+        assert "did not cross the link" in frames[0]["text"]
+        assert "did not cross the link" in frames[1]["text"]
+        assert await received(http, room.base, frames[2]) == [honest]
+        assert hd.terminate() == 0
+    on_disk = {p.name for p in (host.folder / "agency.db.files").rglob("*") if p.is_file()}
+    assert honest.sha256 in on_disk  # what lied was never kept, not even by its own hash
+    assert hashlib.sha256(bytes(b ^ 1 for b in lying.data)).hexdigest() not in on_disk
