@@ -18,7 +18,7 @@ from roomlink_connectors.link.files import chunk_frame
 from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
 
 from filekit import PeerFile, pdf, png, post_files, received
-from rlkit import Room, export, run_cli, running
+from rlkit import Daemon, Room, export, free_port, run_cli, running
 from roomlink.message.model import Author, Message, RoomRef, new_message_id, utcnow
 
 # a picture of a few hundred KiB, and PDFs over 1 MiB: several chunks of a frame each
@@ -174,3 +174,101 @@ async def test_a_peer_whose_bytes_lie_is_refused_and_the_link_stays_up(
     on_disk = {p.name for p in (host.folder / "agency.db.files").rglob("*") if p.is_file()}
     assert honest.sha256 in on_disk  # what lied was never kept, not even by its own hash
     assert hashlib.sha256(bytes(b ^ 1 for b in lying.data)).hexdigest() not in on_disk
+
+
+# -- kill -9 in the middle of a file ---------------------------------------------------
+
+
+class SlowCable:
+    """A TCP relay between the guest and the host's link port, at ``rate`` bytes a second
+    each way, counting what it carried: a file then takes seconds to cross."""
+
+    def __init__(self, port: int, target: int, rate: int) -> None:
+        self.port, self.target, self.rate = port, target, rate
+        self.carried = {"up": 0, "down": 0}  # guest -> host, host -> guest
+
+    async def plug(self) -> asyncio.Server:
+        return await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, way: str) -> None:
+            try:
+                while data := await src.read(16384):
+                    dst.write(data)
+                    await dst.drain()
+                    self.carried[way] += len(data)
+                    await asyncio.sleep(len(data) / self.rate)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(copy(reader, up_writer, "up"), copy(up_reader, writer, "down"))
+
+
+async def _until(condition: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def test_kill_9_of_either_side_mid_file_then_the_file_crosses_whole(
+    tmp_path: Path,
+) -> None:
+    host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
+    star(host, [guest])
+    cable = SlowCable(free_port(), host.link_ports["acme"], rate=1_000_000)
+    guest.config["connectors"]["to-agency"]["url"] = f"ws://127.0.0.1:{cable.port}"
+    guest.write()
+    up = PeerFile("up.pdf", "application/pdf", pdf(4_000_000))
+    down = PeerFile("down.png", "image/png", png(700, 700, seed=11))  # about 1.4 MiB
+    server = await cable.plug()
+    hd, gd = Daemon(host.path, host.ports), Daemon(guest.path, guest.ports)
+    await hd.start()
+    await gd.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h, g = Room(http, host.api_port, "lobby"), Room(http, guest.api_port, "lobby")
+            async with h.stream() as hs, g.stream() as gs:
+                await gd.wait_log("to-agency: linked with")
+                # the receiver (the host) killed while the guest's file comes up
+                start = cable.carried["up"]
+                status, said_up = await post_files(http, g.base, "up", "bob", [up])
+                assert status == 202, said_up
+                await _until(lambda: cable.carried["up"] > start + 1_000_000, "bytes go up")
+                hd.kill()
+                assert export(host.path, "agency") == []  # nothing of it, not even a part
+                await hd.start()
+                frame = (await hs.wait_for(1, timeout=120))[0]
+                assert frame["id"] == said_up["id"]
+                assert await received(http, h.base, frame) == [up]
+                # the sender (the host) killed while its file goes down to the guest
+                start = cable.carried["down"]
+                status, said_down = await post_files(http, h.base, "down", "alice", [down])
+                assert status == 202, said_down
+                await _until(lambda: cable.carried["down"] > start + 500_000, "bytes go down")
+                hd.kill()
+                assert said_down["id"] not in {r["id"] for r in export(guest.path, "acme")}
+                await hd.start()
+                frames = await gs.wait_for(1, timeout=120)
+                assert [f["id"] for f in frames] == [said_down["id"]]
+                assert await received(http, g.base, frames[0]) == [down]
+            await _agreed(host, guest)
+        assert hd.terminate() == 0 and gd.terminate() == 0
+        assert "refused the file" not in hd.log() + gd.log()
+        assert "Traceback" not in hd.log() + gd.log()
+    finally:
+        hd.cleanup()
+        gd.cleanup()
+        server.close()
+    for inst in (host, guest):
+        done = run_cli("history", "verify", "-c", str(inst.path), "--party", inst.name)
+        assert done.returncode == 0 and "files: 2 of 2 intact" in done.stdout, done.stdout
+    assert export(host.path, "agency") == export(guest.path, "acme")
