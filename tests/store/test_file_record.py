@@ -109,6 +109,18 @@ async def test_retention_removes_the_files_no_kept_message_refers_to(store: Stor
     assert json.loads((await store.record_page())[0].attachments)[0]["name"] == "shared.txt"
 
 
+async def test_a_file_of_a_message_held_for_a_host_stays_while_it_is_held(
+    store: Store,
+) -> None:
+    held = await keep(store, b"said here, waiting for the host", "held.txt")
+    await store.hold("to-agency", "project", [msg(0, attachments=(held,))])
+    later = datetime.now(UTC) + timedelta(hours=2)  # the host away for hours
+    assert await retention.remove_unreferenced(store, later) == 0
+    assert await store.files.has(held.sha256 or "")
+    await store.release([msg(0).id])  # the host refused it: nothing refers to it now
+    assert await retention.remove_unreferenced(store, later) == 1
+
+
 async def test_the_daemons_pass_removes_orphan_files_of_a_party_without_retention(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -168,10 +168,14 @@ async def file_by_id(conn: asyncpg.Connection, file_id: str) -> str | None:
 
 
 async def file_refs(conn: asyncpg.Connection) -> set[str]:
+    """The files the record refers to, and those of messages held for a host."""
     rows = await conn.fetch(
         "SELECT DISTINCT e->>'sha256' FROM messages m, "
         "jsonb_array_elements(m.attachments::jsonb) e "
-        "WHERE m.attachments <> '[]' AND e->>'sha256' IS NOT NULL"
+        "WHERE m.attachments <> '[]' AND e->>'sha256' IS NOT NULL "
+        "UNION SELECT e->>'sha256' FROM held h, "
+        "jsonb_array_elements(COALESCE(h.message::jsonb -> 'attachments', '[]'::jsonb)) e "
+        "WHERE e->>'sha256' IS NOT NULL"
     )
     return {str(r[0]) for r in rows}
 

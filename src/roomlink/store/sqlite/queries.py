@@ -388,9 +388,14 @@ def file_by_id(conn: sqlite3.Connection, file_id: str) -> str | None:
 
 
 def file_refs(conn: sqlite3.Connection) -> set[str]:
+    """The files the record refers to, and those of messages held for a host (their
+    files wait with them, however long the host is away)."""
     rows = conn.execute(
         "SELECT DISTINCT json_extract(j.value, '$.sha256') FROM messages m, "
         "json_each(m.attachments) j WHERE m.attachments != '[]' AND json_valid(m.attachments) "
+        "AND json_extract(j.value, '$.sha256') IS NOT NULL "
+        "UNION SELECT json_extract(j.value, '$.sha256') FROM held h, "
+        "json_each(h.message, '$.attachments') j WHERE json_valid(h.message) "
         "AND json_extract(j.value, '$.sha256') IS NOT NULL"
     ).fetchall()
     return {str(r[0]) for r in rows}
