@@ -12,6 +12,9 @@ the file (``Attachment(name=..., note=...)``, no sha256), so that nothing is dro
 silently. A ``kill -9`` at any moment leaves either the whole message with its files or
 nothing: files no kept message refers to are removed by the store.
 
+A connector that receives files by their SHA-256 (a link to another roomlink instance)
+asks ``await ctx.files.has(room, sha256)`` first and keeps only what is not kept yet.
+
 Sending: ``Outbound.files`` holds the attachments the connector should post natively
 (its ``Limits.files`` is True and each is within ``Limits.max_file_bytes``); their bytes
 come from ``ctx.files.open(attachment)``, in chunks, from the connector's own party's
