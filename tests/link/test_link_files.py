@@ -5,6 +5,7 @@ bytes lie is refused, logged, and the message still crosses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from fedkit import Instance, digest, star
 from roomlink_connectors.link.files import chunk_frame
 from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
@@ -20,6 +22,7 @@ from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
 from filekit import PeerFile, pdf, png, post_files, received
 from rlkit import Daemon, Room, export, free_port, run_cli, running
 from roomlink.message.model import Author, Message, RoomRef, new_message_id, utcnow
+from store.conftest import pg_database
 
 # a picture of a few hundred KiB, and PDFs over 1 MiB: several chunks of a frame each
 GUEST_FILES = (PeerFile("screenshot.png", "image/png", png(300, 300, seed=5)),
@@ -45,8 +48,16 @@ def _verified(inst: Instance) -> str:
     return done.stdout
 
 
-async def test_files_cross_both_ways_byte_for_byte(tmp_path: Path) -> None:
-    host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
+@pytest.mark.parametrize("host_store", ["sqlite", "postgresql"])
+async def test_files_cross_both_ways_byte_for_byte(tmp_path: Path, host_store: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(pg_database()) if host_store != "sqlite" else None
+        await _both_ways(tmp_path, url)
+
+
+async def _both_ways(tmp_path: Path, host_url: str | None) -> None:
+    host = Instance("agency", tmp_path / "agency", store=host_url)
+    guest = Instance("acme", tmp_path / "acme")
     star(host, [guest])
     async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
             aiohttp.ClientSession() as http:
