@@ -172,6 +172,12 @@ async def test_a_peer_whose_bytes_lie_is_refused_and_the_link_stays_up(
             assert answers == {1: "ok", 2: "ok", 3: "ok"}  # every message crossed
             assert wanted == [lying.sha256, honest.sha256]  # not the one over the limit
             frames = await stream.wait_for(3)
+            # the host's files only go with a message it sent and that waits for its answer
+            await ws.send_str(json.dumps({"t": "want", "f": 1, "n": 77, "max": 65536,
+                                          "sha256": honest.sha256}))
+            lack = await ws.receive_json(timeout=30)
+            assert lack == {"t": "lack", "f": 1,
+                            "reason": "not a file of a message waiting for its answer"}
         await hd.wait_log("refused the file 'lying.png'")
         assert "do not match the SHA-256 announced" in hd.log()
         await hd.wait_log("refused the file 'huge.bin'")
