@@ -106,6 +106,14 @@ class ReloadResult:
         return {"ok": self.ok, "errors": self.errors, "changes": self.changes}
 
 
+@dataclass(frozen=True)
+class Heard:
+    """Replicas: another replica applied a reload of the config file with this SHA-256."""
+
+    replica: str
+    sha256: str
+
+
 class Reloader:
     def __init__(self, running: RunningParts, source: str | None = None) -> None:
         self.running = running
@@ -120,13 +128,20 @@ class Reloader:
         async with self._lock:
             self._closed = True
 
-    async def reload(self) -> ReloadResult:
-        """Re-read the daemon's config file and apply it; one reload at a time."""
+    async def reload(self, heard: Heard | None = None) -> ReloadResult:
+        """Re-read the daemon's config file and apply it; one reload at a time. ``heard``:
+        because another replica applied one; nothing to do when this replica runs a
+        config with the same SHA-256 already."""
         async with self._lock:
             if self._closed:
                 return ReloadResult(False, ["roomlink is stopping"])
+            if heard is not None and self.running.config.sha256 == heard.sha256:
+                log.debug("replica %s applied config %s: this one runs it already",
+                          heard.replica, heard.sha256[:12])
+                return ReloadResult(True)
             path = self.source or str(self.running.config.path)
-            log.info("reload: reading %s", path)
+            log.info("reload: reading %s%s", path, "" if heard is None else
+                     f" (replica {heard.replica} applied config {heard.sha256[:12]})")
             try:
                 config = await asyncio.to_thread(load_config, path)
             except ConfigError as err:
@@ -137,6 +152,10 @@ class Reloader:
                     log.error("%s", issue, extra={"file": issue.file, "line": issue.line,
                                                   "key": issue.path or None})
                 return ReloadResult(False, lines)
+            if heard is not None and config.sha256 != heard.sha256:
+                log.warning("reload: this replica's config file (%s) differs from the one "
+                            "replica %s applied (%s); applying what it reads",
+                            config.sha256[:12], heard.replica, heard.sha256[:12])
             try:
                 changes = await self._apply(config)
             except _Rejected as exc:

@@ -11,6 +11,7 @@ the YAML is parsed, so an environment value cannot change the document's structu
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -295,6 +296,7 @@ def load_config(
         raise ConfigError(unique)
     return Config(
         path=config_path,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         parties=parties,
         connectors=connectors,
         pipes=pipes,

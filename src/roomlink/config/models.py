@@ -246,6 +246,7 @@ class ConnectorConfig(BaseModel):
 
 class Config(BaseModel):
     path: Path  # the config file, absolute
+    sha256: str = ""  # of the file's text as read (before ${VAR}s): the same on every replica
     parties: dict[str, PartyConfig]
     connectors: dict[str, ConnectorConfig]
     pipes: dict[str, PipeConfig]

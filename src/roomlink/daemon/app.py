@@ -22,6 +22,7 @@ from roomlink.config.models import Config, ConnectorConfig
 from roomlink.connector.base import Connector, ConnectorContext, load_connector_type
 from roomlink.connector.pacing import TokenBucket
 from roomlink.daemon.cluster import Cluster
+from roomlink.daemon.cluster_reload import ReloadNews
 from roomlink.daemon.retention import RetentionJob
 from roomlink.errors import ShuttingDown
 from roomlink.message.model import Inbound, RoomRef, utcnow
@@ -62,6 +63,7 @@ class Daemon:
         self.failed_starts: set[str] = set()  # connectors whose start failed in a reload
         # replicas (cluster.enabled): which connectors run here is the cluster's to say
         self.cluster: Cluster | None = None
+        self.news: ReloadNews | None = None  # a reload reaches every replica
         self.upstream: set[str] = set()  # links to the instance hosting their pipes
 
     async def start(self) -> None:
@@ -76,6 +78,7 @@ class Daemon:
         if cfg.cluster.enabled:
             cluster = self.cluster = Cluster(self)
             await cluster.open()
+            self.news = ReloadNews(cluster, self, self.reloader)
             router.pipe_lock = cluster.pipe_lock
             # other replicas append meanwhile: the pipes are theirs again after the repair
             async with cluster.pipe_lock.hold(sorted(self.topology.pipes)):
@@ -95,6 +98,8 @@ class Daemon:
                 raise RuntimeError(f"connector {name} could not start: {exc}") from exc
         if self.cluster is not None:
             self.cluster.start()  # the connectors start as their leases are won
+        if self.news is not None:
+            await self.news.open()
         self._rescans = asyncio.create_task(self._rescan_loop(), name="outbox rescans")
         await self.restart_admin()
 
@@ -104,8 +109,12 @@ class Daemon:
         return None if self.cluster is None else self.cluster.status()
 
     async def reload(self) -> ReloadResult:
-        """Re-read the config file and apply what changed (SIGHUP, ``POST /api/reload``)."""
-        return await self.reloader.reload()
+        """Re-read the config file and apply what changed (SIGHUP, ``POST /api/reload``);
+        with replicas, the others are told to do the same."""
+        result = await self.reloader.reload()
+        if result.ok and self.news is not None:
+            await self.news.announce()
+        return result
 
     async def restart_admin(self) -> None:
         """Start (or restart, after a reload changed it) the admin server, if configured."""
@@ -194,8 +203,12 @@ class Daemon:
     async def update_rooms(self, name: str) -> None:
         """Give the running connector ``name`` its rooms in the running topology and tell
         it which came and went (:meth:`Connector.rooms_changed`); it keeps its connection.
-        What the connector raises is raised: the caller then restarts it instead."""
-        connector = self.connectors[name]
+        What the connector raises is raised: the caller then restarts it instead. With
+        replicas, one another replica runs is left alone (it changes there)."""
+        connector = self.connectors.get(name)
+        if connector is None and self.cluster is not None:
+            return
+        assert connector is not None
         ctx = connector.ctx
         before = set(ctx.rooms)
         ctx.rooms = self.topology.rooms_of(name)
@@ -352,6 +365,8 @@ class Daemon:
     async def stop(self) -> None:
         """Stop taking input, give in-flight deliveries a grace period, close the stores."""
         await self.reloader.close()
+        if self.news is not None:
+            await self.news.close()
         if self.cluster is not None:
             await self.cluster.leave()  # the others count this replica out at once
         grace = self.config.delivery.shutdown_grace

@@ -134,15 +134,20 @@ class Cluster:
         """Share every store, and listen for other replicas' new outbox rows."""
         set_replica(self.id)
         self.fence.guarded = set(self.parts.config.connectors)
+        await self.attach()
+        log.info("replica %s: connectors are spread among the replicas by leases of %gs",
+                 self.id, self.seconds)
+
+    async def attach(self) -> None:
+        """Share every store and listen on every party's database (again after a reload:
+        a new party's store and database)."""
         for store in self.parts.stores.values():
             if isinstance(store, PostgresStore):
                 store.share(self.fence)
         for party in sorted(self.parts.config.parties):
             board = self.board(party)
-            if not board.listening:
+            if not board.listens(CHANNEL):
                 await board.listen(CHANNEL, self._heard)
-        log.info("replica %s: connectors are spread among the replicas by leases of %gs",
-                 self.id, self.seconds)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="cluster leases")

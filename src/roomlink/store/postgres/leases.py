@@ -40,8 +40,11 @@ CREATE TABLE IF NOT EXISTS roomlink_leases (
 CREATE TABLE IF NOT EXISTS roomlink_replicas (
     id text PRIMARY KEY,
     seen_at timestamptz NOT NULL
-)
+);
+ALTER TABLE roomlink_replicas ADD COLUMN IF NOT EXISTS config_sha256 text,
+    ADD COLUMN IF NOT EXISTS reloaded_at timestamptz
 """
+_MICROS = "(extract(epoch FROM {col}) * 1000000)::bigint"  # a server time, in µs
 _HELD = (  # this replica holds the lease of the connector in column {col}, at its epoch
     "EXISTS (SELECT 1 FROM roomlink_leases l WHERE l.connector = {col} AND l.owner = ${o} "
     "AND l.epoch = (${e}::jsonb ->> {col})::bigint AND l.expires_at > clock_timestamp())"
@@ -84,6 +87,9 @@ class Board:
     @property
     def listening(self) -> bool:
         return bool(self._listeners)
+
+    def listens(self, channel: str) -> bool:
+        return any(name == channel for name, _ in self._listeners)
 
     @property
     def pid(self) -> int | None:
@@ -168,6 +174,26 @@ class Board:
             "WHERE id <> $1 AND seen_at > clock_timestamp() - $2 * interval '1 second'",
             replica, seconds)
         return int(rows[0][0])
+
+    async def note_reload(self, replica: str, sha256: str) -> int:
+        """This replica applied a reload of the config whose file has this SHA-256: say
+        so in its heartbeat row; when (the server's clock, in µs)."""
+        rows = await self._run(
+            "INSERT INTO roomlink_replicas AS r (id, seen_at, config_sha256, reloaded_at) "
+            "VALUES ($1, clock_timestamp(), $2, clock_timestamp()) ON CONFLICT (id) DO "
+            "UPDATE SET config_sha256 = $2, reloaded_at = excluded.reloaded_at "
+            f"RETURNING {_MICROS.format(col='r.reloaded_at')}", replica, sha256)
+        return int(rows[0][0])
+
+    async def reloads(self) -> list[tuple[str, str, int]]:
+        """The last reload each replica noted: (replica, config SHA-256, when in µs)."""
+        rows = await self._run(
+            f"SELECT id, config_sha256, {_MICROS.format(col='reloaded_at')} "
+            "FROM roomlink_replicas WHERE reloaded_at IS NOT NULL AND config_sha256 IS NOT NULL")
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self._run("SELECT pg_notify($1, $2)", channel, payload)
 
     async def leave(self, replica: str) -> None:
         await self._run("DELETE FROM roomlink_replicas WHERE id = $1", replica)
