@@ -135,6 +135,7 @@ async def test_a_peer_whose_bytes_lie_is_refused_and_the_link_stays_up(
     host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
     star(host, [guest])
     host.config["connectors"]["to-acme"]["max_file_bytes"] = 200_000
+    host.config["parties"]["agency"]["files_url"] = "https://files.agency.example"
     host.write()
     honest = PeerFile("honest.pdf", "application/pdf", pdf(150_000))
     lying = PeerFile("lying.png", "image/png", png(100, 100, seed=3))
@@ -185,6 +186,7 @@ async def test_a_peer_whose_bytes_lie_is_refused_and_the_link_stays_up(
         assert "closing the link" not in hd.log()
         assert [f["text"].split("\n")[0] for f in frames] == ["lies", "too big", "honest"]
         assert "did not cross the link" in frames[0]["text"]
+        assert "files.agency.example" not in frames[0]["text"]  # no link to no bytes
         assert "did not cross the link" in frames[1]["text"]
         assert await received(http, room.base, frames[2]) == [honest]
         assert hd.terminate() == 0

@@ -326,10 +326,11 @@ class RoomWorker:
 
     async def _file_line(self, a: Attachment) -> str:
         """``[file: NAME (TYPE, SIZE)]``, with the link where this room's party sets
-        ``files_url`` (its own file id: ids are per party)."""
+        ``files_url`` (its own file id: ids are per party) and keeps the file; else its
+        note (a file whose bytes did not cross a federation link)."""
         files_url = self.files_url()
         link = None
-        if a.sha256 and files_url:
+        if a.sha256 and files_url and await self.store.files.has(a.sha256):
             link = file_link(files_url, await self.store.file_id(a.sha256), a.name)
         return file_line(a, link)
 
