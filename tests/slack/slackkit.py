@@ -4,7 +4,10 @@ one Slack channel with an API room."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -63,3 +66,17 @@ async def bridged(tmp_path: Path, server: SlackServer, connect_timeout: float = 
             await server.wait(lambda: server.connections > 0, connect_timeout,
                               "a Socket Mode connection")
             yield daemon, room, stream
+
+
+async def wait_delivered(db: Path, timeout: float = 20) -> None:
+    """Until no copy waits in that party's store: the bridge knows the ts of every post it
+    made (a reply to a post before then answers, for roomlink, a message it cannot name)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            (pending,) = conn.execute(
+                "SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()
+        if pending == 0:
+            return
+        assert time.monotonic() < deadline, f"{pending} copies still pending in {db.name}"
+        await asyncio.sleep(0.05)

@@ -21,6 +21,7 @@ from slackkit import (
     bridge_config,
     bridged,
     sha256,
+    wait_delivered,
 )
 
 from filekit import HOSTILE_NAME, SAMPLES, clean_name_ok, pdf, post_files
@@ -57,6 +58,7 @@ async def test_files_go_from_channel_to_channel_with_equal_bytes_in_threads_and_
         assert [c["channel_id"] for c in calls] == [PRIVATE] and "thread_ts" not in calls[0]
 
         # a file in reply, from the other channel: it lands in the first one's thread
+        await wait_delivered(tmp_path / "agency.db")  # the copy's ts is known to the bridge
         slack.upload(PRIVATE, BOB, [("answer.png", IMAGE.data, "image/png")], "see this",
                      thread_ts=post["ts"])
         await slack.wait(lambda: len(shared(slack, LOBBY)) == 1, what="the reply's files")
