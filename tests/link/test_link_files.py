@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fedkit import Instance, digest, star
+from fedkit import Instance, agree, digest, star
 from roomlink_connectors.link.files import chunk_frame
 from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
 
@@ -29,15 +29,6 @@ GUEST_FILES = (PeerFile("screenshot.png", "image/png", png(300, 300, seed=5)),
                PeerFile("contract.pdf", "application/pdf", pdf(1_500_000)))
 HOST_FILES = (PeerFile("plan.png", "image/png", png(280, 260, seed=9)),
               PeerFile("offer.pdf", "application/pdf", pdf(2_300_000)))
-
-
-async def _agreed(*instances: Instance) -> None:
-    """Until the instances' digests agree: a guest records its own message only once the
-    host has sent it back placed, which may come after the rooms showed it."""
-    deadline = time.monotonic() + 60
-    while len({digest(inst) for inst in instances}) > 1:
-        assert time.monotonic() < deadline, [digest(inst) for inst in instances]
-        await asyncio.sleep(0.2)
 
 
 def _verified(inst: Instance) -> str:
@@ -85,7 +76,7 @@ async def _both_ways(tmp_path: Path, host_url: str | None) -> None:
             for name in ("plan.png", "offer.pdf"):
                 await gd.wait_log(f"received the file '{name}'")
                 assert f"received the file '{name}'" not in hd.log()
-        await _agreed(host, guest)
+        await agree(host, guest)
         assert hd.terminate() == 0 and gd.terminate() == 0
     host_record, guest_record = export(host.path, "agency"), export(guest.path, "acme")
     assert host_record == guest_record and len(host_record) == 2
@@ -108,7 +99,7 @@ async def test_a_star_the_host_passes_one_guests_files_to_the_other(tmp_path: Pa
             frame = (await cs.wait_for(1))[0]
             assert frame["id"] == said["id"]
             assert await received(http, c.base, frame) == list(GUEST_FILES[1:])
-        await _agreed(host, *guests)
+        await agree(host, *guests)
         for daemon in (hd, ad, cd):
             assert daemon.terminate() == 0
     assert digest(host) == digest(guests[0]) == digest(guests[1])
@@ -279,7 +270,7 @@ async def test_kill_9_of_either_side_mid_file_then_the_file_crosses_whole(
                 frames = await gs.wait_for(1, timeout=120)
                 assert [f["id"] for f in frames] == [said_down["id"]]
                 assert await received(http, g.base, frames[0]) == [down]
-            await _agreed(host, guest)
+            await agree(host, guest)
         assert hd.terminate() == 0 and gd.terminate() == 0
         assert "refused the file" not in hd.log() + gd.log()
         assert "Traceback" not in hd.log() + gd.log()
