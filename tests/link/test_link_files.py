@@ -10,6 +10,8 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from roomlink_connectors.link.files import chunk_frame
 from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
 
 from filekit import PeerFile, pdf, png, post_files, received
-from rlkit import Daemon, Room, export, free_port, run_cli, running
+from rlkit import Daemon, Room, Stream, export, free_port, run_cli, running
 from roomlink.message.model import Author, Message, RoomRef, new_message_id, utcnow
 from store.conftest import pg_database
 
@@ -229,16 +231,30 @@ async def _until(condition: Any, what: str, timeout: float = 120) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_kill_9_of_either_side_mid_file_then_the_file_crosses_whole(
-    tmp_path: Path,
-) -> None:
+@dataclass
+class SlowPair:
+    """Host and guest running, the link through a :class:`SlowCable`, each one's API room
+    watched."""
+
+    host: Instance
+    guest: Instance
+    cable: SlowCable
+    hd: Daemon
+    gd: Daemon
+    http: aiohttp.ClientSession
+    h: Room
+    g: Room
+    hs: Stream
+    gs: Stream
+
+
+@contextlib.asynccontextmanager
+async def _slowly_linked(tmp_path: Path) -> AsyncIterator[SlowPair]:
     host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
     star(host, [guest])
     cable = SlowCable(free_port(), host.link_ports["acme"], rate=1_000_000)
     guest.config["connectors"]["to-agency"]["url"] = f"ws://127.0.0.1:{cable.port}"
     guest.write()
-    up = PeerFile("up.pdf", "application/pdf", pdf(4_000_000))
-    down = PeerFile("down.png", "image/png", png(700, 700, seed=11))  # about 1.4 MiB
     server = await cable.plug()
     hd, gd = Daemon(host.path, host.ports), Daemon(guest.path, guest.ports)
     await hd.start()
@@ -248,28 +264,7 @@ async def test_kill_9_of_either_side_mid_file_then_the_file_crosses_whole(
             h, g = Room(http, host.api_port, "lobby"), Room(http, guest.api_port, "lobby")
             async with h.stream() as hs, g.stream() as gs:
                 await gd.wait_log("to-agency: linked with")
-                # the receiver (the host) killed while the guest's file comes up
-                start = cable.carried["up"]
-                status, said_up = await post_files(http, g.base, "up", "bob", [up])
-                assert status == 202, said_up
-                await _until(lambda: cable.carried["up"] > start + 1_000_000, "bytes go up")
-                hd.kill()
-                assert export(host.path, "agency") == []  # nothing of it, not even a part
-                await hd.start()
-                frame = (await hs.wait_for(1, timeout=120))[0]
-                assert frame["id"] == said_up["id"]
-                assert await received(http, h.base, frame) == [up]
-                # the sender (the host) killed while its file goes down to the guest
-                start = cable.carried["down"]
-                status, said_down = await post_files(http, h.base, "down", "alice", [down])
-                assert status == 202, said_down
-                await _until(lambda: cable.carried["down"] > start + 500_000, "bytes go down")
-                hd.kill()
-                assert said_down["id"] not in {r["id"] for r in export(guest.path, "acme")}
-                await hd.start()
-                frames = await gs.wait_for(1, timeout=120)
-                assert [f["id"] for f in frames] == [said_down["id"]]
-                assert await received(http, g.base, frames[0]) == [down]
+                yield SlowPair(host, guest, cable, hd, gd, http, h, g, hs, gs)
             await agree(host, guest)
         assert hd.terminate() == 0 and gd.terminate() == 0
         assert "refused the file" not in hd.log() + gd.log()
@@ -282,3 +277,62 @@ async def test_kill_9_of_either_side_mid_file_then_the_file_crosses_whole(
         done = run_cli("history", "verify", "-c", str(inst.path), "--party", inst.name)
         assert done.returncode == 0 and "files: 2 of 2 intact" in done.stdout, done.stdout
     assert export(host.path, "agency") == export(guest.path, "acme")
+
+
+async def test_kill_9_of_the_host_mid_file_then_the_file_crosses_whole(tmp_path: Path) -> None:
+    up = PeerFile("up.pdf", "application/pdf", pdf(4_000_000))
+    down = PeerFile("down.png", "image/png", png(700, 700, seed=11))  # about 1.4 MiB
+    async with _slowly_linked(tmp_path) as x:
+        # the receiver (the host) killed while the guest's file comes up
+        start = x.cable.carried["up"]
+        status, said_up = await post_files(x.http, x.g.base, "up", "bob", [up])
+        assert status == 202, said_up
+        await _until(lambda: x.cable.carried["up"] > start + 1_000_000, "bytes go up")
+        x.hd.kill()
+        assert export(x.host.path, "agency") == []  # nothing of it, not even a part
+        await x.hd.start()
+        frame = (await x.hs.wait_for(1, timeout=120))[0]
+        assert frame["id"] == said_up["id"]
+        assert await received(x.http, x.h.base, frame) == [up]
+        # the sender (the host) killed while its file goes down to the guest
+        start = x.cable.carried["down"]
+        status, said_down = await post_files(x.http, x.h.base, "down", "alice", [down])
+        assert status == 202, said_down
+        await _until(lambda: x.cable.carried["down"] > start + 500_000, "bytes go down")
+        x.hd.kill()
+        assert said_down["id"] not in {r["id"] for r in export(x.guest.path, "acme")}
+        await x.hd.start()
+        frames = await x.gs.wait_for(1, timeout=120)
+        assert [f["id"] for f in frames] == [said_down["id"]]
+        assert await received(x.http, x.g.base, frames[0]) == [down]
+
+
+async def test_kill_9_of_the_guest_mid_file_then_the_file_crosses_whole(
+    tmp_path: Path,
+) -> None:
+    down = PeerFile("down.pdf", "application/pdf", pdf(3_000_000))
+    up = PeerFile("up.png", "image/png", png(700, 700, seed=12))  # about 1.4 MiB
+    async with _slowly_linked(tmp_path) as x:
+        # the receiver (the guest) killed while the host's file comes down
+        start = x.cable.carried["down"]
+        status, said_down = await post_files(x.http, x.h.base, "down", "alice", [down])
+        assert status == 202, said_down
+        await _until(lambda: x.cable.carried["down"] > start + 1_000_000, "bytes go down")
+        x.gd.kill()
+        assert export(x.guest.path, "acme") == []  # nothing of it, not even a part
+        await x.gd.start()
+        frames = await x.gs.wait_for(1, timeout=120)
+        assert [f["id"] for f in frames] == [said_down["id"]]
+        assert await received(x.http, x.g.base, frames[0]) == [down]
+        # the sender (the guest) killed while its file goes up: it was held, answered 202,
+        # so it crosses after the restart
+        start = x.cable.carried["up"]
+        status, said_up = await post_files(x.http, x.g.base, "up", "bob", [up])
+        assert status == 202, said_up
+        await _until(lambda: x.cable.carried["up"] > start + 500_000, "bytes go up")
+        x.gd.kill()
+        assert said_up["id"] not in {r["id"] for r in export(x.host.path, "agency")}
+        await x.gd.start()
+        frame = (await x.hs.wait_for(1, timeout=120))[0]
+        assert frame["id"] == said_up["id"]
+        assert await received(x.http, x.h.base, frame) == [up]
