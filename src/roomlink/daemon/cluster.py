@@ -335,6 +335,10 @@ class PipeLocks:
         finally:
             for board, names in held:
                 try:
-                    await board.unlock_pipes(names, CHANNEL)
+                    lost = await board.unlock_pipes(names, CHANNEL)
                 except Exception as exc:  # a lost connection let the locks go already
+                    lost = names
                     log.warning("replica %s: pipe locks: %s", self.cluster.id, exc)
+                if lost:  # another replica may have written meanwhile (relay.align)
+                    log.warning("replica %s lost the lock of pipe %s during a batch",
+                                self.cluster.id, ", ".join(lost), extra={"pipe": ", ".join(lost)})

@@ -21,11 +21,12 @@ from datetime import datetime
 from typing import Protocol
 
 from roomlink.message.model import Message, utcnow
-from roomlink.relay import metrics
+from roomlink.relay import conditional, metrics
+from roomlink.relay.align import Expect, align
 from roomlink.relay.topology import Topology
 from roomlink.store import NewMessage, OutboxRow, Store, StoreError
 from roomlink.store.chain import canonical
-from roomlink.store.errors import describe
+from roomlink.store.errors import HeadMoved, describe
 
 log = logging.getLogger("roomlink.router")
 
@@ -82,10 +83,23 @@ class BatchWriter:
         if lock is None:
             await self._write(batch)
             return
-        async with lock.hold(sorted({m.pipe for messages, _ in batch for m in messages})):
-            await self._write(batch)
+        pipes = sorted({m.pipe for messages, _ in batch for m in messages})
+        async with lock.hold(pipes):
+            copies: list[tuple[str, list[OutboxRow]]] = []
+            try:
+                expect = await align(self.owner.topology, self.owner.stores, pipes, copies)
+            except Exception as exc:
+                log.error("pipe %s: the parties' stores could not be read or brought to the "
+                          "same message (%s); batch refused", ", ".join(pipes), describe(exc))
+                for _, future in batch:
+                    _fail(future, StoreError(f"stores not aligned: {describe(exc)}; retry"))
+                return
+            finally:
+                for party, rows in copies:  # what another replica's lost batch left out
+                    self._push(party, rows)
+            await self._write(batch, expect)
 
-    async def _write(self, batch: Sequence[Item]) -> None:
+    async def _write(self, batch: Sequence[Item], expect: Expect | None = None) -> None:
         await self._retry_undo()
         per_store: dict[str, list[NewMessage]] = {}
         for messages, _ in batch:
@@ -93,9 +107,15 @@ class BatchWriter:
                 per_store.setdefault(party, []).extend(entries)
         since = utcnow()
         parties = list(per_store)
-        results = await self._record(per_store)
+        if expect is None:
+            results = await self._record(per_store)
+        else:
+            results = await conditional.record(self.owner.stores, per_store, expect)
         failed = [(p, r) for p, r in zip(parties, results, strict=True)
                   if isinstance(r, BaseException)]  # fmt: skip
+        if any(isinstance(r, HeadMoved) for _, r in failed):
+            self._lost(batch, parties, results)
+            return
         if not failed:
             for party, result in zip(parties, results, strict=True):
                 assert not isinstance(result, BaseException)
@@ -181,6 +201,23 @@ class BatchWriter:
             except Exception as exc:
                 results.append(exc)
         return results
+
+    def _lost(self, batch: Sequence[Item], parties: Sequence[str],
+              results: Sequence[list[list[OutboxRow]] | BaseException]) -> None:
+        """Replicas: a store's pipe moved under this batch, so this replica lost the
+        pipe's lock during it and another wrote first. What stores took stays (the next
+        holder gives it to the others, ``relay.align``); the requests are refused, for
+        the platform or client to give again (an id recorded meanwhile is kept once)."""
+        for party, result in zip(parties, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._push(party, [row for rows in result for row in rows])
+        pipes = sorted({m.pipe for messages, _ in batch for m in messages})
+        log.warning("pipe %s moved during a batch of %d requests (this replica lost the "
+                    "pipe's lock meanwhile); refused, for a retry", ", ".join(pipes),
+                    len(batch), extra={"pipe": ", ".join(pipes)})
+        error = StoreError("another replica wrote the pipe meanwhile; retry")
+        for _, future in batch:
+            _fail(future, error)
 
     def _push(self, party: str, rows: list[OutboxRow]) -> None:
         if rows:

@@ -29,15 +29,15 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from roomlink.message.model import RoomRef
-from roomlink.relay.router import MAX_BATCH
 from roomlink.relay.topology import Pipe, Topology
-from roomlink.store import NewMessage, Store
+from roomlink.store import NewMessage, OutboxRow, Store
 from roomlink.store.chain import canonical_stored
 from roomlink.store.errors import describe
-from roomlink.store.values import Anchor, RecordRow
+from roomlink.store.values import Anchor, PipeHead, RecordRow
 
 log = logging.getLogger("roomlink.repair")
 
+MAX_BATCH = 512  # the most the router writes in one batch (``relay.router``)
 # the rows of each store compared: the batch in flight is at most MAX_BATCH messages plus
 # the last request's few; twice that leaves room to find where the lacking store stands
 WINDOW = 2 * MAX_BATCH
@@ -64,11 +64,15 @@ async def repair_stores(
 
 
 async def repair_pipe(
-    pipe: Pipe, stores: Mapping[str, Store], cut: Mapping[str, Anchor] | None = None
+    pipe: Pipe, stores: Mapping[str, Store], cut: Mapping[str, Anchor] | None = None,
+    heads: Mapping[str, PipeHead] | None = None,
+    copies: list[tuple[str, list[OutboxRow]]] | None = None,
 ) -> dict[str, int]:
     """Append to each of ``stores`` what another holds of ``pipe`` beyond it; returns
     party -> how many messages were appended. ``cut``: the stores' retention anchors of
-    the pipe."""
+    the pipe. ``heads`` (replicas, under the pipe's lock: ``relay.align``): where each
+    store stood when read; each append is then conditional on it, and a refusal raises;
+    ``copies`` gets each party's new outbox rows, for its workers."""
     newest = {party: await store.record_tail(pipe.name, 1) for party, store in stores.items()}
     if all(newest.values()) and len({t[0].id for t in newest.values()}) == 1:
         return {}  # the usual start: every store stands at the same message
@@ -89,7 +93,8 @@ async def repair_pipe(
             continue  # new to the pipe: its history starts with the next message
         missing = max((_after(tail, since) for other, tail in tails.items() if other != party),
                       key=len, default=[])
-        if missing and await _append(pipe, party, store, missing):
+        expect = None if heads is None else {pipe.name: heads[party][:2]}
+        if missing and await _append(pipe, party, store, missing, expect, copies):
             appended[party] = len(missing)
     await _mark_empty(pipe, stores, tails, standing)
     return appended
@@ -109,24 +114,35 @@ def _after(tail: Sequence[RecordRow], since: str) -> list[RecordRow]:
     return []
 
 
-async def _append(pipe: Pipe, party: str, store: Store, rows: Sequence[RecordRow]) -> bool:
+async def _append(pipe: Pipe, party: str, store: Store, rows: Sequence[RecordRow],
+                  expect: Mapping[str, tuple[int, str]] | None = None,
+                  copies: list[tuple[str, list[OutboxRow]]] | None = None) -> bool:
     """Append ``rows`` (another store's) to ``store`` as the ingest would have; False
-    when the store refuses them (the start goes on: the stores disagree as before)."""
+    when the store refuses them (the start goes on: the stores disagree as before).
+    With ``expect``: conditional on the pipe's head, and a refusal raises."""
     entries = []
     for row in rows:
         outbox = pipe.destinations(RoomRef(row.origin_connector, row.origin_room), party)
         entries.append(NewMessage(row.message(), outbox, canonical_stored(row)))
     try:
-        results = await store.append(entries)
+        if expect is not None:
+            results = await store.start_append_at(entries, expect)
+        else:
+            results = await store.append(entries)
     except Exception as exc:
+        if expect is not None:
+            raise
         log.error("store of party %s lacks the last %d messages of pipe %s that another "
                   "party's store holds, and refused them (%s)", party, len(rows), pipe.name,
                   describe(exc), extra={"party": party, "pipe": pipe.name})
         return False
-    copies = sum(len(r) for r in results)
+    if copies is not None:
+        copies.append((party, [row for rows in results for row in rows]))
+    count = sum(len(r) for r in results)
     log.warning("store of party %s lacked the last %d messages of pipe %s that another "
-                "party's store holds (a crash between the stores' commits); appended them, "
-                "with %d copies to deliver", party, len(rows), pipe.name, copies,
+                "party's store holds (a crash, or a replica's lost pipe lock, between the "
+                "stores' commits); appended them, "
+                "with %d copies to deliver", party, len(rows), pipe.name, count,
                 extra={"party": party, "pipe": pipe.name})
     return True
 

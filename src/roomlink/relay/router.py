@@ -32,13 +32,13 @@ from roomlink.message.model import (
 )
 from roomlink.relay import metrics, placing
 from roomlink.relay.ingest import BatchWriter, PipeLock
+from roomlink.relay.repair import MAX_BATCH
 from roomlink.relay.topology import Pipe, Topology
 from roomlink.store import OutboxRow, Store
 from roomlink.store.errors import describe
 
 log = logging.getLogger("roomlink.router")
 
-MAX_BATCH = 512
 ECHO_MEMORY = 100_000
 
 

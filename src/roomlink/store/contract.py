@@ -11,7 +11,7 @@ only other code that touches the tables.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from roomlink.store.values import (
     NewMessage,
     OutboxEntry,
     OutboxRow,
+    PipeHead,
     RecordRow,
     RoomCount,
     SearchHit,
@@ -45,6 +46,19 @@ class Store(Protocol):
     def start_append(self, entries: Sequence[NewMessage]) -> asyncio.Future[list[list[OutboxRow]]]:
         """:meth:`append`, begun now: a future of its result (already done on SQLite), so
         that a caller can write to several stores at once without a task for each."""
+        ...
+
+    def start_append_at(
+        self, entries: Sequence[NewMessage], expect: Mapping[str, tuple[int, str]]
+    ) -> asyncio.Future[list[list[OutboxRow]]]:
+        """:meth:`start_append`, conditional (replicas): atomically, only while each pipe
+        of ``expect`` stands at that (position, chain head) in this store, else
+        ``HeadMoved`` and nothing stored. Serialized with every other append and
+        take-back of the pipe in this store."""
+        ...
+
+    async def pipe_heads(self, pipes: Sequence[str]) -> dict[str, PipeHead]:
+        """Where each pipe stands in this store now, in one cheap read."""
         ...
 
     async def append(self, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:

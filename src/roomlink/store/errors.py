@@ -44,3 +44,9 @@ def wrap(e: BaseException, errors: tuple[type[BaseException], ...]) -> BaseExcep
 class LeaseLost(StoreError):
     """A write for a connector this replica no longer holds the lease of (cluster mode):
     another replica may run it now, so this one must not write or deliver for it."""
+
+
+class HeadMoved(StoreError):
+    """A conditional append (replicas: ``Store.start_append_at``) found a pipe's chain
+    head no longer where the writer read it: another writer appended (or took back) in
+    between, so this append would chain the pipe differently in this store."""

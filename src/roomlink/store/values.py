@@ -128,3 +128,13 @@ class SearchHit:
     kind: str
     target: str | None
     snippet: str  # the matched words in [brackets]
+
+
+class PipeHead(NamedTuple):
+    """Where a pipe stands in one store (``Store.pipe_heads``): its chain's position and
+    head (the last row's, else the anchor's, else 0 and the genesis), and its newest
+    message's id ("" when it holds none)."""
+
+    n: int
+    chain: str
+    newest: str

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from roomlink.store.values import (
     NewMessage,
     OutboxEntry,
     OutboxRow,
+    PipeHead,
     RecordRow,
     RoomCount,
     SearchHit,
@@ -141,8 +142,10 @@ class PostgresStore(GroupCommit, Store):
 
     async def _append_now(self, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
         """An append, atomically, on the writing connection (the write queue's)."""
-        heads = self._heads if self._fence is None else writes.Heads()
-        return await writes.append(await self._connection(marks=False), entries, heads)
+        conn = await self._connection(marks=False)
+        if self._fence is not None:  # replicas: after the others' appends of the pipe
+            return await writes.append_at(conn, entries, None)
+        return await writes.append(conn, entries, self._heads)
 
     async def _write_now(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
         """``fn(connection)`` in a transaction on the writing connection (the write
@@ -185,6 +188,15 @@ class PostgresStore(GroupCommit, Store):
             done.set_result([])
             return done
         return self._submit_append(entries)
+
+    def start_append_at(
+        self, entries: Sequence[NewMessage], expect: Mapping[str, tuple[int, str]]
+    ) -> asyncio.Future[list[list[OutboxRow]]]:
+        entries, expect = tuple(entries), dict(expect)
+        return self._submit(lambda c: writes.append_at(c, entries, expect))
+
+    async def pipe_heads(self, pipes: Sequence[str]) -> dict[str, PipeHead]:
+        return await self._read(lambda c: writes.heads(c, pipes))
 
     async def append(self, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
         return await self.start_append(entries)

@@ -204,12 +204,15 @@ class Board:
             "SELECT pg_advisory_lock($1, hashtext(p)) FROM unnest($2::text[]) AS u(p) "
             "ORDER BY p", _NAMESPACE, sorted(pipes))
 
-    async def unlock_pipes(self, pipes: Sequence[str], notify: str | None) -> None:
-        """Let these pipes go, telling the listeners of ``notify`` which ones got rows."""
-        await self._run(
+    async def unlock_pipes(self, pipes: Sequence[str], notify: str | None) -> list[str]:
+        """Let these pipes go, telling the listeners of ``notify`` which ones got rows;
+        returns the pipes whose lock this session no longer held (its connection broke
+        while they were held, so the server let them go then)."""
+        rows = await self._run(
             "SELECT pg_advisory_unlock($1, hashtext(p)), "
             "CASE WHEN $3::text IS NULL THEN NULL ELSE pg_notify($3, p) END "
             "FROM unnest($2::text[]) AS u(p)", _NAMESPACE, sorted(pipes), notify)
+        return [p for p, row in zip(sorted(pipes), rows, strict=True) if not row[0]]
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -19,6 +19,7 @@ import asyncpg
 from roomlink.message.model import Message, utcnow
 from roomlink.store.columns import COLUMNS, M_COLUMNS, message
 from roomlink.store.errors import UnknownOutboxRow
+from roomlink.store.postgres.writes import APPEND_NAMESPACE, LOCK_PIPES
 from roomlink.store.values import (
     DELIVERED,
     FAILED,
@@ -228,15 +229,28 @@ async def size_bytes(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT pg_database_size(current_database())") or 0)
 
 
+# a row of the pipes after the first of those to take back that is not one of them
+_CHAINED_ON = (
+    "SELECT EXISTS (SELECT 1 FROM messages WHERE pipe = ANY($1::text[]) AND seq > $2 "
+    "AND NOT id = ANY($3::text[]))"
+)
+
+
 async def forget(conn: asyncpg.Connection, message_ids: Sequence[str], since: datetime) -> int:
     """Undo appending these messages (the newest of the store) where it happened at or
     after ``since``; their outbox rows go too. The engine forgets the chain heads it
     remembers after every such write."""
     ids = list(dict.fromkeys(message_ids))
-    found = [r[0] for r in await conn.fetch(
-        "SELECT id FROM messages WHERE id = ANY($1::text[]) AND recorded_at >= $2",
+    pipes = [r[0] for r in await conn.fetch(
+        "SELECT DISTINCT pipe FROM messages WHERE id = ANY($1::text[])", ids)]
+    await conn.execute(LOCK_PIPES, APPEND_NAMESPACE, pipes)  # replicas' appends wait
+    rows = await conn.fetch(
+        "SELECT id, seq FROM messages WHERE id = ANY($1::text[]) AND recorded_at >= $2",
         ids, utc(since),
-    )]  # fmt: skip
+    )  # fmt: skip
+    found = [r[0] for r in rows]
+    if found and await conn.fetchval(_CHAINED_ON, pipes, min(r[1] for r in rows), found):
+        return 0  # another replica chained on them: they are its record's now, and stay
     if found:
         for table, column in (("natives", "message_id"), ("outbox", "message_id"),
                               ("messages", "id")):

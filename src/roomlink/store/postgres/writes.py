@@ -16,7 +16,7 @@ tests/store runs both engines. Everything else on PostgreSQL is in ``queries`` a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +24,8 @@ import asyncpg
 
 from roomlink.message.model import Message, utcnow
 from roomlink.store.chain import GENESIS, canonical, link
-from roomlink.store.errors import UnknownOutboxRow
-from roomlink.store.values import NewMessage, OutboxRow
+from roomlink.store.errors import HeadMoved, UnknownOutboxRow
+from roomlink.store.values import NewMessage, OutboxRow, PipeHead
 
 # which ids are known already, and each pipe's head: the pipe's last row in this
 # store, else its retention anchor (as the SQLite engine's chain_head)
@@ -148,6 +148,54 @@ async def append(
     heads.forget()
     seen, known = await _lookup(conn, list(ids), list(pipes))
     return await _insert(conn, entries, seen, known, heads)
+
+
+# replicas: a pipe's appends and take-backs in this database, one at a time (a
+# transaction's advisory lock; not the namespace of the cluster's pipe locks, which a
+# session of another connection of the same replica holds)
+APPEND_NAMESPACE = 0x726C6170
+LOCK_PIPES = (
+    "SELECT pg_advisory_xact_lock($1, hashtext(p)) "
+    "FROM (SELECT p FROM unnest($2::text[]) AS u(p) ORDER BY p) s"
+)
+
+
+async def append_at(
+    conn: asyncpg.Connection, entries: Sequence[NewMessage],
+    expect: Mapping[str, tuple[int, str]] | None,
+) -> list[list[OutboxRow]]:
+    """``Store.append`` for replicas: in a transaction holding the pipes' append locks of
+    this database, the heads looked up there; ``HeadMoved`` (nothing stored) when a pipe
+    of ``expect`` does not stand where the caller read it."""
+    ids = list(dict.fromkeys(e.message.id for e in entries))
+    pipes = sorted({e.message.pipe for e in entries} | set(expect or ()))
+    if not conn.is_in_transaction():
+        async with conn.transaction():
+            return await append_at(conn, entries, expect)
+    await conn.execute(LOCK_PIPES, APPEND_NAMESPACE, pipes)
+    seen, known = await _lookup(conn, ids, pipes)
+    moved = sorted(p for p, head in (expect or {}).items() if known[p] != tuple(head))
+    if moved:
+        raise HeadMoved(f"the head of pipe {', '.join(moved)} moved")
+    return await _insert(conn, entries, seen, known, Heads())
+
+
+_HEADS = (
+    "SELECT p.pipe, h.id, h.chain_n, h.chain, a.count, a.head "
+    "FROM unnest($1::text[]) AS p(pipe) "
+    "LEFT JOIN LATERAL (SELECT m.id, m.chain_n, m.chain FROM messages m "
+    "WHERE m.pipe = p.pipe ORDER BY m.seq DESC LIMIT 1) h ON true "
+    "LEFT JOIN chain_anchors a ON a.pipe = p.pipe"
+)
+
+
+async def heads(conn: asyncpg.Connection, pipes: Sequence[str]) -> dict[str, PipeHead]:
+    """Where each pipe stands in this store."""
+    return {
+        pipe: PipeHead(chain_n or 0, chain or GENESIS, newest) if newest is not None
+        else PipeHead(count or 0, head or GENESIS, "")
+        for pipe, newest, chain_n, chain, count, head in await conn.fetch(_HEADS, list(pipes))
+    }
 
 
 async def _lookup(

@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import TypeVar
 from roomlink.message.model import Message
 from roomlink.store import migrate
 from roomlink.store.contract import PrefixCheck, Store
-from roomlink.store.errors import StoreError, wrap
+from roomlink.store.errors import HeadMoved, StoreError, wrap
 from roomlink.store.files import FileKeeper
 from roomlink.store.files.folder import FolderFiles
 from roomlink.store.sqlite import held_queries as hq
@@ -41,6 +41,7 @@ from roomlink.store.values import (
     NewMessage,
     OutboxEntry,
     OutboxRow,
+    PipeHead,
     RecordRow,
     RoomCount,
     SearchHit,
@@ -214,6 +215,28 @@ class SqliteStore(Store):
             fut.set_exception(e)
         self._unindexed.set()
         return fut
+
+    def start_append_at(
+        self, entries: Sequence[NewMessage], expect: Mapping[str, tuple[int, str]]
+    ) -> asyncio.Future[list[list[OutboxRow]]]:
+        fut: asyncio.Future[list[list[OutboxRow]]] = asyncio.get_running_loop().create_future()
+        entries, expect = tuple(entries), dict(expect)
+
+        def at(c: q.Connection) -> list[list[OutboxRow]]:
+            moved = sorted(p for p, h in expect.items() if q.chain_head(c, p) != tuple(h))
+            if moved:
+                raise HeadMoved(f"the head of pipe {', '.join(moved)} moved")
+            return q.append(c, entries)
+
+        try:
+            fut.set_result(self.write_now(at))
+        except Exception as e:
+            fut.set_exception(e)
+        self._unindexed.set()
+        return fut
+
+    async def pipe_heads(self, pipes: Sequence[str]) -> dict[str, PipeHead]:
+        return self.read_now(lambda c: {p: q.pipe_head(c, p) for p in pipes})
 
     async def append(self, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
         return await self.start_append(entries)

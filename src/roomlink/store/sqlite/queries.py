@@ -29,6 +29,7 @@ from roomlink.store.values import (
     NewMessage,
     OutboxEntry,
     OutboxRow,
+    PipeHead,
     RoomCount,
 )
 
@@ -94,6 +95,17 @@ def chain_head(conn: sqlite3.Connection, pipe: str) -> tuple[int, str]:
         "SELECT count, head FROM chain_anchors WHERE pipe = ?", (pipe,)
     ).fetchone()
     return (row[0] or 0, row[1] or GENESIS) if row else (0, GENESIS)
+
+
+def pipe_head(conn: sqlite3.Connection, pipe: str) -> PipeHead:
+    """Where the pipe stands in this store (``Store.pipe_heads``)."""
+    row = conn.execute(
+        "SELECT chain_n, chain, id FROM messages WHERE pipe = ? ORDER BY seq DESC LIMIT 1",
+        (pipe,)).fetchone()
+    if row:
+        return PipeHead(row[0] or 0, row[1] or GENESIS, row[2])
+    n, head = chain_head(conn, pipe)
+    return PipeHead(n, head, "")
 
 
 def append(conn: sqlite3.Connection, entries: Sequence[NewMessage]) -> list[list[OutboxRow]]:
