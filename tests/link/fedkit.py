@@ -93,3 +93,60 @@ async def agree(*instances: Instance, timeout: float = 60) -> str:
         await asyncio.sleep(0.2)
     return lines.pop()
 
+
+
+class Cable:
+    """A TCP relay the guest's link goes through to the host (:meth:`between`): it can be
+    cut as a network goes away (no closing handshake) and plugged again, carries at most
+    ``rate`` bytes a second each way when given one (a file then takes seconds to cross),
+    and counts what it carried."""
+
+    def __init__(self, port: int, target: int, rate: int | None = None) -> None:
+        self.port, self.target, self.rate = port, target, rate
+        self.carried = {"up": 0, "down": 0}  # guest -> host, host -> guest
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    def between(cls, guest: Instance, host: Instance, rate: int | None = None) -> Cable:
+        """A cable from ``guest``'s link to ``host``'s port for it (written in the guest's
+        config); not plugged yet."""
+        cable = cls(free_port(), host.link_ports[guest.name], rate)
+        guest.config["connectors"][f"to-{host.name}"]["url"] = f"ws://127.0.0.1:{cable.port}"
+        guest.write()
+        return cable
+
+    async def plug(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        size = 65536 if self.rate is None else 16384  # throttled: in small steps
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, way: str) -> None:
+            try:
+                while data := await src.read(size):
+                    dst.write(data)
+                    await dst.drain()
+                    self.carried[way] += len(data)
+                    if self.rate is not None:
+                        await asyncio.sleep(len(data) / self.rate)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(copy(reader, up_writer, "up"), copy(up_reader, writer, "down"))
+        self._writers -= {writer, up_writer}

@@ -17,12 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fedkit import Instance, agree, digest, star
+from fedkit import Cable, Instance, agree, digest, star
 from roomlink_connectors.link.files import chunk_frame
 from roomlink_connectors.link.wire import nonce, private_key, prove, public_line
 
 from filekit import PeerFile, pdf, png, post_files, received
-from rlkit import Daemon, Room, Stream, export, free_port, run_cli, running
+from rlkit import Daemon, Room, Stream, export, run_cli, running
 from roomlink.message.model import Author, Message, RoomRef, new_message_id, utcnow
 from store.conftest import pg_database
 
@@ -191,39 +191,6 @@ async def test_a_peer_whose_bytes_lie_is_refused_and_the_link_stays_up(
 # -- kill -9 in the middle of a file ---------------------------------------------------
 
 
-class SlowCable:
-    """A TCP relay between the guest and the host's link port, at ``rate`` bytes a second
-    each way, counting what it carried: a file then takes seconds to cross."""
-
-    def __init__(self, port: int, target: int, rate: int) -> None:
-        self.port, self.target, self.rate = port, target, rate
-        self.carried = {"up": 0, "down": 0}  # guest -> host, host -> guest
-
-    async def plug(self) -> asyncio.Server:
-        return await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, way: str) -> None:
-            try:
-                while data := await src.read(16384):
-                    dst.write(data)
-                    await dst.drain()
-                    self.carried[way] += len(data)
-                    await asyncio.sleep(len(data) / self.rate)
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(copy(reader, up_writer, "up"), copy(up_reader, writer, "down"))
-
-
 async def _until(condition: Any, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -233,12 +200,12 @@ async def _until(condition: Any, what: str, timeout: float = 120) -> None:
 
 @dataclass
 class SlowPair:
-    """Host and guest running, the link through a :class:`SlowCable`, each one's API room
-    watched."""
+    """Host and guest running, the link through a :class:`Cable` carrying 1 MB a second,
+    each one's API room watched."""
 
     host: Instance
     guest: Instance
-    cable: SlowCable
+    cable: Cable
     hd: Daemon
     gd: Daemon
     http: aiohttp.ClientSession
@@ -252,10 +219,8 @@ class SlowPair:
 async def _slowly_linked(tmp_path: Path) -> AsyncIterator[SlowPair]:
     host, guest = Instance("agency", tmp_path / "agency"), Instance("acme", tmp_path / "acme")
     star(host, [guest])
-    cable = SlowCable(free_port(), host.link_ports["acme"], rate=1_000_000)
-    guest.config["connectors"]["to-agency"]["url"] = f"ws://127.0.0.1:{cable.port}"
-    guest.write()
-    server = await cable.plug()
+    cable = Cable.between(guest, host, rate=1_000_000)
+    await cable.plug()
     hd, gd = Daemon(host.path, host.ports), Daemon(guest.path, guest.ports)
     await hd.start()
     await gd.start()
@@ -272,7 +237,7 @@ async def _slowly_linked(tmp_path: Path) -> AsyncIterator[SlowPair]:
     finally:
         hd.cleanup()
         gd.cleanup()
-        server.close()
+        await cable.cut()
     for inst in (host, guest):
         done = run_cli("history", "verify", "-c", str(inst.path), "--party", inst.name)
         assert done.returncode == 0 and "files: 2 of 2 intact" in done.stdout, done.stdout

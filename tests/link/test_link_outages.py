@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from fedkit import Instance, digest, star
+from fedkit import Cable, Instance, digest, star
 
-from rlkit import Daemon, Room, Stream, export, free_port, running
+from rlkit import Daemon, Room, Stream, export, running
 from store.conftest import pg_database
 
 N = 40  # messages each side says
@@ -84,49 +84,11 @@ async def test_kill_9_of_either_side_and_the_link_down_lose_nothing(tmp_path: Pa
         assert digest(host) == digest(guest)
 
 
-class Cable:
-    """A TCP relay between the guest and the host's link port that can be cut."""
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port, self.target = port, target
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def plug(self) -> None:
-        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        for writer in list(self._writers):
-            writer.transport.abort()  # as a network gone: no closing handshake
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers |= {writer, up_writer}
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-
 async def test_the_link_cut_and_restored_both_sides_talking(tmp_path: Path) -> None:
     host = Instance("agency", tmp_path / "agency")
     guest = Instance("acme", tmp_path / "acme")
     star(host, [guest])
-    cable = Cable(free_port(), host.link_ports["acme"])
-    guest.config["connectors"]["to-agency"]["url"] = f"ws://127.0.0.1:{cable.port}"
-    guest.write()
+    cable = Cable.between(guest, host)
     await cable.plug()
     async with running(host.path, host.ports) as hd, running(guest.path, guest.ports) as gd, \
             aiohttp.ClientSession() as http:
