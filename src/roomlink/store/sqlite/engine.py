@@ -202,24 +202,17 @@ class SqliteStore(Store):
     # -- the message path: writes ---------------------------------------------------------
 
     def start_append(self, entries: Sequence[NewMessage]) -> asyncio.Future[list[list[OutboxRow]]]:
-        fut: asyncio.Future[list[list[OutboxRow]]] = asyncio.get_running_loop().create_future()
         entries = tuple(entries)
         if not entries:
+            fut: asyncio.Future[list[list[OutboxRow]]] = (
+                asyncio.get_running_loop().create_future())
             fut.set_result([])
             return fut
-        if self._closed:
-            raise StoreError(f"store {self.party} is closed")
-        try:
-            fut.set_result(self.write_now(lambda c: q.append(c, entries)))
-        except Exception as e:
-            fut.set_exception(e)
-        self._unindexed.set()
-        return fut
+        return self._start(lambda c: q.append(c, entries))
 
     def start_append_at(
         self, entries: Sequence[NewMessage], expect: Mapping[str, tuple[int, str]]
     ) -> asyncio.Future[list[list[OutboxRow]]]:
-        fut: asyncio.Future[list[list[OutboxRow]]] = asyncio.get_running_loop().create_future()
         entries, expect = tuple(entries), dict(expect)
 
         def at(c: q.Connection) -> list[list[OutboxRow]]:
@@ -228,8 +221,17 @@ class SqliteStore(Store):
                 raise HeadMoved(f"the head of pipe {', '.join(moved)} moved")
             return q.append(c, entries)
 
+        return self._start(at)
+
+    def _start(
+        self, write: Callable[[q.Connection], list[list[OutboxRow]]]
+    ) -> asyncio.Future[list[list[OutboxRow]]]:
+        """An append committed inline, its outcome as a future (``Store.start_append``)."""
+        fut: asyncio.Future[list[list[OutboxRow]]] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            raise StoreError(f"store {self.party} is closed")
         try:
-            fut.set_result(self.write_now(at))
+            fut.set_result(self.write_now(write))
         except Exception as e:
             fut.set_exception(e)
         self._unindexed.set()
