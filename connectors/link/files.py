@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from roomlink.connector import FileRefused, Files
-from roomlink.message.model import Attachment, Message
+from roomlink.message.model import Attachment, Message, is_digest
 
 from .session import END, Pull, Session
 from .wire import Malformed, MessageFrame, field
@@ -37,10 +37,6 @@ from .wire import Malformed, MessageFrame, field
 PULL_TIMEOUT = 60.0  # seconds without a byte of a file asked for: the transfer failed
 CHUNK_MAX = 256 * 1024  # the most bytes of a file one frame carries
 HEADER = struct.Struct(">I")  # a chunk frame (binary): the transfer's number, then bytes
-
-
-def is_digest(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def chunk_frame(f: int, data: bytes) -> bytes:

@@ -87,6 +87,12 @@ class Attachment(BaseModel):
     note: Text | None = None  # why the bytes are not kept, for people to read
 
 
+def is_digest(value: str) -> bool:
+    """Whether ``value`` is a SHA-256 as roomlink writes one (64 lowercase hex digits):
+    a file's key, a chain value."""
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -17,16 +17,14 @@ up.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from roomlink.message.model import is_digest
 from roomlink.store import Anchor, RecordRow
 from roomlink.store.chain import GENESIS
-
-_HEAD = re.compile(r"[0-9a-f]{64}")
 
 
 class NotAnExport(ValueError):
@@ -80,7 +78,7 @@ def _start(doc: dict[str, Any], row: RecordRow, where: str) -> Anchor | None:
     position, previous = doc.get("position"), doc.get("previous")
     if type(position) is not int or position < 1:
         raise NotAnExport(f"{where}: 'position' is not a position (1, 2, ...)")
-    if not isinstance(previous, str) or not _HEAD.fullmatch(previous):
+    if not isinstance(previous, str) or not is_digest(previous):
         raise NotAnExport(f"{where}: 'previous' is not a chain value (64 hex digits)")
     if position == 1 and previous == GENESIS:
         return None

@@ -64,7 +64,3 @@ class FileKeeper(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def is_digest(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from roomlink.store.files import CHUNK, FileKeeper, FileWriter, MissingFile, is_digest
+from roomlink.message.model import is_digest
+from roomlink.store.files import CHUNK, FileKeeper, FileWriter, MissingFile
 
 STALE_AFTER = 3600.0  # seconds since its last write: a temporary file nobody writes
 
