@@ -193,6 +193,17 @@ class Harness:
         finally:
             db.close()  # rolls back, releasing the lock
 
+    async def stored(self, party: str, text: str, timeout: float = 30) -> None:
+        """Until ``party``'s SQLite store holds a message saying ``text``."""
+        db = self.config.parent / f"{party}.db"
+
+        def holds() -> bool:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                return conn.execute("SELECT 1 FROM messages WHERE text = ?",
+                                    (text,)).fetchone() is not None
+
+        await wait_until(holds, timeout, lambda: f"{text!r} in {party}'s store")
+
     async def frames(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         """The first ``count`` frames the API room received (kinds message, edit, delete)."""
         return (await self.stream.wait_for(count, timeout))[:count]

@@ -145,7 +145,7 @@ async def test_a_line_half_stored_at_a_crash_is_kept_by_every_party_or_none(
         async with conformance.harness(tmp_path, channel) as h:
             with h.store_locked(conformance.PEER_PARTY):  # acme's store is written first
                 await channel.say("said as the bridge died", "Alice")
-                await asyncio.sleep(1.0)  # time enough to be in acme's store
+                await h.stored(conformance.API_PARTY, "said as the bridge died")
                 h.daemon.kill()
             await h.start()
             await channel.say("said after the restart", "Alice")
