@@ -10,7 +10,10 @@ and the range of each ratio over the rounds. Run from the repository root::
 A store kind may carry relay.py store options after a colon, e.g.
 ``postgresql:async_delivery_marks=true``. With ``--matterbridge BIN``, each round also
 runs ``matterbridge.py`` (the same client against a Matterbridge binary) and prints each
-store kind's CPU per message, burst, hop, hop p99 and peak RSS over Matterbridge's.
+store kind's CPU per message, burst, hop, hop p99 and peak RSS over Matterbridge's. With
+``--bound`` as well, each round also prints the least any roomlink keeping issue 26's
+guarantees could spend on aiohttp and SQLite (``least_work``: the bare server plus
+``store_work.py``'s appends and mark) over Matterbridge's figures of the same round.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -78,6 +82,44 @@ def span(values: list[float], fmt: str) -> str:
     return fmt.format(lo) if f"{lo:.2f}" == f"{hi:.2f}" else f"{fmt.format(lo)}-{fmt.format(hi)}"
 
 
+def least_work(floor: dict[str, float], n: int) -> dict[str, float]:
+    """What any roomlink that keeps issue 26's guarantees on aiohttp and SQLite must at least
+    spend, from figures of this round: the bare aiohttp server (on uvloop, as roomlink
+    runs) plus the store work of one relayed message, store_work.py's two appends and one
+    delivery mark, nothing else of roomlink counted.
+
+    - CPU per message in the burst: the server's + appends (20 per transaction, more than
+      the daemon's batches reach, so this is low) + the mark;
+    - burst: one event loop does both, so at most 1 / that CPU; with the stores on the
+      machine's other core as well, at most (cores) / (that CPU + the poster's CPU);
+    - hop, median and p99: the server's + two one-message appends (the frame goes out
+      after both; the appends' mean CPU is added to each);
+    - peak RSS: the bare server's, before a store or any of roomlink's modules is loaded.
+    """
+    burst = run_json(["bench/store_work.py", "-n", "2000", "--warm", str(n), "--batch", "20"])
+    serial = run_json(["bench/store_work.py", "-n", "500", "--warm", str(n), "--batch", "1"])
+    cpu = floor["tp_cpu"] + burst["append_cpu"] + burst["mark_cpu"]
+    cores = len(os.sched_getaffinity(0))
+    return {"tp_cpu": cpu, "floor_cpu": floor["tp_cpu"], "append_cpu": burst["append_cpu"],
+            "mark_cpu": burst["mark_cpu"],
+            "sustained": min(1 / cpu, cores / (cpu + floor["client_cpu"])),
+            "hop_median": floor["hop_median"] + serial["append_cpu"],
+            "hop_p99": floor["hop_p99"] + serial["append_cpu"],
+            "serial_append": serial["append_cpu"], "peak_rss": floor["peak_rss"]}
+
+
+def print_bound(b: dict[str, float], mb: dict[str, float]) -> None:
+    print(f"  {'least any roomlink could (bound)':<40}"
+          f" CPU {b['tp_cpu'] * 1e3:.3f} ms/msg (server {b['floor_cpu'] * 1e3:.3f}"
+          f" + appends {b['append_cpu'] * 1e3:.3f} + mark {b['mark_cpu'] * 1e3:.3f};"
+          f" {b['tp_cpu'] / mb['tp_cpu']:.2f}x matterbridge)"
+          f"  burst <= {b['sustained']:.0f} msg/s ({b['sustained'] / mb['sustained']:.2f}x)"
+          f"  hop >= {b['hop_median'] * 1e3:.2f} ms ({b['hop_median'] / mb['hop_median']:.2f}x)"
+          f"  p99 >= {b['hop_p99'] * 1e3:.2f} ms ({b['hop_p99'] / mb['hop_p99']:.2f}x)"
+          f"  peak RSS >= {b['peak_rss']:.1f} MiB ({b['peak_rss'] / mb['peak_rss']:.2f}x)",
+          flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--rounds", type=int, default=3)
@@ -90,14 +132,21 @@ def main() -> int:
                    help="PostgreSQL admin URL (for relay.py and the commit probe)")
     p.add_argument("--matterbridge", metavar="BIN",
                    help="also run bench/matterbridge.py with this binary in every round")
+    p.add_argument("--bound", action="store_true",
+                   help="with --matterbridge: also print, each round, the least any roomlink "
+                        "on aiohttp and these stores could spend (the bare server on uvloop "
+                        "plus store_work.py's appends and mark) over Matterbridge's figures")
     args = p.parse_args()
+    if args.bound and not args.matterbridge:
+        p.error("--bound needs --matterbridge")
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     floors: list[dict[str, float]] = []
     mbs: list[dict[str, float]] = []
+    bounds: list[dict[str, float]] = []
     for r in range(args.rounds):
         floor = run_json(["bench/floor.py", "--transport-only", "-n", str(args.n),
-                          "--serial", str(args.latency)])
+                          "--serial", str(args.latency), *(["--uvloop"] if args.bound else [])])
         if any(k.startswith("postgresql") for k in kinds):
             floor |= pg_commit_floor(args.pg_url)
         floors.append(floor)
@@ -134,6 +183,10 @@ def main() -> int:
                   f"  CPU {mb['tp_cpu'] * 1e3:.3f} ms/msg"
                   f"  RSS start {mb['rss_start']:.0f} MiB, peak {mb['peak_rss']:.0f} MiB"
                   f"  arrived {mb['received']}/{args.n}", flush=True)
+            if args.bound:
+                bound = least_work(floor, args.n)
+                bounds.append(bound)
+                print_bound(bound, mb)
     print(f"\n== over {args.rounds} rounds (ranges)")
     print(f"  floor: hop {span([f['hop_median'] * 1e3 for f in floors], '{:.2f}')} ms,"
           f" {span([f['sustained'] for f in floors], '{:.0f}')} msg/s")
@@ -176,6 +229,14 @@ def main() -> int:
             print(f"  {kind:<40}"
                   + "".join(f"  {label}/matterbridge "
                             + span([f[key] / m[key] for f, m in pairs], "{:.2f}")
+                            for label, key in (("CPU", "tp_cpu"), ("burst", "sustained"),
+                                               ("hop", "hop_median"), ("p99", "hop_p99"),
+                                               ("peak RSS", "peak_rss"))))
+        if bounds:
+            pairs = list(zip(bounds, mbs, strict=True))
+            print(f"  {'least any roomlink could (bound)':<40}"
+                  + "".join(f"  {label}/matterbridge "
+                            + span([b[key] / m[key] for b, m in pairs], "{:.2f}")
                             for label, key in (("CPU", "tp_cpu"), ("burst", "sustained"),
                                                ("hop", "hop_median"), ("p99", "hop_p99"),
                                                ("peak RSS", "peak_rss"))))

@@ -23,11 +23,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-from relay import RawPoster, free_port, ms, pct, proc_cpu, wait_port
+from relay import RawPoster, free_port, ms, pct, proc_cpu, proc_status_kb, wait_port
 
 SERVER = r"""
 import json, sys
 from aiohttp import web
+if sys.argv[2:] == ["uvloop"]:  # as roomlink runs (roomlink.cli.main)
+    import uvloop
+    uvloop.install()
 clients = set()
 async def post(request):
     body = await request.json()
@@ -50,9 +53,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
-async def transport(n: int, serial: int, concurrency: int) -> dict[str, float]:
+async def transport(n: int, serial: int, concurrency: int, loop: str) -> dict[str, float]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), loop])
     try:
         await wait_port(port, proc)
         base = f"http://127.0.0.1:{port}"
@@ -79,11 +82,12 @@ async def transport(n: int, serial: int, concurrency: int) -> dict[str, float]:
                 start = time.perf_counter()
                 await poster.post(text)
                 hops.append(await fut - start)
-            cpu = (proc_cpu(proc.pid) - cpu0) / serial
+            serial_cpu = (proc_cpu(proc.pid) - cpu0) / serial
             await poster.close()
-            print(f"== transport floor (bare aiohttp server POST -> WebSocket, {serial} serial)")
+            print(f"== transport floor (bare aiohttp server POST -> WebSocket, {loop} loop,"
+                  f" {serial} serial)")
             print(f"  hop   median {ms(statistics.median(hops))}   p90 {ms(pct(hops, .9))}"
-                  f"   p99 {ms(pct(hops, .99))};  server CPU {cpu * 1e3:.3f} ms/msg")
+                  f"   p99 {ms(pct(hops, .99))};  server CPU {serial_cpu * 1e3:.3f} ms/msg")
             print(f"  rate  {serial / (time.perf_counter() - t0):.0f} msg/s serial")
 
             posters = [RawPoster(base + "/m") for _ in range(concurrency)]
@@ -106,11 +110,14 @@ async def transport(n: int, serial: int, concurrency: int) -> dict[str, float]:
             for p in posters:
                 await p.close()
             print(f"  {n} from {concurrency} posters: {n / wall:.0f} msg/s;"
+                  f" server peak RSS {proc_status_kb(proc.pid, 'VmHWM') / 1024:.1f} MiB;"
                   f" server CPU {cpu / n * 1e3:.3f} ms/msg ({cpu / wall * 100:.0f}% of one core),"
                   f" client CPU {ccpu / n * 1e3:.3f} ms/msg")
             reader.cancel()
             return {"hop_median": statistics.median(hops), "hop_p99": pct(hops, .99),
-                    "sustained": n / wall}
+                    "sustained": n / wall, "serial_cpu": serial_cpu, "tp_cpu": cpu / n,
+                    "client_cpu": ccpu / n,
+                    "peak_rss": proc_status_kb(proc.pid, "VmHWM") / 1024}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -184,7 +191,8 @@ async def store(serial: int, batch: int, rounds: int) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
-    figures = {} if args.store_only else await transport(args.n, args.serial, args.concurrency)
+    figures = {} if args.store_only else await transport(args.n, args.serial, args.concurrency,
+                                                         "uvloop" if args.uvloop else "asyncio")
     if not args.transport_only:
         await store(args.serial, args.batch, max(1, args.n // args.batch))
     return figures
@@ -198,6 +206,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--transport-only", action="store_true", help="skip the store floor")
     p.add_argument("--store-only", action="store_true", help="skip the transport floor")
+    p.add_argument("--uvloop", action="store_true",
+                   help="run the bare server on uvloop, as roomlink runs (default: asyncio's loop)")
     p.add_argument("--json", metavar="PATH", help="also write the transport figures as JSON")
     args = p.parse_args()
     figures = asyncio.run(run(args))

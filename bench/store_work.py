@@ -10,6 +10,10 @@ same statements on the same data.
     .venv/bin/python bench/store_work.py                 # CPU time per message
     .venv/bin/python bench/store_work.py --callgrind     # instructions per message
 
+Without ``--callgrind`` it also prints what the two appends and the mark each cost (CPU
+time around each call), and ``--json PATH`` writes those figures for ``compare.py
+--bound``.
+
 ``--callgrind`` runs this script twice under ``valgrind --tool=callgrind`` (once without
 the measured messages, once with them) and prints the difference per message, so that
 start-up, imports and the ``--warm`` messages that fill the indexes cancel out. It takes
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import re
 import subprocess
@@ -36,8 +41,10 @@ from roomlink.store.chain import canonical
 DESTINATION = [RoomRef("acme-api", "lobby")]
 
 
-async def work(folder: Path, warm: int, n: int, batch: int, random_natives: bool) -> float:
-    """Relay ``warm`` then ``n`` messages' worth of store work; the CPU seconds of the n."""
+async def work(folder: Path, warm: int, n: int, batch: int, random_natives: bool,
+               split: dict[str, float] | None = None) -> float:
+    """Relay ``warm`` then ``n`` messages' worth of store work; the CPU seconds of the n.
+    ``split``, when given, gets the CPU seconds of the n's appends and of their marks."""
     ids = random.Random(1)
     clock = iter(range(1_700_000_000_000_000_000, 1 << 63, 1_000_003))
 
@@ -66,10 +73,15 @@ async def work(folder: Path, warm: int, n: int, batch: int, random_natives: bool
             if start == warm:
                 began = time.process_time()
             batch_of = [(m, canonical(m)) for m in map(message, range(start, start + batch))]
+            t0 = time.process_time()
             await agency.append([NewMessage(m, [], data) for m, data in batch_of])
             rows = await acme.append([NewMessage(m, DESTINATION, data) for m, data in batch_of])
+            t1 = time.process_time()
             for [row] in rows:
                 await acme.mark_delivered(row.id, [new_id()])
+            if split is not None and start >= warm:
+                split["append"] = split.get("append", 0.0) + t1 - t0
+                split["mark"] = split.get("mark", 0.0) + time.process_time() - t1
         if n:
             spent = time.process_time() - began
     finally:
@@ -98,6 +110,7 @@ def main() -> None:
     p.add_argument("--callgrind", action="store_true", help="count instructions instead")
     p.add_argument("--random-natives", action="store_true",
                    help="random platform ids, as the API connector made before session 28")
+    p.add_argument("--json", metavar="PATH", help="also write the figures (seconds) as JSON")
     args = p.parse_args()
     if args.n % args.batch or args.warm % args.batch:
         p.error("-n and --warm must be multiples of --batch")
@@ -107,12 +120,19 @@ def main() -> None:
               f"(2 appends and 1 mark; {args.batch} per append transaction, after "
               f"{args.warm} messages)")
         return
+    split: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="roomlink-store-work-") as tmp:
-        spent = asyncio.run(work(Path(tmp), args.warm, args.n, args.batch, args.random_natives))
+        spent = asyncio.run(work(Path(tmp), args.warm, args.n, args.batch, args.random_natives,
+                                 split))
     if args.n:
         print(f"store work: {spent / args.n * 1e6:.1f} us of CPU per relayed message "
               f"(2 appends and 1 mark; {args.batch} per append transaction, after "
-              f"{args.warm} messages)")
+              f"{args.warm} messages; the appends {split['append'] / args.n * 1e6:.1f} us,"
+              f" the mark {split['mark'] / args.n * 1e6:.1f} us)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "store_cpu": spent / args.n, "append_cpu": split["append"] / args.n,
+                "mark_cpu": split["mark"] / args.n}))
 
 
 if __name__ == "__main__":
