@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roomlink.admin.logs import set_connector_names
 from roomlink.admin.reload import Reloader, ReloadResult
@@ -21,8 +21,6 @@ from roomlink.admin.status import Health
 from roomlink.config.models import Config, ConnectorConfig
 from roomlink.connector.base import Connector, ConnectorContext, load_connector_type
 from roomlink.connector.pacing import TokenBucket
-from roomlink.daemon.cluster import Cluster
-from roomlink.daemon.cluster_reload import ReloadNews
 from roomlink.daemon.retention import RetentionJob
 from roomlink.errors import ShuttingDown
 from roomlink.message.model import Inbound, RoomRef, utcnow
@@ -34,6 +32,10 @@ from roomlink.relay.replay import history_after
 from roomlink.relay.router import Router
 from roomlink.relay.topology import Topology, build_topology
 from roomlink.store import OutboxRow, Store, open_store
+
+if TYPE_CHECKING:  # replicas only: a daemon without them never loads asyncpg (3.4 MiB)
+    from roomlink.daemon.cluster import Cluster
+    from roomlink.daemon.cluster_reload import ReloadNews
 
 log = logging.getLogger("roomlink")
 reload_log = logging.getLogger("roomlink.reload")  # connectors added by a reload
@@ -76,6 +78,9 @@ class Daemon:
         router.on_held = self._on_held
         self.router = router
         if cfg.cluster.enabled:
+            from roomlink.daemon.cluster import Cluster
+            from roomlink.daemon.cluster_reload import ReloadNews
+
             cluster = self.cluster = Cluster(self)
             await cluster.open()
             self.news = ReloadNews(cluster, self, self.reloader)
