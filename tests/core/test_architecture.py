@@ -9,6 +9,8 @@ hidden.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import roomlink
@@ -182,3 +184,14 @@ def test_the_plugin_surface_is_one_module() -> None:
         assert name in plugin_surface.__all__, name
         assert getattr(plugin_surface, name) is not None
     assert roomlink.__doc__
+
+
+def test_a_daemon_without_replicas_loads_no_postgresql_driver() -> None:
+    """The daemon and the command line load asyncpg (3.4 MiB) and the replicas' modules
+    only for a PostgreSQL store or ``cluster.enabled``, not for every SQLite install."""
+    probe = ("import sys, roomlink.cli.main, roomlink.daemon.app; "
+             "print(sorted(m for m in sys.modules if m == 'asyncpg' or "
+             "m.startswith(('roomlink.daemon.cluster', 'roomlink.store.postgres'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
