@@ -214,6 +214,30 @@ class SlowPair:
     hs: Stream
     gs: Stream
 
+    async def kill_mid_file(self, file: PeerFile, sent_by: str, killed: str,
+                            after: int) -> dict[str, Any]:
+        """``file`` posted in ``sent_by``'s room (host: it goes down, guest: up); the
+        ``killed`` instance's daemon killed -9 once ``after`` bytes of it have crossed the
+        cable. What the post was answered."""
+        down = sent_by == "host"
+        way, room, author = ("down", self.h, "alice") if down else ("up", self.g, "bob")
+        start = self.cable.carried[way]
+        status, said = await post_files(self.http, room.base, way, author, [file])
+        assert status == 202, said
+        await _until(lambda: self.cable.carried[way] > start + after, f"bytes go {way}")
+        (self.hd if killed == "host" else self.gd).kill()
+        return said
+
+    async def crosses_after_restart(self, file: PeerFile, said: dict[str, Any],
+                                    killed: str, arrives_at: str) -> None:
+        """The killed daemon started again; the file's message comes out whole in
+        ``arrives_at``'s room, as the only new frame there."""
+        await (self.hd if killed == "host" else self.gd).start()
+        room, stream = (self.h, self.hs) if arrives_at == "host" else (self.g, self.gs)
+        frames = await stream.wait_for(1, timeout=120)
+        assert [f["id"] for f in frames] == [said["id"]]
+        assert await received(self.http, room.base, frames[0]) == [file]
+
 
 @contextlib.asynccontextmanager
 async def _slowly_linked(tmp_path: Path) -> AsyncIterator[SlowPair]:
@@ -249,27 +273,13 @@ async def test_kill_9_of_the_host_mid_file_then_the_file_crosses_whole(tmp_path:
     down = PeerFile("down.png", "image/png", png(700, 700, seed=11))  # about 1.4 MiB
     async with _slowly_linked(tmp_path) as x:
         # the receiver (the host) killed while the guest's file comes up
-        start = x.cable.carried["up"]
-        status, said_up = await post_files(x.http, x.g.base, "up", "bob", [up])
-        assert status == 202, said_up
-        await _until(lambda: x.cable.carried["up"] > start + 1_000_000, "bytes go up")
-        x.hd.kill()
+        said_up = await x.kill_mid_file(up, sent_by="guest", killed="host", after=1_000_000)
         assert export(x.host.path, "agency") == []  # nothing of it, not even a part
-        await x.hd.start()
-        frame = (await x.hs.wait_for(1, timeout=120))[0]
-        assert frame["id"] == said_up["id"]
-        assert await received(x.http, x.h.base, frame) == [up]
+        await x.crosses_after_restart(up, said_up, killed="host", arrives_at="host")
         # the sender (the host) killed while its file goes down to the guest
-        start = x.cable.carried["down"]
-        status, said_down = await post_files(x.http, x.h.base, "down", "alice", [down])
-        assert status == 202, said_down
-        await _until(lambda: x.cable.carried["down"] > start + 500_000, "bytes go down")
-        x.hd.kill()
+        said_down = await x.kill_mid_file(down, sent_by="host", killed="host", after=500_000)
         assert said_down["id"] not in {r["id"] for r in export(x.guest.path, "acme")}
-        await x.hd.start()
-        frames = await x.gs.wait_for(1, timeout=120)
-        assert [f["id"] for f in frames] == [said_down["id"]]
-        assert await received(x.http, x.g.base, frames[0]) == [down]
+        await x.crosses_after_restart(down, said_down, killed="host", arrives_at="guest")
 
 
 async def test_kill_9_of_the_guest_mid_file_then_the_file_crosses_whole(
@@ -279,25 +289,11 @@ async def test_kill_9_of_the_guest_mid_file_then_the_file_crosses_whole(
     up = PeerFile("up.png", "image/png", png(700, 700, seed=12))  # about 1.4 MiB
     async with _slowly_linked(tmp_path) as x:
         # the receiver (the guest) killed while the host's file comes down
-        start = x.cable.carried["down"]
-        status, said_down = await post_files(x.http, x.h.base, "down", "alice", [down])
-        assert status == 202, said_down
-        await _until(lambda: x.cable.carried["down"] > start + 1_000_000, "bytes go down")
-        x.gd.kill()
+        said_down = await x.kill_mid_file(down, sent_by="host", killed="guest", after=1_000_000)
         assert export(x.guest.path, "acme") == []  # nothing of it, not even a part
-        await x.gd.start()
-        frames = await x.gs.wait_for(1, timeout=120)
-        assert [f["id"] for f in frames] == [said_down["id"]]
-        assert await received(x.http, x.g.base, frames[0]) == [down]
+        await x.crosses_after_restart(down, said_down, killed="guest", arrives_at="guest")
         # the sender (the guest) killed while its file goes up: it was held, answered 202,
         # so it crosses after the restart
-        start = x.cable.carried["up"]
-        status, said_up = await post_files(x.http, x.g.base, "up", "bob", [up])
-        assert status == 202, said_up
-        await _until(lambda: x.cable.carried["up"] > start + 500_000, "bytes go up")
-        x.gd.kill()
+        said_up = await x.kill_mid_file(up, sent_by="guest", killed="guest", after=500_000)
         assert said_up["id"] not in {r["id"] for r in export(x.host.path, "agency")}
-        await x.gd.start()
-        frame = (await x.hs.wait_for(1, timeout=120))[0]
-        assert frame["id"] == said_up["id"]
-        assert await received(x.http, x.h.base, frame) == [up]
+        await x.crosses_after_restart(up, said_up, killed="guest", arrives_at="host")
