@@ -4,6 +4,7 @@ real ``roomlink run`` processes of one config on the real PostgreSQL stores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import time
@@ -59,63 +60,55 @@ async def test_a_reload_sent_to_one_replica_reaches_the_other(
     path = tmp_path / "roomlink.yaml"
     _write(path, stores, ports, hall=False)
     r1, r2 = Replica(path, "r1"), Replica(path, "r2")
-    try:
-        async with aiohttp.ClientSession() as http:
-            await r1.start()
-            await r2.start()
-            await wait_until(lambda: _two_each(http, r1, r2), "two connectors on each",
-                             timeout=90)
-            on_r2 = sorted(await r2.runs(http))
-            on_r1 = sorted(await r1.runs(http))
+    async with _running(r1, r2) as http:
+        on_r2 = sorted(await r2.runs(http))
+        on_r1 = sorted(await r1.runs(http))
 
-            sha = _write(path, stores, ports, hall=True)
-            assert r1.proc is not None
-            r1.proc.send_signal(signal.SIGHUP)
-            await _wait_count(r1, "reload done: ", 1)
-            await _wait_count(r1, f"told the other replicas of its reload (config {sha[:12]})",
-                              1)
-            await _wait_count(r2, f"(replica r1 applied config {sha[:12]})", 1)
-            await _wait_count(r2, "reload done: ", 1)
-            assert "pipe extra added" in r2.log()
-            assert "differs" not in r2.log()
+        sha = _write(path, stores, ports, hall=True)
+        assert r1.proc is not None
+        r1.proc.send_signal(signal.SIGHUP)
+        await _wait_count(r1, "reload done: ", 1)
+        await _wait_count(r1, f"told the other replicas of its reload (config {sha[:12]})",
+                          1)
+        await _wait_count(r2, f"(replica r1 applied config {sha[:12]})", 1)
+        await _wait_count(r2, "reload done: ", 1)
+        assert "pipe extra added" in r2.log()
+        assert "differs" not in r2.log()
 
-            # into hall of a connector r2 runs: every other connector's hall receives it
-            sender, *receivers = [*on_r2, *on_r1]
-            streams = [await Stream(Room(http, ports[n], "hall")).__aenter__()
-                       for n in receivers]
-            hall = Room(http, ports[sender], "hall")
-            first = await hall.post_until_accepted("into the new room", "alice", key="h1")
-            for stream in streams:
-                await stream.wait_for(1, timeout=60)
-                assert [f["id"] for f in stream.frames] == [first]
+        # into hall of a connector r2 runs: every other connector's hall receives it
+        sender, *receivers = [*on_r2, *on_r1]
+        streams = [await Stream(Room(http, ports[n], "hall")).__aenter__()
+                   for n in receivers]
+        hall = Room(http, ports[sender], "hall")
+        first = await hall.post_until_accepted("into the new room", "alice", key="h1")
+        for stream in streams:
+            await stream.wait_for(1, timeout=60)
+            assert [f["id"] for f in stream.frames] == [first]
 
-            # a broken file, SIGHUP to r2 only: rejected there, nothing changes anywhere
-            good = path.read_text()
-            path.write_text(good + "\npipes: [unclosed\n")
-            assert r2.proc is not None
-            r2.proc.send_signal(signal.SIGHUP)
-            await _wait_count(r2, "reload rejected", 1)
-            await asyncio.sleep(8)  # more than CATCH_UP twice: r1 would have heard by now
-            assert r1.log().count("reload: reading") == 1, r1.log()
-            assert "reload rejected" not in r1.log()
-            assert r2.log().count("reload done: ") == 1, r2.log()
-            assert "told the other replicas" not in r2.log()
-            second = await hall.post_until_accepted("still there", "alice", key="h2")
-            for stream in streams:
-                await stream.wait_for(2, timeout=60)
-                assert [f["id"] for f in stream.frames] == [first, second]
-                await stream.__aexit__(None, None, None)
-            lobby = await Stream(Room(http, ports[on_r1[0]], "lobby")).__aenter__()
-            said = await Room(http, ports[on_r2[0]], "lobby").post_until_accepted(
-                "lobby too", "bob", key="l1")
-            await lobby.wait_for(1, timeout=60)
-            assert [f["id"] for f in lobby.frames] == [said]
-            await lobby.__aexit__(None, None, None)
-            assert sorted(await r1.runs(http)) == on_r1
-            assert sorted(await r2.runs(http)) == on_r2
-    finally:
-        r1.cleanup()
-        r2.cleanup()
+        # a broken file, SIGHUP to r2 only: rejected there, nothing changes anywhere
+        good = path.read_text()
+        path.write_text(good + "\npipes: [unclosed\n")
+        assert r2.proc is not None
+        r2.proc.send_signal(signal.SIGHUP)
+        await _wait_count(r2, "reload rejected", 1)
+        await asyncio.sleep(8)  # more than CATCH_UP twice: r1 would have heard by now
+        assert r1.log().count("reload: reading") == 1, r1.log()
+        assert "reload rejected" not in r1.log()
+        assert r2.log().count("reload done: ") == 1, r2.log()
+        assert "told the other replicas" not in r2.log()
+        second = await hall.post_until_accepted("still there", "alice", key="h2")
+        for stream in streams:
+            await stream.wait_for(2, timeout=60)
+            assert [f["id"] for f in stream.frames] == [first, second]
+            await stream.__aexit__(None, None, None)
+        lobby = await Stream(Room(http, ports[on_r1[0]], "lobby")).__aenter__()
+        said = await Room(http, ports[on_r2[0]], "lobby").post_until_accepted(
+            "lobby too", "bob", key="l1")
+        await lobby.wait_for(1, timeout=60)
+        assert [f["id"] for f in lobby.frames] == [said]
+        await lobby.__aexit__(None, None, None)
+        assert sorted(await r1.runs(http)) == on_r1
+        assert sorted(await r2.runs(http)) == on_r2
 
 
 async def test_a_replica_whose_file_is_late_says_so_and_takes_it_later(
@@ -129,36 +122,43 @@ async def test_a_replica_whose_file_is_late_says_so_and_takes_it_later(
     _write(path, stores, ports, hall=False)
     _write(late, stores, ports, hall=False)
     r1, r2 = Replica(path, "r1"), Replica(late, "r2")
+    async with _running(r1, r2) as http:
+        on_r2 = sorted(await r2.runs(http))
+        sha = _write(path, stores, ports, hall=True)
+        old_sha = hashlib.sha256(late.read_bytes()).hexdigest()
+        assert r1.proc is not None and r2.proc is not None
+        r1.proc.send_signal(signal.SIGHUP)
+        await _wait_count(r2, "reload done: nothing changed", 1)
+        assert (f"this replica's config file ({old_sha[:12]}) differs from the one "
+                f"replica r1 applied ({sha[:12]}); applying what it reads") in r2.log()
+        hall = Room(http, ports[on_r2[0]], "hall")
+        with pytest.raises(AssertionError):  # 404: not a room of r2's connectors yet
+            await hall.post("too early", "alice")
+
+        late.write_bytes(path.read_bytes())
+        r2.proc.send_signal(signal.SIGHUP)
+        await _wait_count(r2, f"told the other replicas of its reload (config {sha[:12]})",
+                          1)
+        stream = await Stream(Room(http, ports[on_r2[1]], "hall")).__aenter__()
+        said = await hall.post_until_accepted("now", "alice", key="n1")
+        await stream.wait_for(1, timeout=60)
+        assert [f["id"] for f in stream.frames] == [said]
+        await stream.__aexit__(None, None, None)
+        await asyncio.sleep(8)  # more than CATCH_UP twice
+        assert r1.log().count("reload: reading") == 1, r1.log()
+        assert r2.log().count("reload: reading") == 2, r2.log()
+
+
+@contextlib.asynccontextmanager
+async def _running(r1: Replica, r2: Replica) -> AsyncIterator[aiohttp.ClientSession]:
+    """Both replicas started and running two connectors each; stopped at the end."""
     try:
         async with aiohttp.ClientSession() as http:
             await r1.start()
             await r2.start()
             await wait_until(lambda: _two_each(http, r1, r2), "two connectors on each",
                              timeout=90)
-            on_r2 = sorted(await r2.runs(http))
-            sha = _write(path, stores, ports, hall=True)
-            old_sha = hashlib.sha256(late.read_bytes()).hexdigest()
-            assert r1.proc is not None and r2.proc is not None
-            r1.proc.send_signal(signal.SIGHUP)
-            await _wait_count(r2, "reload done: nothing changed", 1)
-            assert (f"this replica's config file ({old_sha[:12]}) differs from the one "
-                    f"replica r1 applied ({sha[:12]}); applying what it reads") in r2.log()
-            hall = Room(http, ports[on_r2[0]], "hall")
-            with pytest.raises(AssertionError):  # 404: not a room of r2's connectors yet
-                await hall.post("too early", "alice")
-
-            late.write_bytes(path.read_bytes())
-            r2.proc.send_signal(signal.SIGHUP)
-            await _wait_count(r2, f"told the other replicas of its reload (config {sha[:12]})",
-                              1)
-            stream = await Stream(Room(http, ports[on_r2[1]], "hall")).__aenter__()
-            said = await hall.post_until_accepted("now", "alice", key="n1")
-            await stream.wait_for(1, timeout=60)
-            assert [f["id"] for f in stream.frames] == [said]
-            await stream.__aexit__(None, None, None)
-            await asyncio.sleep(8)  # more than CATCH_UP twice
-            assert r1.log().count("reload: reading") == 1, r1.log()
-            assert r2.log().count("reload: reading") == 2, r2.log()
+            yield http
     finally:
         r1.cleanup()
         r2.cleanup()
