@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+BOUND = "least any roomlink could (bound)"
 
 
 def run_json(args: list[str]) -> dict[str, float]:
@@ -108,8 +109,18 @@ def least_work(floor: dict[str, float], n: int) -> dict[str, float]:
             "serial_append": serial["append_cpu"], "peak_rss": floor["peak_rss"]}
 
 
+def print_ratios(label: str, figs: list[dict[str, float]], mbs: list[dict[str, float]]) -> None:
+    """Each of issue 26's five figures of ``figs`` over Matterbridge's of the same round."""
+    pairs = list(zip(figs, mbs, strict=True))
+    print(f"  {label:<40}"
+          + "".join(f"  {name}/matterbridge " + span([f[key] / m[key] for f, m in pairs], "{:.2f}")
+                    for name, key in (("CPU", "tp_cpu"), ("burst", "sustained"),
+                                      ("hop", "hop_median"), ("p99", "hop_p99"),
+                                      ("peak RSS", "peak_rss"))))
+
+
 def print_bound(b: dict[str, float], mb: dict[str, float]) -> None:
-    print(f"  {'least any roomlink could (bound)':<40}"
+    print(f"  {BOUND:<40}"
           f" CPU {b['tp_cpu'] * 1e3:.3f} ms/msg (server {b['floor_cpu'] * 1e3:.3f}"
           f" + appends {b['append_cpu'] * 1e3:.3f} + mark {b['mark_cpu'] * 1e3:.3f};"
           f" {b['tp_cpu'] / mb['tp_cpu']:.2f}x matterbridge)"
@@ -225,21 +236,9 @@ def main() -> int:
               f"  p99 {span([m['hop_p99'] * 1e3 for m in mbs], '{:.2f}')} ms"
               f"  peak RSS {span([m['peak_rss'] for m in mbs], '{:.1f}')} MiB")
         for kind in kinds:
-            pairs = list(zip(rows[kind], mbs, strict=True))
-            print(f"  {kind:<40}"
-                  + "".join(f"  {label}/matterbridge "
-                            + span([f[key] / m[key] for f, m in pairs], "{:.2f}")
-                            for label, key in (("CPU", "tp_cpu"), ("burst", "sustained"),
-                                               ("hop", "hop_median"), ("p99", "hop_p99"),
-                                               ("peak RSS", "peak_rss"))))
+            print_ratios(kind, rows[kind], mbs)
         if bounds:
-            pairs = list(zip(bounds, mbs, strict=True))
-            print(f"  {'least any roomlink could (bound)':<40}"
-                  + "".join(f"  {label}/matterbridge "
-                            + span([b[key] / m[key] for b, m in pairs], "{:.2f}")
-                            for label, key in (("CPU", "tp_cpu"), ("burst", "sustained"),
-                                               ("hop", "hop_median"), ("p99", "hop_p99"),
-                                               ("peak RSS", "peak_rss"))))
+            print_ratios(BOUND, bounds, mbs)
     return 0 if all(f["ok"] for figs in rows.values() for f in figs) else 1
 
 
