@@ -107,17 +107,17 @@ async def transport(n: int, serial: int, concurrency: int, loop: str) -> dict[st
             await asyncio.gather(*(run_poster(p) for p in posters))
             wall = await last - t0
             cpu, ccpu = proc_cpu(proc.pid) - cpu0, time.process_time() - ccpu0
+            peak_rss = proc_status_kb(proc.pid, "VmHWM") / 1024
             for p in posters:
                 await p.close()
             print(f"  {n} from {concurrency} posters: {n / wall:.0f} msg/s;"
-                  f" server peak RSS {proc_status_kb(proc.pid, 'VmHWM') / 1024:.1f} MiB;"
+                  f" server peak RSS {peak_rss:.1f} MiB;"
                   f" server CPU {cpu / n * 1e3:.3f} ms/msg ({cpu / wall * 100:.0f}% of one core),"
                   f" client CPU {ccpu / n * 1e3:.3f} ms/msg")
             reader.cancel()
             return {"hop_median": statistics.median(hops), "hop_p99": pct(hops, .99),
                     "sustained": n / wall, "serial_cpu": serial_cpu, "tp_cpu": cpu / n,
-                    "client_cpu": ccpu / n,
-                    "peak_rss": proc_status_kb(proc.pid, "VmHWM") / 1024}
+                    "client_cpu": ccpu / n, "peak_rss": peak_rss}
     finally:
         proc.terminate()
         proc.wait(10)
